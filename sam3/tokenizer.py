@@ -8,10 +8,13 @@ for people. CLIP BPE is not invertible (lower-casing, whitespace and ftfy cleani
 
 from __future__ import annotations
 
+import html
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import ftfy
+import regex
 import torch
 
 from sam3.configs import CONTEXT_LENGTH
@@ -20,6 +23,16 @@ logger = logging.getLogger(__name__)
 
 ASSET_DIR = Path(__file__).parent / "assets" / "clip_tokenizer"
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def clean_text(text: str) -> str:
+    """CLIP's text cleaning before BPE: fix mojibake (ftfy), unescape HTML twice, squeeze whitespace.
+
+    transformers' CLIPTokenizer skips the HTML step; applying it here makes ids equal to those of
+    OpenAI CLIP and the official SAM 3 tokenizer for text such as "&amp;".
+    """
+    text = html.unescape(html.unescape(ftfy.fix_text(text)))
+    return regex.sub(r"\s+", " ", text).strip()
 
 
 class Sam3Tokenizer:
@@ -48,7 +61,7 @@ class Sam3Tokenizer:
 
     def encode(self, text: str, special: bool = True) -> list[int]:
         """Token ids of ``text``; with ``special`` wrapped in SOT/EOT. Truncated to the context."""
-        ids = self._tok(text, add_special_tokens=False)["input_ids"]
+        ids = self._tok(clean_text(text), add_special_tokens=False)["input_ids"]
         ids = ids[: self.context_length - 2]
         return [self.sot_id, *ids, self.eot_id] if special else list(ids)
 
