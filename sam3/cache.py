@@ -68,9 +68,10 @@ class FeatureCache:
             )
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             logger.warning("feature cache entry %s is unreadable (%s); recomputing", path, exc)
-            ok, tensors = False, {}
+            ok, tensors = None, {}
         if not ok:
-            logger.warning("feature cache entry %s failed validation; recomputing", path)
+            if ok is False:
+                logger.warning("feature cache entry %s failed validation; recomputing", path)
             path.unlink(missing_ok=True)
             self.misses += 1
             return None

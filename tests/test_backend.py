@@ -1,0 +1,165 @@
+"""The backend equals transformers' Sam3Model, is differentiable where it must be, and frozen."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sam3 import GroundingOutput, Sam3Backend
+from sam3.preprocess import preprocess
+
+PROMPTS = [[736, 7117], [320, 736, 7117, 1125, 539], [7117]]
+
+
+def _images(n=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (50 + 9 * i, 70, 3), dtype=np.uint8) for i in range(n)]
+
+
+def _full_length(backend, seqs):
+    """Reference inputs as Sam3Processor builds them: padded to 32 with EOT, attention mask."""
+    ids = torch.full((len(seqs), 32), backend.tokenizer.eot_id)
+    mask = torch.zeros((len(seqs), 32), dtype=torch.long)
+    for p, s in enumerate(seqs):
+        row = [backend.tokenizer.sot_id, *s, backend.tokenizer.eot_id]
+        ids[p, : len(row)] = torch.tensor(row)
+        mask[p, : len(row)] = 1
+    return ids, mask
+
+
+def test_embeds_path_equals_ids_path(lively_backend):
+    b = lively_backend
+    ids, mask = b.prompt_ids(PROMPTS)
+    assert ids.shape == (3, 7) and mask.sum(1).tolist() == [4, 7, 3]
+    by_ids = b.encode_text(ids=(ids, mask))
+    by_embeds = b.encode_text(embeds=b.token_embeddings[ids], mask=mask)
+    assert torch.equal(by_ids.features, by_embeds.features)
+    assert by_ids.features.shape == (3, 7, b.hidden_size)
+
+
+def test_truncated_text_equals_full_length(lively_backend):
+    b = lively_backend
+    ids32, mask32 = _full_length(b, PROMPTS)
+    ref = b.model.get_text_features(input_ids=ids32, attention_mask=mask32).pooler_output  # (3, 32, C)
+    ours = b.encode_text(ids=b.prompt_ids(PROMPTS))
+    T = ours.features.shape[1]
+    assert T == 7
+    valid = ours.mask.unsqueeze(-1)
+    assert float(ref[:, :T].abs().mean()) > 0.1  # non-trivial numbers
+    assert torch.allclose(ref[:, :T] * valid, ours.features * valid, atol=1e-5, rtol=1e-5)
+
+
+def test_ground_equals_forward_from_pixels(lively_backend):
+    b = lively_backend
+    images = _images()
+    feats = b.encode_images(images)
+    out = b.ground(b.encode_text(ids=b.prompt_ids(PROMPTS)), feats)
+    g = b.image_size // b.patch_size
+    assert out.mask_logits.shape == (3, 3, b.num_queries, 4 * g, 4 * g)
+    assert out.presence_logits.shape == (3, 3) and out.boxes.shape == (3, 3, b.num_queries, 4)
+    ids32, mask32 = _full_length(b, PROMPTS)
+    pixels = preprocess(images, b.image_size)
+    worst = 0.0
+    with torch.no_grad():
+        for p in range(3):
+            for i in range(3):
+                ref = b.model(
+                    pixel_values=pixels[i : i + 1], input_ids=ids32[p : p + 1], attention_mask=mask32[p : p + 1]
+                )
+                pairs = [
+                    (ref.pred_masks[0], out.mask_logits[p, i]),
+                    (ref.pred_logits[0], out.query_logits[p, i]),
+                    (ref.presence_logits[0, 0], out.presence_logits[p, i]),
+                    (ref.semantic_seg[0, 0], out.semantic_logits[p, i]),
+                    (ref.pred_boxes[0], out.boxes[p, i]),
+                ]
+                for r, o in pairs:
+                    assert float(r.abs().mean()) > 1e-2  # compare O(1) numbers, not ~0 ones
+                    worst = max(worst, float((r - o).abs().max() / (r.abs().max() + 1e-6)))
+    assert worst < 1e-4, f"relative difference {worst:.2e}"
+
+
+def test_disk_cached_features_match_fresh_ones(lively_backend, tmp_path):
+    b = lively_backend
+    images = _images(2, seed=1)
+    fresh_backend = Sam3Backend(b.model, b.tokenizer, b.source, b.device, b.dtype, cache_dir=tmp_path)
+    first = fresh_backend.encode_images(images)
+    assert (fresh_backend.cache.hits, fresh_backend.cache.misses) == (0, 2)
+    second = fresh_backend.encode_images(images)
+    assert (fresh_backend.cache.hits, fresh_backend.cache.misses) == (2, 2)
+    text = b.encode_text(ids=b.prompt_ids(PROMPTS[:2]))
+    o1, o2 = b.ground(text, first), b.ground(text, second)
+    for lvl1, lvl2 in zip(first.fpn, second.fpn):
+        assert lvl2.dtype == torch.float32
+        assert torch.allclose(lvl1, lvl2, rtol=2e-3, atol=2e-3 * float(lvl1.abs().max()))  # fp16 storage
+    rel = (o1.mask_logits - o2.mask_logits).abs().max() / o1.mask_logits.abs().max()
+    assert float(rel) < 2e-2
+
+
+def test_gradients_reach_soft_embeddings_only(lively_backend):
+    b = lively_backend
+    before = {n: p.detach().clone() for n, p in b.model.named_parameters()}
+    ids, mask = b.prompt_ids([[736, 7117]])
+    soft = b.token_embeddings[ids].detach().clone().requires_grad_(True)
+    feats = b.encode_images(_images(2, seed=2))
+    out = b.ground(b.encode_text(embeds=soft, mask=mask), feats)
+    loss = out.mask_logits.sigmoid().mean() + out.presence_logits.mean()
+    loss.backward()
+    assert soft.grad is not None and float(soft.grad[0, 1:3].abs().sum()) > 0  # alias positions get gradient
+    assert all(p.grad is None and not p.requires_grad for p in b.model.parameters())
+    opt = torch.optim.Adam([soft], lr=0.1)
+    opt.step()
+    for n, p in b.model.named_parameters():
+        assert torch.equal(p, before[n]), n
+    assert not b.model.training
+
+
+def test_ground_pairs_and_batching_agree(lively_backend):
+    b = lively_backend
+    feats = b.encode_images(_images(3, seed=3))
+    text = b.encode_text(ids=b.prompt_ids(PROMPTS))
+    full = b.ground(text, feats)
+    pairs = b.ground_pairs(text, feats, torch.tensor([2, 0, 1]), torch.tensor([1, 2, 0]), batch_size=2)
+    assert torch.allclose(pairs.mask_logits[0], full.mask_logits[2, 1], atol=1e-5)
+    assert torch.allclose(pairs.query_logits[1], full.query_logits[0, 2], atol=1e-5)
+    scores = full.scores()
+    expected = full.query_logits.sigmoid() * full.presence_logits.sigmoid()[..., None]
+    assert torch.allclose(scores, expected) and scores.shape == (3, 3, b.num_queries)
+
+
+def test_out_of_memory_halves_the_batch(lively_backend, monkeypatch):
+    b = lively_backend
+    feats = b.encode_images(_images(2, seed=4))
+    text = b.encode_text(ids=b.prompt_ids(PROMPTS))
+    expected = b.ground(text, feats, batch_size=6)
+    real = Sam3Backend._ground_batch
+    seen = []
+
+    def flaky(self, text, images, p_idx, i_idx) -> GroundingOutput:
+        seen.append(len(p_idx))
+        if len(p_idx) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(self, text, images, p_idx, i_idx)
+
+    monkeypatch.setattr(Sam3Backend, "_ground_batch", flaky)
+    saved = b.pair_batch_size
+    try:
+        got = b.ground(text, feats, batch_size=6)
+        assert seen[:3] == [6, 3, 1] and b.pair_batch_size == 1
+    finally:
+        b.pair_batch_size = saved
+    assert torch.allclose(got.mask_logits, expected.mask_logits, atol=1e-5)
+
+
+def test_prompt_length_limits(lively_backend):
+    with pytest.raises(ValueError, match="at most 30"):
+        lively_backend.prompt_ids([[736] * 31])
+    with pytest.raises(ValueError, match="exactly one"):
+        lively_backend.encode_text()
+
+
+def test_token_embedding_table(lively_backend):
+    table = lively_backend.token_embeddings
+    assert table.shape == (49408, lively_backend.model.config.text_config.hidden_size)
+    assert not table.requires_grad

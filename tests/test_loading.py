@@ -1,0 +1,103 @@
+"""Model sources: local Hugging Face directories, random configs, and clear errors for mistakes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from sam3 import ModelSourceError, Sam3Backend
+from sam3.loading import pick_device, pick_dtype, resolve_source
+from sam3.tokenizer import ASSET_DIR
+
+
+@pytest.fixture(scope="module")
+def checkpoint_dir(tmp_path_factory):
+    """random:tiny saved as facebook/sam3 ships it: config.json + model.safetensors + tokenizer files."""
+    out = tmp_path_factory.mktemp("ckpt")
+    b = Sam3Backend.load("random:tiny@3", use_cache=False)
+    b.model.save_pretrained(out, safe_serialization=True)
+    for f in ASSET_DIR.iterdir():
+        shutil.copy(f, out / f.name)
+    return out
+
+
+def test_directory_loads_same_weights(checkpoint_dir):
+    ref = Sam3Backend.load("random:tiny@3", use_cache=False)
+    b = Sam3Backend.load(checkpoint_dir, use_cache=False)
+    assert b.source.kind == "dir" and b.source.path == checkpoint_dir
+    for (n1, p1), (n2, p2) in zip(ref.model.named_parameters(), b.model.named_parameters()):
+        assert n1 == n2 and torch.equal(p1, p2)
+    assert not b.model.training and not any(p.requires_grad for p in b.model.parameters())
+    assert b.tokenizer.encode("red") == [49406, 736, 49407]
+    assert b.fingerprint != ref.fingerprint  # directories are fingerprinted by their files
+
+
+def test_random_sources_are_seeded():
+    a = Sam3Backend.load("random:tiny@1", use_cache=False)
+    a2 = Sam3Backend.load("random:tiny@1", use_cache=False)
+    c = Sam3Backend.load("random:tiny@2", use_cache=False)
+    wa, wa2, wc = (x.model.detr_decoder.query_embed.weight for x in (a, a2, c))
+    assert torch.equal(wa, wa2) and not torch.equal(wa, wc)
+    assert a.fingerprint == a2.fingerprint != c.fingerprint
+
+
+def test_missing_weights_are_reported(checkpoint_dir, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(checkpoint_dir, broken)
+    weights = load_file(str(broken / "model.safetensors"))
+    dropped = sorted(k for k in weights if "detr_decoder" in k)[:2]
+    for k in dropped:
+        weights.pop(k)
+    save_file(weights, str(broken / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ModelSourceError, match="lacks 2 weights"):
+        Sam3Backend.load(broken, use_cache=False)
+
+
+def test_user_mistakes_give_clear_errors(tmp_path):
+    with pytest.raises(ModelSourceError, match="not found"):
+        resolve_source(tmp_path / "nope")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelSourceError, match="no config.json"):
+        Sam3Backend.load(empty, use_cache=False)
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    (clip / "config.json").write_text(json.dumps({"model_type": "clip_text_model"}))
+    with pytest.raises(ModelSourceError, match="not SAM 3"):
+        Sam3Backend.load(clip, use_cache=False)
+    bad_json = tmp_path / "badjson"
+    bad_json.mkdir()
+    (bad_json / "config.json").write_text("{not json")
+    with pytest.raises(ModelSourceError, match="not valid JSON"):
+        Sam3Backend.load(bad_json, use_cache=False)
+    no_weights = tmp_path / "noweights"
+    no_weights.mkdir()
+    (no_weights / "config.json").write_text(json.dumps({"model_type": "sam3"}))
+    with pytest.raises(ModelSourceError, match="no weights"):
+        Sam3Backend.load(no_weights, use_cache=False)
+    a_file = tmp_path / "model.safetensors"
+    a_file.write_bytes(b"x")
+    with pytest.raises(ModelSourceError, match="is a file"):
+        resolve_source(a_file)
+    with pytest.raises(ValueError, match="unknown SAM 3 architecture"):
+        resolve_source("random:huge")
+
+
+def test_hub_id_outside_cache_is_refused(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ModelSourceError, match="not in the local Hugging Face cache"):
+        resolve_source("facebook/sam3")
+
+
+def test_device_and_dtype_choice():
+    assert pick_device("cpu").type == "cpu"
+    assert pick_dtype(torch.device("cpu")) == torch.float32
+    assert pick_dtype(torch.device("cpu"), "bf16") == torch.bfloat16
+    with pytest.raises(ValueError, match="unknown dtype"):
+        pick_dtype(torch.device("cpu"), "fp8")
+    if not torch.cuda.is_available():
+        assert pick_device("auto").type in ("cpu", "mps")

@@ -1,0 +1,57 @@
+"""Repository contracts: CI runs the README's test command; sam3/ never imports alias_opt."""
+
+from __future__ import annotations
+
+import ast
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    command = [line for line in ci if "pytest" in line and not line.startswith("#")]
+    assert len(command) == 1
+    readme = (REPO / "README.md").read_text()
+    assert command[0].strip() in readme
+    assert "pip install -q torch==2.13.0" in command[0]
+
+
+def test_backend_never_imports_the_optimizer():
+    offenders = []
+    for path in (REPO / "sam3").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "alias_opt"]
+    assert offenders == []
+
+
+def test_declared_dependencies():
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    deps = " ".join(meta["dependencies"])
+    for name in [
+        "torch",
+        "transformers",
+        "pycocotools",
+        "faiss-cpu",
+        "numpy",
+        "pillow",
+        "safetensors",
+        "scipy",
+        "optuna",
+        "tqdm",
+        "ftfy",
+        "regex",
+        "matplotlib",
+    ]:
+        assert name in deps, name
+    assert "torchvision" not in deps
+    assert "pycocotools>=2.0.11" in deps
+    dev = " ".join(meta["optional-dependencies"]["dev"])
+    assert "pytest" in dev and "ruff" in dev
