@@ -35,7 +35,7 @@ def test_real_photos_match_pil_resize(coco_fixtures):
         diff = (ours - ref).abs()
         assert float(diff.max()) <= 2.0 / 255 + 1e-6
         assert float((diff > 1e-6).float().mean()) < 0.05
-        assert -1.0 <= float(ours.min()) and float(ours.max()) <= 1.0
+        assert float(ours.min()) >= -1.0 and float(ours.max()) <= 1.0
 
 
 def test_same_size_is_not_resized():
