@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,7 +79,8 @@ def _from_hub_cache(repo_id: str) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(repo_id, local_files_only=True))
+        cache_dir = os.environ.get("HF_HUB_CACHE")  # read now, not at import, so tests and users can point it
+        return Path(snapshot_download(repo_id, local_files_only=True, cache_dir=cache_dir))
     except Exception as exc:  # LocalEntryNotFoundError and friends
         raise ModelSourceError(
             f"{repo_id!r} is not in the local Hugging Face cache and this tool never downloads weights; "

@@ -101,3 +101,32 @@ def test_device_and_dtype_choice():
         pick_dtype(torch.device("cpu"), "fp8")
     if not torch.cuda.is_available():
         assert pick_device("auto").type in ("cpu", "mps")
+
+
+def test_facebook_sam3_layout_loads(tmp_path):
+    """facebook/sam3 ships a sam3_video config with detector_config and detector_model.* weights
+    (plus tracker weights the image model ignores)."""
+    from transformers import Sam3VideoConfig
+
+    from sam3.configs import named_config
+
+    ref = Sam3Backend.load("random:tiny@3", use_cache=False)
+    Sam3VideoConfig(detector_config=named_config("tiny").to_dict()).save_pretrained(tmp_path)
+    weights = {"detector_model." + k: v.contiguous() for k, v in ref.model.state_dict().items()}
+    weights["tracker_model.memory_encoder.weight"] = torch.zeros(2)
+    save_file(weights, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    b = Sam3Backend.load(tmp_path, use_cache=False)
+    assert all(torch.equal(p1, p2) for p1, p2 in zip(ref.model.parameters(), b.model.parameters()))
+
+
+def test_hub_id_from_local_cache(monkeypatch, tmp_path, checkpoint_dir):
+    """A hub id resolves to its snapshot in the local cache, offline."""
+    repo = tmp_path / "models--acme--sam3-mini"
+    snap = repo / "snapshots" / ("a" * 40)
+    shutil.copytree(checkpoint_dir, snap)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    assert resolve_source("acme/sam3-mini").path == snap
+    b = Sam3Backend.load("acme/sam3-mini", use_cache=False)
+    assert b.tokenizer.encode("circle", special=False) == [7117]
