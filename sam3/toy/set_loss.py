@@ -1,0 +1,215 @@
+"""SAM 3-style set-prediction loss for training sam3-toy.
+
+Per (image, prompt) pair the targets are the instances the prompt names (possibly none). Queries are
+matched one-to-one to instances by the Hungarian algorithm (``scipy.optimize.linear_sum_assignment``)
+on a cost of focal classification + box L1 + GIoU + mask focal + mask dice. Then:
+
+    classification  sigmoid focal loss on every query's logit (matched 1, others 0)
+    masks           sigmoid focal + dice on matched queries' mask logits vs instance masks
+    boxes           L1 + GIoU on matched queries' boxes (xyxy, normalized)
+    presence        BCE of the presence logit vs "the prompt has at least one instance here"
+    semantic        BCE + dice of the semantic mask vs the union of the instance masks
+
+Losses over instances are normalized by the number of instances in the batch (DETR-style).
+Box and GIoU helpers, mask focal and dice come from transformers' ``loss_for_object_detection``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from transformers.loss.loss_for_object_detection import dice_loss, generalized_box_iou, sigmoid_focal_loss
+
+FOCAL_ALPHA = 0.25
+FOCAL_GAMMA = 2.0
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the loss terms (``cost_*``: of the matching cost)."""
+
+    cls: float = 2.0
+    box_l1: float = 5.0
+    giou: float = 2.0
+    mask_focal: float = 20.0
+    mask_dice: float = 5.0
+    presence: float = 2.0
+    semantic: float = 1.0
+    cost_cls: float = 2.0
+    cost_box_l1: float = 5.0
+    cost_giou: float = 2.0
+    cost_mask: float = 5.0
+    cost_dice: float = 5.0
+
+
+@dataclass
+class SetTarget:
+    """The instances one prompt names in one image.
+
+    masks: (N, h, w) float in [0, 1] at the predicted mask resolution (N may be 0).
+    boxes: (N, 4) xyxy normalized to [0, 1].
+    """
+
+    masks: torch.Tensor
+    boxes: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.masks.shape[0])
+
+
+@dataclass
+class LossOutput:
+    total: torch.Tensor
+    terms: dict[str, float] = field(default_factory=dict)
+    matches: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+
+def _focal_class_cost(logits: torch.Tensor) -> torch.Tensor:
+    """(Q,) cost of calling each query positive (DETR/Deformable-DETR focal cost)."""
+    p = logits.sigmoid()
+    neg = (1 - FOCAL_ALPHA) * p.pow(FOCAL_GAMMA) * -(1 - p + 1e-8).log()
+    pos = FOCAL_ALPHA * (1 - p).pow(FOCAL_GAMMA) * -(p + 1e-8).log()
+    return pos - neg
+
+
+def _pairwise_mask_focal(pred: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    """(Q, N) mean sigmoid focal loss of each predicted mask (Q, P) against each target (N, P)."""
+    p = pred.sigmoid()
+    focal_pos = (
+        FOCAL_ALPHA
+        * (1 - p).pow(FOCAL_GAMMA)
+        * F.binary_cross_entropy_with_logits(pred, torch.ones_like(pred), reduction="none")
+    )
+    focal_neg = (
+        (1 - FOCAL_ALPHA)
+        * p.pow(FOCAL_GAMMA)
+        * F.binary_cross_entropy_with_logits(pred, torch.zeros_like(pred), reduction="none")
+    )
+    return (focal_pos @ tgt.T + focal_neg @ (1 - tgt).T) / pred.shape[1]
+
+
+def _pairwise_dice(pred: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    """(Q, N) dice loss of each predicted mask (Q, P) against each target (N, P)."""
+    p = pred.sigmoid()
+    num = 2 * p @ tgt.T
+    den = p.sum(-1)[:, None] + tgt.sum(-1)[None, :]
+    return 1 - (num + 1) / (den + 1)
+
+
+@torch.no_grad()
+def hungarian_match(
+    logits: torch.Tensor,
+    boxes: torch.Tensor,
+    masks: torch.Tensor,
+    target: SetTarget,
+    weights: LossWeights = LossWeights(),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Match queries to the target instances of one pair.
+
+    Args:
+        logits: (Q,) query logits; boxes: (Q, 4) xyxy; masks: (Q, h, w) mask logits.
+
+    Returns:
+        (query indices, target indices), each of length min(Q, N).
+    """
+    n = len(target)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    logits, boxes, masks = logits.float(), boxes.float(), masks.float()
+    pm = masks.flatten(1)
+    tm = target.masks.flatten(1).to(pm)
+    tb = target.boxes.to(boxes)
+    cost = (
+        weights.cost_cls * _focal_class_cost(logits)[:, None]
+        + weights.cost_box_l1 * torch.cdist(boxes, tb, p=1)
+        - weights.cost_giou * generalized_box_iou(boxes, tb)
+        + weights.cost_mask * _pairwise_mask_focal(pm, tm)
+        + weights.cost_dice * _pairwise_dice(pm, tm)
+    )
+    q_idx, t_idx = linear_sum_assignment(cost.cpu().numpy())
+    return q_idx.astype(np.int64), t_idx.astype(np.int64)
+
+
+def _semantic_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE + dice of semantic mask logits (B, h, w) vs union masks (B, h, w), mean over pairs."""
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    p = logits.sigmoid().flatten(1)
+    t = target.flatten(1)
+    dice = 1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)
+    return bce + dice.mean()
+
+
+def set_prediction_loss(
+    query_logits: torch.Tensor,
+    boxes: torch.Tensor,
+    mask_logits: torch.Tensor,
+    presence_logits: torch.Tensor,
+    semantic_logits: torch.Tensor,
+    targets: list[SetTarget],
+    weights: LossWeights = LossWeights(),
+) -> LossOutput:
+    """The loss of a batch of B (image, prompt) pairs.
+
+    Args:
+        query_logits: (B, Q); boxes: (B, Q, 4) xyxy normalized; mask_logits: (B, Q, h, w);
+        presence_logits: (B,) or (B, 1); semantic_logits: (B, h, w) or (B, 1, h, w) — as
+            ``Sam3Model`` returns them (``pred_logits``, ``pred_boxes``, ``pred_masks``, ...).
+        targets: B ``SetTarget`` with masks at (h, w).
+
+    Returns:
+        LossOutput: the weighted total, each (unweighted) term as a float, and the matches.
+    """
+    B, Q = query_logits.shape
+    h, w = mask_logits.shape[-2:]
+    presence_logits = presence_logits.reshape(B)
+    semantic_logits = semantic_logits.reshape(B, *semantic_logits.shape[-2:])
+    matches = [hungarian_match(query_logits[b], boxes[b], mask_logits[b], targets[b], weights) for b in range(B)]
+    n_total = sum(len(t) for t in targets)
+    num = float(max(n_total, 1))
+
+    cls_target = torch.zeros_like(query_logits)
+    for b, (qi, _) in enumerate(matches):
+        cls_target[b, torch.as_tensor(qi, dtype=torch.long)] = 1.0
+    loss_cls = sigmoid_focal_loss(query_logits, cls_target, num, FOCAL_ALPHA, FOCAL_GAMMA) * Q
+
+    presence_target = torch.tensor([float(len(t) > 0) for t in targets], device=query_logits.device)
+    loss_presence = F.binary_cross_entropy_with_logits(presence_logits, presence_target.to(presence_logits))
+
+    sem_target = torch.stack(
+        [t.masks.amax(0) if len(t) else torch.zeros(h, w, device=mask_logits.device) for t in targets]
+    ).to(semantic_logits)
+    if sem_target.shape[-2:] != semantic_logits.shape[-2:]:
+        sem_target = F.interpolate(sem_target[:, None], size=semantic_logits.shape[-2:], mode="area")[:, 0]
+    loss_semantic = _semantic_loss(semantic_logits, sem_target)
+
+    zero = query_logits.sum() * 0.0
+    loss_l1 = loss_giou = loss_mfocal = loss_dice = zero
+    if n_total:
+        b_idx = torch.cat([torch.full((len(qi),), b, dtype=torch.long) for b, (qi, _) in enumerate(matches)])
+        q_idx = torch.cat([torch.as_tensor(qi, dtype=torch.long) for qi, _ in matches])
+        src_boxes = boxes[b_idx, q_idx]
+        src_masks = mask_logits[b_idx, q_idx].flatten(1)
+        tgt_boxes = torch.cat([t.boxes[torch.as_tensor(ti, dtype=torch.long)] for t, (_, ti) in zip(targets, matches)])
+        tgt_masks = torch.cat([t.masks[torch.as_tensor(ti, dtype=torch.long)] for t, (_, ti) in zip(targets, matches)])
+        tgt_boxes = tgt_boxes.to(src_boxes)
+        tgt_masks = tgt_masks.flatten(1).to(src_masks)
+        loss_l1 = F.l1_loss(src_boxes, tgt_boxes, reduction="none").sum() / num
+        loss_giou = (1 - torch.diag(generalized_box_iou(src_boxes, tgt_boxes))).sum() / num
+        loss_mfocal = sigmoid_focal_loss(src_masks, tgt_masks, num, FOCAL_ALPHA, FOCAL_GAMMA)
+        loss_dice = dice_loss(src_masks, tgt_masks, num)
+
+    terms = {
+        "cls": loss_cls,
+        "box_l1": loss_l1,
+        "giou": loss_giou,
+        "mask_focal": loss_mfocal,
+        "mask_dice": loss_dice,
+        "presence": loss_presence,
+        "semantic": loss_semantic,
+    }
+    total = sum(getattr(weights, k) * v for k, v in terms.items())
+    return LossOutput(total, {k: float(v.detach()) for k, v in terms.items()}, matches)

@@ -1,0 +1,386 @@
+"""Train sam3-toy: a tiny ``transformers.Sam3Model`` on the shapes world, exported as an HF directory.
+
+Each step renders fresh world images (deterministic by seed and step, a stream no dataset seed
+reaches), runs the vision encoder once per image, and grounds K prompts per image:
+
+    positives  "<colour> <shape>", "<colour>", "<shape>": every matching instance is a target
+    negatives  absent concepts (mostly sharing a colour or shape with what is there), absent
+               colours/shapes, and 1-3 random vocabulary tokens: no targets, presence 0
+
+The renamed-variant words (``world.RENAMED_WORDS``) are never used, not even as random negatives.
+Loss: ``sam3.toy.set_loss.set_prediction_loss``. AdamW, linear warmup + cosine decay, gradient
+clipping. A checkpoint (model, optimizer, schedule, RNG, step) is written atomically every
+``--ckpt-every`` steps; ``--resume`` continues from it exactly. Losses go to ``DIR/train_log.jsonl``.
+At the end the model is exported to ``DIR/model`` (or ``--export-to``) in fp16 with the tokenizer
+files: a checkpoint directory that ``Sam3Backend.load`` reads like facebook/sam3.
+
+    python -m sam3.toy.train --out results/toy_train --steps 6000
+    python -m sam3.toy.train --out results/toy_train --resume
+    python -m sam3.toy.train --out results/toy_train --export-only --export-to sam3/toy/sam3-toy
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
+
+from sam3.configs import named_config
+from sam3.preprocess import preprocess
+from sam3.tokenizer import ASSET_DIR, TOKENIZER_FILES, Sam3Tokenizer
+from sam3.toy import world
+from sam3.toy.set_loss import LossWeights, SetTarget, set_prediction_loss
+
+TRAIN_STREAM = 0x5A3  # SeedSequence([seed, TRAIN_STREAM, step, i]) never equals a dataset image's [seed, i]
+CKPT_NAME = "checkpoint.pt"
+LOG_NAME = "train_log.jsonl"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    arch: str = "toy"
+    steps: int = 8000
+    images_per_step: int = 4
+    prompts_per_image: int = 5
+    lr: float = 6e-4
+    min_lr_ratio: float = 0.05
+    warmup: int = 300
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    seed: int = 0
+    # prompt mix (cumulative thresholds are derived in PromptSampler)
+    p_concept: float = 0.30
+    p_colour: float = 0.12
+    p_shape: float = 0.12
+    p_absent_concept: float = 0.26
+    p_absent_word: float = 0.06
+    # the rest: random vocabulary tokens
+    p_hard_negative: float = 0.7  # absent concept shares a colour or shape with a present instance
+
+
+class PromptSampler:
+    """Turns a world image into (prompt token ids, target instance indices) pairs."""
+
+    def __init__(self, tokenizer: Sam3Tokenizer, cfg: TrainConfig):
+        self.cfg = cfg
+        self.word_ids = {w: tokenizer.encode(w, special=False) for w in (*world.COLOURS, *world.SHAPES)}
+        for w, ids in self.word_ids.items():
+            if len(ids) != 1:
+                raise ValueError(f"training word {w!r} is not a single CLIP token: {ids}")
+        banned = set(tokenizer.special_ids)
+        for w in (*self.word_ids, *world.RENAMED_WORDS):
+            banned.update(tokenizer.encode(w, special=False))
+        pool = np.ones(tokenizer.vocab_size, dtype=bool)
+        pool[sorted(banned)] = False
+        self.random_pool = np.flatnonzero(pool)
+
+    def phrase(self, *words: str) -> list[int]:
+        return [i for w in words for i in self.word_ids[w]]
+
+    def sample(self, rng: np.random.Generator, img: world.WorldImage, k: int) -> list[tuple[list[int], list[int]]]:
+        cfg = self.cfg
+        insts = img.instances
+        present = sorted({inst.concept for inst in insts})
+        colours = sorted({c for c, _ in present})
+        shapes = sorted({s for _, s in present})
+        absent = [c for c in world.CONCEPTS if c not in present]
+        hard = [c for c in absent if c[0] in colours or c[1] in shapes]
+        absent_words = [c for c in world.COLOURS if c not in colours] + [s for s in world.SHAPES if s not in shapes]
+        edges = np.cumsum([cfg.p_concept, cfg.p_colour, cfg.p_shape, cfg.p_absent_concept, cfg.p_absent_word])
+        out = []
+        for _ in range(k):
+            r = rng.random()
+            if present and r < edges[0]:
+                c, s = present[rng.integers(len(present))]
+                out.append((self.phrase(c, s), [i for i, t in enumerate(insts) if t.concept == (c, s)]))
+            elif present and r < edges[1]:
+                c = colours[rng.integers(len(colours))]
+                out.append((self.phrase(c), [i for i, t in enumerate(insts) if t.colour == c]))
+            elif present and r < edges[2]:
+                s = shapes[rng.integers(len(shapes))]
+                out.append((self.phrase(s), [i for i, t in enumerate(insts) if t.shape == s]))
+            elif r < edges[3] or (r < edges[4] and not absent_words):
+                pool = hard if hard and rng.random() < cfg.p_hard_negative else absent
+                c, s = pool[rng.integers(len(pool))]
+                out.append((self.phrase(c, s), []))
+            elif r < edges[4]:
+                out.append((self.phrase(absent_words[rng.integers(len(absent_words))]), []))
+            else:
+                n = int(rng.integers(1, 4))
+                out.append(([int(t) for t in rng.choice(self.random_pool, size=n)], []))
+        return out
+
+
+def instance_targets(img: world.WorldImage, indices: list[int], size: tuple[int, int]) -> SetTarget:
+    """Masks (area-downsampled to ``size``) and normalized xyxy boxes of the listed instances."""
+    h, w = size
+    if not indices:
+        return SetTarget(torch.zeros(0, h, w), torch.zeros(0, 4))
+    full = torch.from_numpy(np.stack([img.instances[i].mask for i in indices])).float()
+    H, W = full.shape[-2:]
+    masks = F.interpolate(full[:, None], size=(h, w), mode="area")[:, 0]
+    boxes = []
+    for m in full:
+        ys = torch.nonzero(m.any(1)).flatten()
+        xs = torch.nonzero(m.any(0)).flatten()
+        boxes.append([xs[0] / W, ys[0] / H, (xs[-1] + 1) / W, (ys[-1] + 1) / H])
+    return SetTarget(masks, torch.tensor(boxes, dtype=torch.float32))
+
+
+def step_rng(seed: int, step: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, TRAIN_STREAM, step]))
+
+
+def make_batch(sampler: PromptSampler, cfg: TrainConfig, step: int, image_size: int, mask_size: tuple[int, int]):
+    """Images, prompt ids/mask, pair->image index and targets of one training step."""
+    rng = step_rng(cfg.seed, step)
+    imgs = [world.render_image(rng) for _ in range(cfg.images_per_step)]
+    prompts, img_idx, targets = [], [], []
+    for i, img in enumerate(imgs):
+        for ids, inst in sampler.sample(rng, img, cfg.prompts_per_image):
+            prompts.append(ids)
+            img_idx.append(i)
+            targets.append(instance_targets(img, inst, mask_size))
+    pixels = preprocess([im.rgb for im in imgs], image_size)
+    return pixels, prompts, torch.tensor(img_idx), targets
+
+
+def pad_prompts(prompts: list[list[int]], tokenizer: Sam3Tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """SOT + ids + EOT, padded with EOT to the longest; mask True at real tokens (as the backend does)."""
+    rows = [[tokenizer.sot_id, *p, tokenizer.eot_id] for p in prompts]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), tokenizer.eot_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+def forward_pairs(model, pixels: torch.Tensor, img_idx: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor):
+    """Vision once per image, then the Sam3Model heads on every (image, prompt) pair."""
+    vis = model.get_vision_features(pixel_values=pixels)
+    vision = Sam3VisionEncoderOutput(
+        fpn_hidden_states=tuple(x.index_select(0, img_idx) for x in vis.fpn_hidden_states),
+        fpn_position_encoding=tuple(x.index_select(0, img_idx) for x in vis.fpn_position_encoding),
+    )
+    return model(vision_embeds=vision, input_ids=ids, attention_mask=mask)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+
+def build_optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim < 2 or "embedding" in name or "norm" in name:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
+
+
+def save_checkpoint(path: Path, model, optimizer, step: int, cfg: TrainConfig, elapsed: float) -> None:
+    state = {
+        "step": step,
+        "config": cfg.__dict__,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "numpy_rng": np.random.get_state(),
+        "python_rng": random.getstate(),
+        "elapsed_s": elapsed,
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def export_model(model, out_dir: Path) -> Path:
+    """Write an HF checkpoint directory: config.json, fp16 model.safetensors, CLIP tokenizer files."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("*.safetensors"):
+        old.unlink()
+    half = type(model)(model.config)
+    half.load_state_dict(model.state_dict())
+    half = half.to(torch.float16)
+    half.save_pretrained(str(out_dir), safe_serialization=True)
+    for name in TOKENIZER_FILES:
+        shutil.copy2(ASSET_DIR / name, out_dir / name)
+    for f in out_dir.iterdir():
+        f.chmod(0o644)
+    return out_dir
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    if not path.is_file():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] < step]
+    path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def train(
+    out: Path,
+    cfg: TrainConfig,
+    resume: bool = False,
+    ckpt_every: int = 200,
+    log_every: int = 10,
+    threads: int = 2,
+    export_to: Path | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+):
+    """Train (or resume) a run in ``out``; export the final model; return it.
+
+    ``stop_after`` ends the run early after that many steps (with a checkpoint, no export), as an
+    interrupted run would; ``--resume`` then continues it.
+    """
+    from transformers import Sam3Model
+
+    torch.set_num_threads(threads)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path, log_path = out / CKPT_NAME, out / LOG_NAME
+    tokenizer = Sam3Tokenizer(ASSET_DIR)
+    sampler = PromptSampler(tokenizer, cfg)
+    torch.manual_seed(cfg.seed)
+    model = Sam3Model(named_config(cfg.arch))
+    model.train()
+    optimizer = build_optimizer(model, cfg)
+    start, elapsed = 0, 0.0
+    if resume and ckpt_path.is_file():
+        state = torch.load(ckpt_path, weights_only=False)
+        saved = TrainConfig(**state["config"])
+        if saved != cfg:
+            print(f"resuming with the checkpoint's config (ignoring command-line changes): {saved}")
+            cfg = saved
+            sampler = PromptSampler(tokenizer, cfg)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        np.random.set_state(state["numpy_rng"])
+        random.setstate(state["python_rng"])
+        start, elapsed = int(state["step"]), float(state["elapsed_s"])
+        _truncate_log(log_path, start)
+    elif log_path.exists():
+        log_path.unlink()
+    grid = model.config.vision_config.backbone_feature_sizes[0]
+    mask_size = (int(grid[0]), int(grid[1]))
+    image_size = int(model.config.vision_config.backbone_config.image_size)
+    weights = LossWeights()
+    bar = tqdm(total=cfg.steps, initial=start, desc="train sam3-toy", unit="step", disable=not progress)
+    t0 = time.time() - elapsed
+    running: dict[str, float] = {}
+    with open(log_path, "a") as log:
+        for step in range(start, cfg.steps):
+            pixels, prompts, img_idx, targets = make_batch(sampler, cfg, step, image_size, mask_size)
+            ids, mask = pad_prompts(prompts, tokenizer)
+            for g in optimizer.param_groups:
+                g["lr"] = lr_at(step, cfg)
+            out_ = forward_pairs(model, pixels, img_idx, ids, mask)
+            loss = set_prediction_loss(
+                out_.pred_logits,
+                out_.pred_boxes,
+                out_.pred_masks,
+                out_.presence_logits,
+                out_.semantic_seg,
+                targets,
+                weights,
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.total.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            rec = {"step": step, "loss": float(loss.total.detach()), **loss.terms}
+            for k, v in rec.items():
+                if k != "step":
+                    running[k] = 0.95 * running.get(k, v) + 0.05 * v
+            if step % log_every == 0 or step == cfg.steps - 1:
+                rec.update(lr=lr_at(step, cfg), grad_norm=float(gnorm), elapsed_s=round(time.time() - t0, 1))
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+            bar.set_postfix(loss=f"{running['loss']:.3f}", pres=f"{running['presence']:.3f}")
+            bar.update(1)
+            if (step + 1) % ckpt_every == 0 or step + 1 == cfg.steps or step + 1 == stop_after:
+                save_checkpoint(ckpt_path, model, optimizer, step + 1, cfg, time.time() - t0)
+            if step + 1 == stop_after:
+                bar.close()
+                return model
+    bar.close()
+    model.eval()
+    target = export_to or out / "model"
+    export_model(model, target)
+    total = time.time() - t0
+    (out / "train_summary.json").write_text(
+        json.dumps({"steps": cfg.steps, "train_seconds": round(total, 1), "threads": threads, "config": cfg.__dict__})
+    )
+    print(f"trained {cfg.steps} steps in {total / 60:.1f} min; exported to {target}")
+    return model
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Train sam3-toy on the shapes world.")
+    ap.add_argument("--out", required=True, type=Path, help="run directory (checkpoint, log, exported model)")
+    ap.add_argument("--steps", type=int, default=TrainConfig.steps)
+    ap.add_argument("--images-per-step", type=int, default=TrainConfig.images_per_step)
+    ap.add_argument("--prompts-per-image", type=int, default=TrainConfig.prompts_per_image)
+    ap.add_argument("--lr", type=float, default=TrainConfig.lr)
+    ap.add_argument("--warmup", type=int, default=TrainConfig.warmup)
+    ap.add_argument("--seed", type=int, default=TrainConfig.seed)
+    ap.add_argument("--arch", default=TrainConfig.arch, help="named architecture (sam3.configs.ARCHS)")
+    ap.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
+    ap.add_argument("--ckpt-every", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--export-to", type=Path, default=None, help="HF directory to write (default DIR/model)")
+    ap.add_argument("--export-only", action="store_true", help="export the checkpoint's weights and stop")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    cfg = TrainConfig(
+        arch=args.arch,
+        steps=args.steps,
+        images_per_step=args.images_per_step,
+        prompts_per_image=args.prompts_per_image,
+        lr=args.lr,
+        warmup=args.warmup,
+        seed=args.seed,
+    )
+    if args.export_only:
+        from transformers import Sam3Model
+
+        state = torch.load(args.out / CKPT_NAME, weights_only=False)
+        model = Sam3Model(named_config(state["config"]["arch"]))
+        model.load_state_dict(state["model"])
+        print(f"exported step {state['step']} to {export_model(model, args.export_to or args.out / 'model')}")
+        return
+    train(
+        args.out,
+        cfg,
+        resume=args.resume,
+        ckpt_every=args.ckpt_every,
+        threads=args.threads,
+        export_to=args.export_to,
+        progress=not args.no_progress,
+    )
+
+
+if __name__ == "__main__":
+    main()
