@@ -1,0 +1,290 @@
+"""aliases.json: the discovered aliases with their metrics and provenance (schema version 1).
+
+Layout (DESIGN §6)::
+
+    {
+      "schema_version": 1,
+      "provenance": {"model_fingerprint", "model_source", "dataset_path", "dataset_hash",
+                     "split_seed", "train_fraction", "max_negatives", "config", "seed",
+                     "tool_version", "created"},
+      "aliases": [
+        {"category_id", "category_name", "token_ids", "text", "roundtrips", "strategy",
+         "train_metrics", "test_metrics", "baseline_text", "baseline_train_metrics",
+         "baseline_test_metrics", "extra"}, ...
+      ]
+    }
+
+Token ids are the ground truth (no SOT/EOT, 1..30 ids); ``text`` is their decoding, usable as a plain
+prompt only where ``roundtrips`` is true. Metrics are ``PromptMetrics.to_dict()`` objects (NaN as
+null) or null. ``extra`` holds optional strategy outputs (e.g. a soft-prompt file, a history file).
+Files are written atomically; ``read_aliases`` validates and raises :class:`AliasFileError` with
+the file, the record and the fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alias_opt.metrics import PromptMetrics
+
+SCHEMA_VERSION = 1
+MAX_ALIAS_TOKENS = 30
+VOCAB_SIZE = 49408  # SAM 3's CLIP BPE vocabulary
+
+
+def tool_version() -> str:
+    """The installed sam3-alias version."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("sam3-alias")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0+unknown"
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
+
+
+class AliasFileError(ValueError):
+    """An alias file that cannot be read; the message names the file, the record and the fix."""
+
+
+@dataclass
+class Provenance:
+    """Where a set of aliases came from.
+
+    Attributes:
+        model_fingerprint: ``Sam3Backend.fingerprint`` of the frozen model.
+        model_source: what ``--model`` was (``toy``, a path, a hub id).
+        dataset_path: the annotation JSON the aliases were found on.
+        dataset_hash: ``dataset_hash`` of that file.
+        split_seed, train_fraction, max_negatives: the train/test split (``CocoDataset.target_sets``);
+            ``evaluate.py`` re-uses them so that "test" is the held-out split.
+        config: the discovery configuration.
+        seed: the discovery seed.
+        tool_version: sam3-alias version.
+        created: ISO 8601 time (UTC).
+    """
+
+    model_fingerprint: str = ""
+    model_source: str = ""
+    dataset_path: str = ""
+    dataset_hash: str = ""
+    split_seed: int = 0
+    train_fraction: float = 0.5
+    max_negatives: int = 20
+    config: dict = field(default_factory=dict)
+    seed: int = 0
+    tool_version: str = field(default_factory=tool_version)
+    created: str = field(default_factory=now_iso)
+
+
+@dataclass
+class AliasRecord:
+    """One category's alias and how it scored."""
+
+    category_id: int
+    category_name: str | None
+    token_ids: list[int]
+    text: str
+    roundtrips: bool
+    strategy: str
+    train_metrics: PromptMetrics | None = None
+    test_metrics: PromptMetrics | None = None
+    baseline_text: str | None = None
+    baseline_train_metrics: PromptMetrics | None = None
+    baseline_test_metrics: PromptMetrics | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class AliasFile:
+    """The content of aliases.json."""
+
+    schema_version: int = SCHEMA_VERSION
+    provenance: Provenance = field(default_factory=Provenance)
+    aliases: list[AliasRecord] = field(default_factory=list)
+
+    def by_category(self) -> dict[int, AliasRecord]:
+        return {a.category_id: a for a in self.aliases}
+
+
+METRIC_KEYS = ("train_metrics", "test_metrics", "baseline_train_metrics", "baseline_test_metrics")
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf -> None, recursively (JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def to_dict(alias_file: AliasFile) -> dict:
+    """JSON-ready dict of an AliasFile."""
+    return _json_safe(asdict(alias_file))
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write JSON to a temporary file beside ``path`` and rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(_json_safe(data), f, indent=2, allow_nan=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_aliases(path: str | Path, alias_file: AliasFile) -> None:
+    """Validate and write aliases.json atomically (temp file + os.replace)."""
+    data = to_dict(alias_file)
+    _validate(data, str(path))
+    write_json_atomic(path, data)
+
+
+def read_aliases(path: str | Path, vocab_size: int = VOCAB_SIZE) -> AliasFile:
+    """Read and validate aliases.json.
+
+    Raises:
+        AliasFileError: missing file, not JSON, wrong or future schema version, missing keys,
+            bad token ids, duplicate categories.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AliasFileError(f"alias file {path} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AliasFileError(f"cannot read alias file {path}: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise AliasFileError(f"{path} is not valid JSON: {exc}") from exc
+    return _validate(data, str(path), vocab_size)
+
+
+def _validate(data: Any, where: str, vocab_size: int = VOCAB_SIZE) -> AliasFile:
+    if not isinstance(data, dict):
+        raise AliasFileError(f"{where}: expected a JSON object with schema_version, provenance and aliases")
+    version = data.get("schema_version")
+    if version is None:
+        raise AliasFileError(f"{where}: no 'schema_version'; this is not a sam3-alias aliases file")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise AliasFileError(f"{where}: schema_version {version!r} is not a version this tool knows (1)")
+    if version > SCHEMA_VERSION:
+        raise AliasFileError(
+            f"{where}: schema_version {version} was written by a newer sam3-alias; this version "
+            f"({tool_version()}) reads schema {SCHEMA_VERSION}: upgrade sam3-alias"
+        )
+    for key in ("provenance", "aliases"):
+        if key not in data:
+            raise AliasFileError(f"{where}: missing key '{key}'")
+    prov = data["provenance"]
+    if not isinstance(prov, dict):
+        raise AliasFileError(f"{where}: 'provenance' must be an object")
+    known = {k: prov[k] for k in Provenance.__dataclass_fields__ if k in prov}
+    for key in ("split_seed", "seed", "max_negatives"):
+        if key in known and (isinstance(known[key], bool) or not isinstance(known[key], int)):
+            raise AliasFileError(f"{where}: provenance.{key} must be an integer, got {known[key]!r}")
+    if not isinstance(known.get("config", {}), dict):
+        raise AliasFileError(f"{where}: provenance.config must be an object")
+    provenance = Provenance(**known)
+    if not isinstance(data["aliases"], list):
+        raise AliasFileError(f"{where}: 'aliases' must be a list")
+    records, seen = [], set()
+    for n, rec in enumerate(data["aliases"]):
+        record = _record(rec, f"{where}: aliases[{n}]", vocab_size)
+        if record.category_id in seen:
+            raise AliasFileError(
+                f"{where}: aliases[{n}]: a second alias for category {record.category_id}; keep one per category"
+            )
+        seen.add(record.category_id)
+        records.append(record)
+    return AliasFile(version, provenance, records)
+
+
+def _record(rec: Any, where: str, vocab_size: int) -> AliasRecord:
+    if not isinstance(rec, dict):
+        raise AliasFileError(f"{where}: expected an object")
+    for key in ("category_id", "token_ids", "text", "roundtrips", "strategy"):
+        if key not in rec:
+            raise AliasFileError(f"{where}: missing key '{key}'")
+    cid = rec["category_id"]
+    if isinstance(cid, bool) or not isinstance(cid, int):
+        raise AliasFileError(f"{where}: category_id must be an integer, got {cid!r}")
+    where = f"{where} (category {cid})"
+    ids = rec["token_ids"]
+    if not isinstance(ids, list) or not 1 <= len(ids) <= MAX_ALIAS_TOKENS:
+        raise AliasFileError(f"{where}: token_ids must be a list of 1..{MAX_ALIAS_TOKENS} ids")
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < vocab_size:
+            raise AliasFileError(f"{where}: token id {i!r} is not in the vocabulary (0..{vocab_size - 1})")
+    name = rec.get("category_name")
+    if name is not None and not isinstance(name, str):
+        raise AliasFileError(f"{where}: category_name must be a string or null")
+    if not isinstance(rec["text"], str) or not isinstance(rec["strategy"], str):
+        raise AliasFileError(f"{where}: text and strategy must be strings")
+    if not isinstance(rec["roundtrips"], bool):
+        raise AliasFileError(f"{where}: roundtrips must be true or false")
+    baseline = rec.get("baseline_text")
+    if baseline is not None and not isinstance(baseline, str):
+        raise AliasFileError(f"{where}: baseline_text must be a string or null")
+    extra = rec.get("extra") or {}
+    if not isinstance(extra, dict):
+        raise AliasFileError(f"{where}: extra must be an object")
+    metrics = {}
+    for key in METRIC_KEYS:
+        value = rec.get(key)
+        if value is None:
+            metrics[key] = None
+            continue
+        try:
+            metrics[key] = PromptMetrics.from_dict(value)
+        except KeyError as exc:
+            raise AliasFileError(f"{where}: {key} lacks '{exc.args[0]}'") from None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise AliasFileError(f"{where}: {key} is not a metrics object: {exc}") from None
+    return AliasRecord(
+        cid,
+        name,
+        list(ids),
+        rec["text"],
+        rec["roundtrips"],
+        rec["strategy"],
+        extra=extra,
+        baseline_text=baseline,
+        **metrics,
+    )
+
+
+def dataset_hash(path: str | Path) -> str:
+    """``sha256:<hex>`` of a dataset's annotation JSON bytes (a folder is resolved to its JSON).
+
+    Images are not hashed (too slow for large sets); the JSON names them and their sizes.
+    """
+    from alias_opt.data_loader import find_annotation_file
+
+    h = hashlib.sha256()
+    with open(find_annotation_file(path), "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
