@@ -1,0 +1,166 @@
+"""Discovery configuration: one nested dataclass, read from JSON files in ``configs/``.
+
+A config file holds only the fields it changes; everything else keeps the defaults below
+(``configs/default.json`` is empty on purpose: the defaults live here, once). Unknown keys are
+errors, so a typo never silently does nothing.
+
+    cfg = load_config("configs/fast.json", overrides={"seed": 3})
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
+
+STRATEGIES = ("soft", "projection", "pez", "pez+gcg", "pez+evolution", "evolution", "random", "scan")
+
+
+@dataclass
+class LossConfig:
+    """Weights of the set-level mask loss (see ``alias_opt.losses``)."""
+
+    dice: float = 1.0  # dice on Hungarian-matched masks
+    mask_focal: float = 10.0  # sigmoid focal on matched masks (per-pixel mean, hence the weight)
+    score: float = 2.0  # focal on query scores: matched -> 1, others -> 0 (sum / #targets)
+    presence: float = 1.0  # BCE on the presence logit: 1 on positive images, 0 on negatives
+    semantic: float = 0.5  # BCE + dice of the semantic map against the union of targets
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    negative_weight: float = 1.0  # weight of the negative-image mean against the positive-image mean
+    match_dice: float = 1.0  # matching cost weights
+    match_focal: float = 10.0
+    match_score: float = 2.0
+
+
+@dataclass
+class IndexConfig:
+    """Vocabulary shortlist and projection indexes (see ``alias_opt.embeddings``)."""
+
+    space: str = "scoring"  # scoring | text | key: the space tokens and the concept are compared in
+    shortlist: int = 64  # tokens in the concept's shortlist
+    probe_rounds: int = 2  # scoring space: re-probe the decoder with the best shortlist token
+    projection_metric: str = "l2"  # l2 | cosine: nearest-token projection of soft embeddings
+    cache_dir: str | None = None  # default $SAM3_ALIAS_INDEX_CACHE or ~/.cache/sam3-alias/index
+
+
+@dataclass
+class SoftConfig:
+    """Soft prompt phase (see ``alias_opt.soft_prompt``)."""
+
+    restarts: int = 4  # soft prompts optimised together (one batch)
+    inits: list[str] = field(default_factory=lambda: ["shortlist", "name", "random"])  # cycled over restarts
+    lengths: list[int] = field(default_factory=lambda: [2, 3, 1])  # tokens per restart, cycled (cut to max_len)
+    steps: int = 40
+    lr: float = 0.02  # Adam, in units of the token-embedding scale
+    batch_images: int = 8  # images per step (positives and negatives)
+    pez: bool = True  # forward on the projected tokens, update the continuous ones
+    eval_every: int = 5  # steps between fitness checks of the projected sequences
+
+
+@dataclass
+class GcgConfig:
+    """Gradient-guided token swaps (see ``alias_opt.gcg``)."""
+
+    steps: int = 8
+    topk: int = 32  # tokens per position from the one-hot gradient
+    candidates: int = 48  # single swaps scored together per step
+    patience: int = 3  # steps without improvement before stopping
+
+
+@dataclass
+class EvolutionConfig:
+    """Evolutionary search (see ``alias_opt.evolution``)."""
+
+    population: int = 32
+    generations: int = 12
+    elite: int = 4
+    crossover: float = 0.3  # fraction of children made by crossover
+    patience: int = 4  # generations without improvement before stopping
+    grad_topk: int = 16  # tokens per position drawn from the gradient of the best sequence
+    neighbours: int = 8  # FAISS neighbours per token for neighbour mutations
+    shortlist_pairs: int = 8  # seed with all ordered pairs of the best shortlist singles
+
+
+@dataclass
+class SearchConfig:
+    """Everything ``main.py`` and the optimizer read."""
+
+    strategy: str = "pez+evolution"
+    seed: int = 0
+    max_len: int = 4  # L: longest alias (1..30)
+    # data split
+    train_fraction: float = 0.5
+    max_negatives: int = 20  # negative images per split
+    max_train_images: int = 0  # cap on train images used for search (0: all)
+    # candidates
+    roundtrip: bool = True  # accept only sequences whose text round-trips through the tokenizer
+    ascii_only: bool = False
+    blocklist: list[str] = field(default_factory=list)  # words or token ids never used
+    block_name: bool = False  # also block the tokens of the category's own name
+    # scoring
+    screen_images: int = 6  # candidates are first scored on this many train images ...
+    screen_keep: float = 0.25  # ... and the best fraction of them on all
+    budget: int = 0  # forward-equivalents (pair forwards + 2 x pair backwards) per category; 0: none
+    rerank: int = 4  # final candidates re-ranked by train-split AP (alias_opt.metrics)
+    scan_size: int = 64  # shortlist singles scored by the scan phase
+    loss: LossConfig = field(default_factory=LossConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    soft: SoftConfig = field(default_factory=SoftConfig)
+    gcg: GcgConfig = field(default_factory=GcgConfig)
+    evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def validate(self) -> SearchConfig:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; choose from {', '.join(STRATEGIES)}")
+        if not 1 <= self.max_len <= 30:
+            raise ValueError(f"max_len must be in 1..30 (context 32 = SOT + alias + EOT); got {self.max_len}")
+        if self.index.space not in ("scoring", "text", "key"):
+            raise ValueError(f"index.space must be scoring, text or key; got {self.index.space!r}")
+        if self.index.projection_metric not in ("l2", "cosine"):
+            raise ValueError(f"index.projection_metric must be l2 or cosine; got {self.index.projection_metric!r}")
+        if not 0 < self.screen_keep <= 1:
+            raise ValueError("screen_keep must be in (0, 1]")
+        return self
+
+
+def _merge(obj: Any, data: dict[str, Any], where: str) -> Any:
+    hints = get_type_hints(type(obj))
+    names = {f.name for f in fields(obj)}
+    for key, value in data.items():
+        if key.startswith("_"):  # "_comment" keys document a file
+            continue
+        if key not in names:
+            raise ValueError(f"unknown config key {where}{key!r}; known: {', '.join(sorted(names))}")
+        current = getattr(obj, key)
+        if is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ValueError(f"config key {where}{key} must be an object")
+            _merge(current, value, f"{where}{key}.")
+        else:
+            kind = hints[key]
+            if kind is float and isinstance(value, int):
+                value = float(value)
+            setattr(obj, key, value)
+    return obj
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> SearchConfig:
+    """Defaults, then the JSON file at ``path`` (if any), then ``overrides`` (nested dicts)."""
+    cfg = SearchConfig()
+    if path is not None:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"config file not found: {path}") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"config file {path} is not valid JSON: {exc}") from exc
+        _merge(cfg, data, "")
+    if overrides:
+        _merge(cfg, overrides, "")
+    return cfg.validate()

@@ -1,0 +1,78 @@
+"""Discrete search over token sequences: the phases that score real token ids.
+
+* projection of soft embeddings to the nearest allowed tokens (``alias_opt.projection``);
+* gradient-guided single swaps, GCG-style (``alias_opt.gcg``);
+* evolutionary search (``alias_opt.evolution``);
+* ``scan``: score single tokens (e.g. the concept's shortlist), best first;
+* ``random_search``: random allowed sequences until the budget or a count is spent (a baseline).
+
+Every candidate goes through the ``CandidateFilter`` (allowed tokens, no specials, round trip) and
+is scored by ``Objective.score``: batched ``ground`` on cached image features, memoized by token
+tuple, screened on a few images before all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from alias_opt.evolution import Mutator, crossover, evolve, seed_population
+from alias_opt.gcg import gcg, sample_swaps, token_gradients, top_tokens
+from alias_opt.objective import Objective, PhaseTimer, SearchResult, Seq
+from alias_opt.projection import CandidateFilter, project_sequences, random_sequences
+
+__all__ = [
+    "CandidateFilter",
+    "Mutator",
+    "crossover",
+    "evolve",
+    "gcg",
+    "project_sequences",
+    "random_search",
+    "random_sequences",
+    "sample_swaps",
+    "scan",
+    "seed_population",
+    "token_gradients",
+    "top_tokens",
+]
+
+
+def scan(obj: Objective, tokens: Sequence[int], filt: CandidateFilter, screen: bool = True) -> SearchResult:
+    """Score every single token of ``tokens`` (as a one-token alias); candidates come back best first."""
+    timer = PhaseTimer(obj, "scan")
+    cands = filt.accept([(int(t),) for t in tokens])
+    losses = obj.score(cands, screen=screen) if cands else np.zeros(0)
+    obj.record("scan", 0, float(np.min(losses)) if len(losses) else float("inf"), scored=len(cands))
+    order = np.argsort(losses, kind="stable")
+    # screened-out singles still rank (by screening loss) after the fully scored ones: they seed pairs
+    screened = [cands[i] for i in order if not np.isfinite(losses[i])]
+    screened.sort(key=lambda s: obj.memo.get((s, "screen"), np.inf))
+    res = timer.result(cands, n=len(cands))
+    res.candidates = res.candidates + screened
+    return res
+
+
+def random_search(
+    obj: Objective,
+    filt: CandidateFilter,
+    rng: np.random.Generator,
+    pool: np.ndarray | None = None,
+    lengths: Sequence[int] = (1, 2, 3),
+    batch: int = 32,
+    max_candidates: int = 512,
+) -> SearchResult:
+    """Score random sequences of ``pool`` tokens (default: all allowed) in batches until the budget or
+    ``max_candidates`` is spent."""
+    timer = PhaseTimer(obj, "random")
+    pool = filt.allowed_ids if pool is None else np.asarray(pool)
+    seen: list[Seq] = []
+    step = 0
+    while len(seen) < max_candidates and not obj.exhausted:
+        cands = filt.accept(random_sequences(rng, pool, batch, [n for n in lengths if n <= filt.max_len] or [1]))
+        losses = obj.score(cands)
+        seen += cands
+        obj.record("random", step, float(np.min(losses)) if len(losses) else float("inf"), scored=len(cands))
+        step += 1
+    return timer.result(seen)

@@ -1,0 +1,186 @@
+"""The differentiable set-level mask loss of one prompt on one image (DETR / SAM 3 style).
+
+Per (prompt, image) pair: queries are Hungarian-matched to the target instances on a cost of mask
+dice + mask focal + score; matched queries get dice + sigmoid focal on their masks; every query's
+score logit gets a focal loss (matched -> 1, others -> 0); the presence logit gets BCE (1 on images
+with targets, 0 on negatives); the semantic map gets BCE + dice against the union of the targets.
+On a negative image there is nothing to match, so the loss only pushes presence and scores down.
+
+All functions take mask logits and targets flattened to (..., P) pixels on the model's mask grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+
+from alias_opt.config import LossConfig
+
+COMPONENTS = ("dice", "mask_focal", "score", "presence", "semantic")
+
+
+def sigmoid_focal(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
+    """Element-wise sigmoid focal loss (Lin et al.); ``alpha < 0`` disables the class weighting."""
+    p = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = p * targets + (1 - p) * (1 - targets)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+    return loss
+
+
+def dice_loss(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """1 - soft dice over the last dim; (..., P) -> (...). Smoothed by 1 so empty targets are defined."""
+    p = logits.sigmoid()
+    if weight is not None:
+        p, targets = p * weight, targets * weight
+    num = 2 * (p * targets).sum(-1) + 1
+    den = p.sum(-1) + targets.sum(-1) + 1
+    return 1 - num / den
+
+
+@torch.no_grad()
+def pairwise_costs(mask_logits: torch.Tensor, targets: torch.Tensor, alpha: float, gamma: float):
+    """Matching costs of Q predicted masks against K targets, batched over leading dims.
+
+    Args:
+        mask_logits: (..., Q, P); targets: (..., K, P) in [0, 1].
+
+    Returns:
+        dice (..., Q, K), focal (..., Q, K): 1 - dice and mean per-pixel focal of each (query, target) pair.
+    """
+    x = mask_logits.float()
+    p = x.sigmoid()
+    tT = targets.float().transpose(-1, -2)
+    dice = 1 - (2 * p @ tT + 1) / (p.sum(-1, keepdim=True) + tT.sum(-2, keepdim=True) + 1)
+    # focal(x, 1) = a (1-p)^g softplus(-x); focal(x, 0) = (1-a) p^g softplus(x); softplus(-x) = softplus(x) - x
+    sp = F.softplus(x)
+    pos = (1 - p).pow(gamma) * (sp - x)
+    neg = p.pow(gamma) * sp
+    if alpha >= 0:
+        pos, neg = alpha * pos, (1 - alpha) * neg
+    focal = ((pos - neg) @ tT + neg.sum(-1, keepdim=True)) / x.shape[-1]
+    return dice, focal
+
+
+def hungarian(cost: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Optimal one-to-one assignment of rows (queries) to columns (targets) of a cost matrix."""
+    if cost.shape[1] == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    rows, cols = linear_sum_assignment(cost.detach().float().cpu().numpy())
+    return rows.astype(np.int64), cols.astype(np.int64)
+
+
+@dataclass
+class PairTargets:
+    """Targets of a batch of (prompt, image) pairs on the mask grid.
+
+    Attributes:
+        masks: per pair a (K_b, P) float tensor in [0, 1] (K_b = 0 on negative images).
+        weight: per pair a (P,) pixel weight (0 on ignored pixels) or None.
+    """
+
+    masks: list[torch.Tensor]
+    weight: list[torch.Tensor | None]
+
+
+def set_loss(
+    mask_logits: torch.Tensor,
+    query_logits: torch.Tensor,
+    presence_logits: torch.Tensor,
+    semantic_logits: torch.Tensor | None,
+    targets: PairTargets,
+    cfg: LossConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss of B (prompt, image) pairs.
+
+    Args:
+        mask_logits: (B, Q, h, w) or (B, Q, P); query_logits: (B, Q); presence_logits: (B,);
+        semantic_logits: (B, h, w) / (B, P) or None; targets: per pair, on the same grid.
+
+    Returns:
+        loss (B,) differentiable; components (B, 5) detached, in the order of ``COMPONENTS``.
+    """
+    B, Q = query_logits.shape
+    masks = mask_logits.float().reshape(B, Q, -1)
+    qlog = query_logits.float()
+    comps = torch.zeros(B, len(COMPONENTS), device=masks.device)
+    loss = torch.zeros(B, device=masks.device)
+    a, g = cfg.focal_alpha, cfg.focal_gamma
+
+    # Hungarian matching (costs batched over pairs, assignment per pair), then one gathered loss
+    n_t = [int(t.shape[0]) for t in targets.masks]
+    kmax = max(n_t)
+    qb, qq, kk_all = [], [], []
+    score_targets = torch.zeros_like(qlog)
+    if kmax:
+        padded = torch.zeros(B, kmax, masks.shape[-1], device=masks.device)
+        for b, t in enumerate(targets.masks):
+            if n_t[b]:
+                padded[b, : n_t[b]] = t.to(masks.device, torch.float32)
+        dice_c, focal_c = pairwise_costs(masks, padded, a, g)
+        cost = (
+            cfg.match_dice * dice_c + cfg.match_focal * focal_c - cfg.match_score * qlog.detach().sigmoid()[..., None]
+        )
+        cost = cost.cpu()
+        for b in range(B):
+            if not n_t[b]:
+                continue
+            rows, cols = hungarian(cost[b, :, : n_t[b]])
+            qb += [b] * len(rows)
+            qq += rows.tolist()
+            kk_all += cols.tolist()
+            score_targets[b, torch.as_tensor(rows, device=masks.device)] = 1.0
+    n_targets = torch.tensor(n_t, device=masks.device, dtype=torch.float32)
+
+    if qb:
+        bi = torch.tensor(qb, device=masks.device)
+        pred = masks[bi, torch.tensor(qq, device=masks.device)]  # (M, P)
+        tgt = padded[bi, torch.tensor(kk_all, device=masks.device)]  # (M, P)
+        w = [targets.weight[b] for b in qb]
+        wt = (
+            None
+            if all(x is None for x in w)
+            else torch.stack(
+                [torch.ones(pred.shape[1], device=masks.device) if x is None else x.to(masks.device) for x in w]
+            )
+        )
+        d = dice_loss(pred, tgt, wt)
+        f = sigmoid_focal(pred, tgt, a, g)
+        f = (f * wt).sum(-1) / wt.sum(-1).clamp_min(1) if wt is not None else f.mean(-1)
+        per = torch.zeros(B, 2, device=masks.device).index_add(0, bi, torch.stack([d, f], -1))
+        per = per / n_targets.clamp_min(1)[:, None]
+        comps[:, 0], comps[:, 1] = per[:, 0].detach(), per[:, 1].detach()
+        loss = loss + cfg.dice * per[:, 0] + cfg.mask_focal * per[:, 1]
+
+    score = sigmoid_focal(qlog, score_targets, a, g).sum(-1) / n_targets.clamp_min(1)
+    presence = F.binary_cross_entropy_with_logits(
+        presence_logits.float().reshape(B), (n_targets > 0).float(), reduction="none"
+    )
+    loss = loss + cfg.score * score + cfg.presence * presence
+    comps[:, 2], comps[:, 3] = score.detach(), presence.detach()
+
+    if semantic_logits is not None and cfg.semantic > 0:
+        sem = semantic_logits.float().reshape(B, -1)
+        union = torch.stack(
+            [
+                t.to(sem.device, torch.float32).amax(0) if t.shape[0] else torch.zeros(sem.shape[1], device=sem.device)
+                for t in targets.masks
+            ]
+        )
+        ce = F.binary_cross_entropy_with_logits(sem, union, reduction="none")
+        if any(x is not None for x in targets.weight):
+            wt = torch.stack(
+                [torch.ones(sem.shape[1], device=sem.device) if x is None else x.to(sem.device) for x in targets.weight]
+            )
+            s = (ce * wt).sum(-1) / wt.sum(-1).clamp_min(1) + dice_loss(sem, union, wt)
+        else:
+            s = ce.mean(-1) + dice_loss(sem, union)
+        loss = loss + cfg.semantic * s
+        comps[:, 4] = s.detach()
+    return loss, comps

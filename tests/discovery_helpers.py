@@ -1,0 +1,34 @@
+"""Small synthetic target sets for the discovery tests (alias_opt.objective and the search phases)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from alias_opt.data_loader import ImageEntry, TargetImage
+
+
+def synthetic_images(n_pos: int = 5, n_neg: int = 3, size: tuple[int, int] = (40, 48), seed: int = 0):
+    """Random RGB arrays and TargetImages: positives hold 1-2 rectangular instances, negatives none."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    arrays, images = [], []
+    for i in range(n_pos + n_neg):
+        rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        k = int(rng.integers(1, 3)) if i < n_pos else 0
+        masks = np.zeros((k, h, w), dtype=bool)
+        for j in range(k):
+            y, x = int(rng.integers(0, h - 12)), int(rng.integers(0, w - 12))
+            masks[j, y : y + 12, x : x + 12] = True
+            rgb[masks[j]] = (220, 30, 35)
+        arrays.append(rgb)
+        images.append(TargetImage(ImageEntry(i + 1, Path(f"synthetic/{i}.png"), h, w), masks=masks))
+    return arrays, images
+
+
+def objective(backend, n_pos: int = 5, n_neg: int = 3, **kw):
+    from alias_opt.objective import Objective
+
+    arrays, images = synthetic_images(n_pos, n_neg)
+    return Objective(backend, images, feats=backend.encode_images(arrays), **kw)

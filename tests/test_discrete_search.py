@@ -1,0 +1,170 @@
+"""Discrete search: filters, projection, candidate sampling, crossover, memo/screening, GCG, evolution."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from alias_opt.config import EvolutionConfig, GcgConfig
+from alias_opt.discrete_search import (
+    CandidateFilter,
+    Mutator,
+    crossover,
+    evolve,
+    gcg,
+    random_search,
+    sample_swaps,
+    scan,
+    seed_population,
+    token_gradients,
+    top_tokens,
+)
+from alias_opt.embeddings import ProjectionIndex
+from alias_opt.projection import embed_prompts, project_sequences
+from tests.discovery_helpers import objective
+
+
+@pytest.fixture()
+def obj(lively_backend):
+    return objective(lively_backend, screen_images=4, screen_keep=0.25)
+
+
+@pytest.fixture(scope="module")
+def filt(lively_backend):
+    return CandidateFilter(lively_backend.tokenizer, lively_backend.tokenizer.allowed_mask(), max_len=3)
+
+
+def test_filter_rules(lively_backend, filt):
+    tok = lively_backend.tokenizer
+    red, circle = tok.encode("red circle", special=False)
+    assert filt((red, circle)) == (red, circle)
+    assert filt(()) is None
+    assert filt((red, circle, red, circle)) is None  # longer than max_len
+    assert filt((tok.sot_id, red)) is None and filt((red, tok.eot_id)) is None  # never special tokens
+    blocked = CandidateFilter(tok, tok.allowed_mask(block_words_of="red"), max_len=3)
+    assert blocked((red, circle)) is None and blocked((circle,)) == (circle,)
+    # "re" + "d</w>" decodes to "red", which re-encodes to the single token "red</w>": canonicalized
+    re_, d_ = tok._tok.convert_tokens_to_ids(["re", "d</w>"])
+    assert not tok.roundtrips((re_, d_))
+    assert filt((re_, d_)) == (red,)
+    raw = CandidateFilter(tok, tok.allowed_mask(), max_len=3, roundtrip=False)
+    assert raw((re_, d_)) == (re_, d_)
+    assert filt.accept([(red,), (red,), (), (re_, d_)]) == [(red,)]
+
+
+def test_ascii_only_filter(lively_backend):
+    tok = lively_backend.tokenizer
+    f = CandidateFilter(tok, tok.allowed_mask(ascii_only=True), max_len=2)
+    non_ascii = next(i for i in range(256, 2000) if not tok.decode([i]).isascii())
+    assert f((non_ascii,)) is None and f(tok.encode("cat", special=False)) is not None
+
+
+def test_project_and_embed(lively_backend, filt):
+    b = lively_backend
+    E = b.token_embeddings
+    pi = ProjectionIndex(E, filt.allowed)
+    soft = E[torch.tensor([[320, 736, 5], [7117, 1, 1]])] + 1e-4
+    assert project_sequences(pi, soft, [3, 1]) == [(320, 736, 5), (7117,)]
+    embeds, mask = embed_prompts(E, b.tokenizer.sot_id, b.tokenizer.eot_id, [E[[320, 736]], E[[7117]]])
+    ref = b.encode_text(ids=b.prompt_ids([[320, 736], [7117]]))
+    got = b.encode_text(embeds=embeds, mask=mask)
+    assert torch.equal(mask, ref.mask) and torch.allclose(
+        got.features * mask[..., None], ref.features * mask[..., None]
+    )
+
+
+def test_top_tokens_and_swaps():
+    grad = torch.zeros(2, 10)
+    grad[0, 3], grad[0, 7], grad[1, 2], grad[1, 9] = -5, -4, -6, -3
+    allowed = torch.ones(10, dtype=torch.bool)
+    allowed[7] = False
+    top = top_tokens(grad, allowed, 2)
+    assert top[0].tolist() == [3, 0] or top[0, 0] == 3
+    assert 7 not in top[0] and top[1, 0] == 2
+    rng = np.random.default_rng(0)
+    seq = (5, 6)
+    cands = sample_swaps(seq, top, 10, rng)
+    assert (5,) in cands and (6,) in cands  # deletions
+    for c in cands:
+        if len(c) == 2:
+            diff = [i for i in range(2) if c[i] != seq[i]]
+            assert len(diff) == 1 and c[diff[0]] in top[diff[0]].tolist()
+
+
+def test_crossover_and_mutations():
+    rng = np.random.default_rng(0)
+    a, b = (1, 2, 3), (7, 8)
+    for _ in range(100):
+        c = crossover(a, b, rng, max_len=3)
+        assert 1 <= len(c) <= 3 and set(c) <= {1, 2, 3, 7, 8}
+    m = Mutator([11, 12, 13], None, 0, max_len=3, rng=rng)
+    m.grad_pool = np.array([21, 22])
+    lengths = set()
+    for _ in range(200):
+        c = m((1, 2))
+        assert 1 <= len(c) <= 3 and set(c) <= {1, 2, 11, 12, 13, 21, 22}
+        lengths.add(len(c))
+    assert lengths == {1, 2, 3}
+    assert max(len(m((1, 2, 3))) for _ in range(50)) == 3
+
+
+def test_seed_population_pairs(filt):
+    singles = [(320,), (736,), (7117,)]
+    pop = seed_population([(1125, 539)], singles, n_pairs=2, filt=filt)
+    assert pop[0] == (1125, 539) and (320, 736) in pop and (736, 320) in pop and (320, 7117) not in pop
+
+
+def test_memo_and_screening(obj):
+    n = obj.n_images
+    seqs = [(320 + i,) for i in range(8)]
+    obj.score(seqs)
+    screen = len(obj.screen_idx)
+    assert obj.counter.forward == 8 * screen + 2 * n  # 25% of 8 survive the screen
+    before = obj.counter.forward
+    losses = obj.score(seqs)
+    assert obj.counter.forward == before and obj.counter.memo_hits >= 8
+    assert np.isfinite(losses).sum() == 2
+    full = obj.losses(seqs)  # unscreened: the 6 dropped ones now get full scores
+    assert np.allclose(full[np.isfinite(losses)], losses[np.isfinite(losses)])
+    assert obj.best_loss == pytest.approx(float(np.min(losses)))
+
+
+def test_budget_stops_phases(obj, filt, lively_backend):
+    obj.budget = 150
+    res = random_search(obj, filt, np.random.default_rng(0), batch=8, max_candidates=10_000)
+    assert obj.exhausted and obj.counter.cost < 150 + 8 * obj.n_images + 1
+    assert res.forward_passes == obj.counter.forward and res.token_ids is not None
+
+
+def test_token_gradients_match_embedding_gradient(obj, lively_backend):
+    b = lively_backend
+    seq = (320, 736)
+    g = token_gradients(obj, [seq])[0]
+    assert g.shape == (2, b.vocab_size)
+    E = b.token_embeddings.detach().float()
+    rows = E[list(seq)].clone().requires_grad_(True)
+    embeds, mask = embed_prompts(E, b.tokenizer.sot_id, b.tokenizer.eot_id, [rows])
+    obj.loss_grad(embeds, mask)
+    ref = rows.grad @ E.T
+    assert torch.allclose(g, ref, rtol=1e-3, atol=1e-6 + 1e-3 * float(ref.abs().max()))
+
+
+def test_scan_gcg_evolution_improve(obj, filt, lively_backend):
+    rng = np.random.default_rng(0)
+    res = scan(obj, list(range(300, 340)), filt)
+    assert len(res.candidates) == len(filt.accept([(t,) for t in range(300, 340)])) > 20
+    assert res.token_ids == obj.best
+    start = res.candidates[-1]
+    g = gcg(obj, start, GcgConfig(steps=2, topk=8, candidates=8), filt, rng)
+    assert g.loss <= obj.memo[(start, "full")] + 1e-9
+    pop = seed_population([], res.candidates, 3, filt)
+    before = min(obj.memo.get((s, "full"), np.inf) for s in pop)
+    mut = Mutator(
+        [t[0] for t in res.candidates], ProjectionIndex(lively_backend.token_embeddings, filt.allowed), 4, 3, rng
+    )
+    ev = evolve(obj, pop, EvolutionConfig(population=8, generations=2, elite=2, grad_topk=4), filt, mut, rng)
+    assert ev.loss <= before + 1e-9 and ev.forward_passes > 0
+    assert all(filt(c) == c for c in ev.candidates)
+    steps = [s.phase for s in obj.history]
+    assert {"scan", "gcg", "evolution"} <= set(steps)

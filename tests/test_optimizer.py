@@ -1,0 +1,159 @@
+"""The per-category optimizer: outputs, provenance, history, strategies, budgets, and resume after kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from alias_opt.config import load_config
+from alias_opt.data_loader import CocoDataset
+from alias_opt.embeddings import VocabularyIndex
+from alias_opt.export import read_aliases
+from alias_opt.optimizer import discover, run
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {
+    "max_len": 2,
+    "scan_size": 12,
+    "rerank": 2,
+    "max_negatives": 4,
+    "index": {"shortlist": 12, "probe_rounds": 1},
+    "soft": {"restarts": 2, "steps": 3, "batch_images": 4, "eval_every": 2},
+    "gcg": {"steps": 2, "topk": 4, "candidates": 6},
+    "evolution": {"population": 8, "generations": 2, "shortlist_pairs": 3},
+}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from sam3.toy.world import write_dataset
+
+    out = tmp_path_factory.mktemp("world")
+    write_dataset(out, "renamed", images=24, seed=5)
+    ds = CocoDataset.open(out)
+    cats = [ts.category_id for ts in ds.target_sets(max_negatives=4) if sum(t.is_positive for t in ts.train) >= 2]
+    return out, cats[:3]
+
+
+@pytest.fixture(scope="module")
+def index_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("index")
+
+
+def _cfg(index_dir, **over):
+    cfg = load_config(overrides={**TINY, **over})
+    cfg.index.cache_dir = str(index_dir)
+    return cfg
+
+
+def test_run_writes_outputs(world, tiny_backend, index_dir, tmp_path):
+    data, cats = world
+    out = tmp_path / "out"
+    result = run(
+        data, out, _cfg(index_dir), model="random:tiny", categories=cats[:2], backend=tiny_backend, progress=False
+    )
+    assert [r.category_id for r in result.aliases] == cats[:2]
+    f = read_aliases(out / "aliases.json")
+    assert f.provenance.model_fingerprint == tiny_backend.fingerprint
+    assert f.provenance.dataset_hash.startswith("sha256:") and f.provenance.config["max_len"] == 2
+    for rec in f.aliases:
+        assert 1 <= len(rec.token_ids) <= 2 or rec.strategy == "name"
+        assert rec.text == tiny_backend.tokenizer.decode(rec.token_ids)
+        assert rec.roundtrips  # the default filter only accepts round-tripping sequences
+        assert rec.test_metrics is not None and rec.baseline_test_metrics is not None
+        assert rec.baseline_text == rec.category_name
+        assert rec.extra["oracle_text"] and rec.extra["forward_passes"] > 0
+        assert (out / "categories" / f"{rec.category_id}.json").is_file()
+        lines = (out / rec.extra["history"]).read_text().splitlines()
+        rows = [json.loads(x) for x in lines]
+        assert {"scan", "pez", "evolution", "rerank"} <= {r["phase"] for r in rows}
+        assert all({"step", "loss", "best", "forward_passes", "wall_time"} <= set(r) for r in rows)
+        assert [r["forward_passes"] for r in rows] == sorted(r["forward_passes"] for r in rows)
+        assert (out / rec.extra["soft_prompt"]).is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["categories"] == 2 and (out / "report.txt").read_text().startswith("id")
+    assert not list(out.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("strategy", ["pez+gcg", "scan", "random", "projection", "evolution"])
+def test_strategies_and_budget(world, tiny_backend, index_dir, strategy):
+    data, cats = world
+    cfg = _cfg(index_dir, strategy=strategy, budget=600)
+    ts = CocoDataset.open(data).target_sets(max_negatives=4, categories=cats[:1])[0]
+    vocab = VocabularyIndex.build(tiny_backend, cfg.index.space, cfg.index.cache_dir)
+    d = discover(tiny_backend, ts, cfg, vocab)
+    assert d.token_ids and d.strategy in (strategy, "name")
+    n_train = len(ts.train)
+    # a phase may finish the batch it started when the budget runs out; re-ranking is extra
+    assert d.counter["cost"] <= 600 + 3 * 64 + (cfg.rerank + 1) * n_train + 200
+    assert [p["phase"] for p in d.phases][-1] in {"pez+gcg": "gcg", "projection": "soft"}.get(strategy, strategy)
+
+
+def test_resume_after_kill(world, index_dir, tmp_path):
+    data, cats = world
+    out = tmp_path / "out"
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({**TINY, "index": {**TINY["index"], "cache_dir": str(index_dir)}}))
+    env = {**os.environ, "SAM3_ALIAS_CACHE": str(tmp_path / "features"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        str(REPO / "main.py"),
+        "--dataset",
+        str(data),
+        "--output",
+        str(out),
+        "--model",
+        "random:tiny",
+        "--config",
+        str(config),
+        "--categories",
+        *map(str, cats),
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--threads",
+        "1",
+    ]
+    first = out / "categories" / f"{cats[0]}.json"
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while not first.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, (
+        "the run ended before its first category finished: " + proc.stderr.read().decode()[-2000:]
+    )
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert first.is_file() and not (out / "aliases.json").is_file()
+    assert len(list((out / "categories").glob("*.json"))) < len(cats)
+    saved = first.read_bytes()
+    history = (out / "history" / f"{cats[0]}.jsonl").read_bytes()
+    done = subprocess.run([*cmd, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert first.read_bytes() == saved  # the finished category was neither redone nor rewritten
+    assert (out / "history" / f"{cats[0]}.jsonl").read_bytes() == history
+    f = read_aliases(out / "aliases.json")
+    assert [r.category_id for r in f.aliases] == cats
+    # without --resume the run starts over
+    again = subprocess.run(
+        [*cmd, "--categories", str(cats[0])], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400
+    )
+    assert again.returncode == 0 and first.read_bytes() != saved
+
+
+def test_resume_ignores_checkpoints_of_other_settings(world, tiny_backend, index_dir, tmp_path):
+    data, cats = world
+    out = tmp_path / "out"
+    run(data, out, _cfg(index_dir), categories=cats[:1], backend=tiny_backend, progress=False)
+    first = (out / "categories" / f"{cats[0]}.json").read_bytes()
+    run(data, out, _cfg(index_dir, max_len=1), categories=cats[:1], backend=tiny_backend, progress=False, resume=True)
+    rec = read_aliases(out / "categories" / f"{cats[0]}.json")
+    assert (out / "categories" / f"{cats[0]}.json").read_bytes() != first
+    assert rec.provenance.config["max_len"] == 1
