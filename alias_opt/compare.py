@@ -1,0 +1,251 @@
+"""Compare search strategies fairly: same budget, same splits, several seeds; then a report.
+
+    python -m alias_opt.compare --dataset DATA --output DIR --strategies pez+evolution,random,soft \\
+        --budget 3000 --seeds 0,1,2 [--model toy] [--categories 1,2] [--config FILE] [--resume]
+
+Every (strategy, category, seed) *cell* runs the strategy (``alias_opt.strategies``) on the
+category's train split with the same budget in forward-equivalents (pair forwards + 2 x pair
+backwards, the Objective's ``Counter.cost``; the vocabulary probes of a shortlist included), then
+scores the final alias (for ``soft``: the soft prompt itself) on the held-out test split. The split
+is fixed by ``--split-seed``, so every strategy and seed sees the same images; the seeds change only
+the search's randomness.
+
+Outputs under ``--output`` (every file written atomically):
+    cells/<strategy>/<category>-seed<s>.json  one finished cell: the checkpoint ``--resume`` reuses
+    history/<strategy>/<category>-seed<s>.jsonl  one line per search step
+    soft/soft/<category>-seed<s>.safetensors  the ``soft`` strategy's prompt: ``embeds`` (1, T, D)
+        incl. SOT/EOT and ``mask`` (1, T), for ``Sam3Backend.encode_text(embeds=..., mask=...)``
+        (``load_soft_prompt`` reads it)
+    results.json                              setup, per-category baselines, all cells, the summary
+    report.md, plots/*.png                    the report (``alias_opt.report``)
+One cell is ``alias_opt.compare_cells``; the aggregation ``alias_opt.compare_summary``; the report
+``alias_opt.report``.
+
+Exit codes: 0 done; 1 no usable category; 2 bad arguments, dataset, config or model source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from alias_opt.compare_cells import (
+    CELL_VERSION,
+    FRACTIONS,
+    Bench,
+    CategoryData,
+    CompareSetup,
+    cell_seed,
+    load_soft_prompt,
+    open_bench,
+    run_cell,
+    strategy_slug,
+)
+from alias_opt.compare_summary import summarize
+from alias_opt.export import tool_version, write_json_atomic
+from alias_opt.metrics import Thresholds
+from alias_opt.strategies import NAMES, StrategyConfig, load_strategy_config
+from sam3 import Sam3Backend
+
+__all__ = [
+    "FRACTIONS",
+    "Bench",
+    "CategoryData",
+    "CompareSetup",
+    "cell_seed",
+    "load_soft_prompt",
+    "main",
+    "open_bench",
+    "parse_list",
+    "run_cell",
+    "run_comparison",
+    "strategy_slug",
+]
+
+logger = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO / "configs" / "compare.json"
+
+
+# ---------------------------------------------------------------------------------------- the run
+def run_comparison(
+    setup: CompareSetup,
+    cfg: StrategyConfig,
+    output: str | Path,
+    resume: bool = False,
+    backend: Sam3Backend | None = None,
+    device: str = "auto",
+    thresholds: Thresholds | None = None,
+    progress: bool = True,
+    report: bool = True,
+    command: str | None = None,
+) -> dict:
+    """Run every cell (resuming finished ones if asked), write results.json and the report."""
+    setup.validate()
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    thresholds = thresholds or Thresholds()
+    bench = open_bench(setup, cfg, backend, device, thresholds)
+    cells: list[dict] = []
+    cids = sorted(bench.sets)
+    total = len(cids) * len(setup.strategies) * len(setup.seeds)
+    bar = tqdm(total=total, desc="cells", unit="cell", disable=not progress)
+    for cid in cids:
+        for strategy in setup.strategies:
+            for seed in setup.seeds:
+                path = out / "cells" / strategy_slug(strategy) / f"{cid}-seed{seed}.json"
+                cell = _resumed(path, bench.key) if resume else None
+                if cell is None:
+                    bar.set_postfix_str(f"{strategy} cat {cid} seed {seed}")
+                    cell = run_cell(bench, cid, strategy, seed, setup.budget, out)
+                    write_json_atomic(path, cell)
+                cells.append(cell)
+                bar.update(1)
+    bar.close()
+    cats = {cid: bench.info(cid) for cid in cids}
+    results = {
+        "setup": {**asdict(setup), "command": command, "tool_version": tool_version(), **bench.settings},
+        "categories": {str(c): cats[c] for c in cids},
+        "cells": cells,
+    }
+    results["summary"] = summarize(results)
+    write_json_atomic(out / "results.json", results)
+    if report:
+        from alias_opt.report import write_report
+
+        write_report(out, results)
+    return results
+
+
+def _resumed(path: Path, key: str) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        cell = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        logger.warning("unreadable checkpoint %s (%s); redoing the cell", path, exc)
+        return None
+    if cell.get("settings") != key or cell.get("version") != CELL_VERSION:
+        logger.warning("%s was made with other settings; redoing the cell", path)
+        return None
+    return cell
+
+
+# ---------------------------------------------------------------------------------------- CLI
+def parse_list(values: Sequence[str] | None, kind=str) -> list | None:
+    """Items of comma- and/or space-separated arguments."""
+    if values is None:
+        return None
+    items = [v.strip() for arg in values for v in str(arg).split(",") if v.strip()]
+    try:
+        return [kind(v) for v in items]
+    except ValueError:
+        raise ValueError(f"cannot read {items!r} as a list of {kind.__name__}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m alias_opt.compare",
+        description="Compare alias search strategies on a COCO dataset with one forward-pass budget.",
+        epilog="strategies: " + ", ".join(NAMES),
+    )
+    p.add_argument("--dataset", required=True, metavar="PATH", help="COCO annotation JSON or the folder holding it")
+    p.add_argument("--output", required=True, metavar="DIR", help="output folder (cells, results.json, report.md)")
+    p.add_argument(
+        "--strategies", nargs="+", default=["all"], metavar="LIST", help="strategy names, comma-separated, or all"
+    )
+    p.add_argument(
+        "--budget",
+        type=int,
+        default=2000,
+        help="forward-equivalents (pair forwards + 2 x pair backwards) per strategy, category and seed",
+    )
+    p.add_argument("--seeds", nargs="+", default=["0,1,2"], metavar="LIST", help="search seeds (default 0,1,2)")
+    p.add_argument("--model", default="toy", metavar="SRC", help="toy (default), random:NAME[@SEED], a checkpoint dir")
+    p.add_argument("--categories", nargs="+", metavar="IDS", help="category ids, comma-separated (default all)")
+    p.add_argument("--config", metavar="FILE", help="config JSON (default configs/compare.json)")
+    p.add_argument("--split-seed", type=int, default=0, help="train/test split seed, the same for every cell")
+    p.add_argument(
+        "--resume", action="store_true", help="reuse finished cells of an earlier run with the same settings"
+    )
+    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, ...")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--no-report", action="store_true", help="write results.json only (make the report later)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING if args.verbose < 2 else optuna.logging.DEBUG)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from alias_opt.data_loader import DatasetError
+    from sam3 import ModelSourceError
+
+    try:
+        strategies = parse_list(args.strategies)
+        setup = CompareSetup(
+            dataset=args.dataset,
+            model=args.model,
+            strategies=list(NAMES) if strategies == ["all"] else strategies,
+            budget=args.budget,
+            seeds=parse_list(args.seeds, int),
+            categories=parse_list(args.categories, int),
+            split_seed=args.split_seed,
+        ).validate()
+        cfg = load_strategy_config(args.config or DEFAULT_CONFIG)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    command = "python -m alias_opt.compare " + " ".join(argv if argv is not None else sys.argv[1:])
+    try:
+        results = run_comparison(
+            setup,
+            cfg,
+            args.output,
+            resume=args.resume,
+            device=args.device,
+            progress=not args.no_progress,
+            report=not args.no_report,
+            command=command,
+        )
+    except (DatasetError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ModelSourceError as exc:
+        print(f"error: cannot load the model {args.model!r}: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    from alias_opt.compare_summary import format_overview
+
+    print(format_overview(results["summary"]))
+    out = Path(args.output)
+    print(
+        f"wrote {out / 'results.json'}"
+        + ("" if args.no_report else f" and {out / 'report.md'}")
+        + f" in {time.perf_counter() - t0:.0f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,319 @@
+"""One cell of a strategy comparison: a (strategy, category, seed) run and its held-out scores.
+
+``open_bench`` opens what all cells share (dataset split, model, vocabulary index); ``Bench``
+prepares a category once (train/test features, the natural name's and oracle words' held-out
+metrics); ``run_cell`` runs one strategy on it (``alias_opt.strategies.run_strategy``) and scores
+the result, its anytime curve and (for ``soft``) the soft prompt on the test split. The runner and
+CLI are ``alias_opt.compare``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from alias_opt.data_loader import CocoDataset, TargetImage, TargetSet
+from alias_opt.export import dataset_hash
+from alias_opt.metrics import PromptMetrics, Thresholds, compare, evaluate_prompts
+from alias_opt.optimizer import JsonlWriter, _train_images, encode
+from alias_opt.strategies import NAMES, StrategyConfig, make_context, run_strategy, soft_metrics
+from sam3 import ImageFeatures, Sam3Backend
+
+logger = logging.getLogger(__name__)
+
+FRACTIONS = (0.125, 0.25, 0.5, 1.0)  # budget fractions of the anytime curve
+CELL_VERSION = 1
+NEEDS_VOCAB = {"soft", "projection", "pez", "pez+gcg", "pez+evolution", "optuna", "scan"}
+
+
+@dataclass
+class CompareSetup:
+    """What a comparison runs; the same for every strategy."""
+
+    dataset: str  # COCO annotation JSON or its folder
+    model: str = "toy"  # model source (see Sam3Backend.load)
+    strategies: list[str] = field(default_factory=lambda: list(NAMES))
+    budget: int = 2000  # forward-equivalents per (strategy, category, seed)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    categories: list[int] | None = None  # category ids (default all)
+    split_seed: int = 0  # train/test split seed, shared by every strategy and seed
+    fractions: tuple[float, ...] = FRACTIONS  # budget fractions at which the anytime curve is read
+
+    def validate(self) -> CompareSetup:
+        unknown = [s for s in self.strategies if s not in NAMES]
+        if unknown:
+            raise ValueError(f"unknown strategy {unknown[0]!r}; choose from {', '.join(NAMES)}")
+        if not self.strategies:
+            raise ValueError("no strategy to compare")
+        if self.budget < 1:
+            raise ValueError(f"--budget must be a positive number of forward passes; got {self.budget}")
+        if not self.seeds:
+            raise ValueError("give at least one seed")
+        return self
+
+
+def strategy_slug(name: str) -> str:
+    """A file-name-safe form of a strategy name (``pez+evolution`` -> ``pez_evolution``)."""
+    return name.replace("+", "_")
+
+
+def cell_seed(seed: int, category_id: int) -> int:
+    """The search seed of one cell (the same derivation as ``optimizer.discover``)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{category_id}".encode()).digest()[:4], "little")
+
+
+def _ap(m: PromptMetrics | None) -> float:
+    return math.nan if m is None else float(m.ap)
+
+
+def _ap50(m: PromptMetrics | None) -> float:
+    return math.nan if m is None else float(m.ap50)
+
+
+# ---------------------------------------------------------------------------------------- bench
+@dataclass
+class CategoryData:
+    """One category's fixed inputs: its split, image features and baselines (computed once)."""
+
+    ts: TargetSet
+    train: list[TargetImage]
+    train_feats: ImageFeatures
+    test_feats: ImageFeatures | None
+    info: dict  # JSON-ready: names, baseline metrics, image counts
+
+
+class Bench:
+    """The backend, vocabulary index, configuration and target sets of one comparison.
+
+    Args:
+        backend: the frozen SAM 3.
+        sets: the target sets (one split for all strategies and seeds).
+        cfg: strategy settings.
+        vocab: vocabulary index (None if no strategy needs one).
+        thresholds: held-out metric thresholds.
+        settings: JSON-ready description of everything a cell's result depends on.
+    """
+
+    def __init__(self, backend, sets, cfg: StrategyConfig, vocab, thresholds: Thresholds, settings: dict):
+        self.backend = backend
+        self.sets = {ts.category_id: ts for ts in sets}
+        self.cfg = cfg
+        self.vocab = vocab
+        self.thresholds = thresholds
+        self.settings = settings
+        self.key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        self._cats: dict[int, CategoryData] = {}
+        self._infos: dict[int, dict] = {}
+
+    def category(self, cid: int) -> CategoryData:
+        """A category's data (features of one category are kept at a time)."""
+        if cid not in self._cats:
+            self._cats = {cid: self._prepare(self.sets[cid])}
+            self._infos[cid] = self._cats[cid].info
+        return self._cats[cid]
+
+    def info(self, cid: int) -> dict:
+        """A category's baselines and image counts (JSON-ready)."""
+        return self._infos[cid] if cid in self._infos else self.category(cid).info
+
+    def _prepare(self, ts: TargetSet) -> CategoryData:
+        b, s = self.backend, self.cfg.search
+        train = _train_images(ts, s, np.random.default_rng([self.settings["split_seed"], ts.category_id]))
+        train_feats = encode(b, train)
+        test_feats = encode(b, ts.test) if ts.test else None
+        tok = b.tokenizer
+        oracle = [ts.oracle_name] if isinstance(ts.oracle_name, str) else list(ts.oracle_name or [])
+        prompts = ([tok.encode(ts.name, special=False)] if ts.name else []) + [
+            tok.encode(o, special=False) for o in oracle
+        ]
+        m = evaluate_prompts(b, ts.test, prompts, feats=test_feats, thresholds=self.thresholds) if ts.test else []
+        m = m or [None] * len(prompts)
+        name_m = m[0] if ts.name else None
+        oracle_m = m[1:] if ts.name else m
+        best_o = int(np.argmax([_ap(x) if not math.isnan(_ap(x)) else -1 for x in oracle_m])) if oracle else None
+        info = {
+            "category_id": ts.category_id,
+            "name": ts.name,
+            "name_ap": _ap(name_m),
+            "name_test_metrics": name_m.to_dict() if name_m else None,
+            "oracle_text": oracle[best_o] if best_o is not None else None,
+            "oracle_ap": _ap(oracle_m[best_o]) if best_o is not None else math.nan,
+            "n_train": len(train),
+            "n_train_pos": sum(t.is_positive for t in train),
+            "n_test": len(ts.test),
+            "n_test_pos": sum(t.is_positive for t in ts.test),
+        }
+        return CategoryData(ts, train, train_feats, test_feats, info)
+
+
+def run_cell(bench: Bench, cid: int, strategy: str, seed: int, budget: int, out: Path | None = None) -> dict:
+    """Run one (strategy, category, seed) cell and score it on the held-out split (a JSON-ready dict).
+
+    With ``out``, the step history goes to ``out/history/...`` and the soft prompt to ``out/soft/...``.
+    """
+    cat = bench.category(cid)
+    ts, b, cfg = cat.ts, bench.backend, bench.cfg
+    cs = cell_seed(seed, cid)
+    rng = np.random.default_rng(cs)
+    torch.manual_seed(cs)
+    stem = f"{cid}-seed{seed}"
+    writer = JsonlWriter(out / "history" / strategy_slug(strategy) / f"{stem}.jsonl") if out else None
+    try:
+        ctx = make_context(b, cat.train, cat.train_feats, ts.name, cfg, bench.vocab, cs, on_step=writer)
+        res = run_strategy(strategy, ctx, budget, rng, cfg)
+    finally:
+        if writer:
+            writer.close()
+    counter = ctx.obj.counter.as_dict()
+    fractions = bench.settings["fractions"]
+    points = [(f, ctx.obj.best_at(f * budget)) for f in fractions if f < 1]
+    final = list(res.token_ids) if res.token_ids else None
+    prompts = ([final] if final else []) + [list(p.token_ids) for _, p in points if p is not None]
+    unique = [list(p) for p in dict.fromkeys(tuple(p) for p in prompts)]
+    metrics = {}
+    if unique and ts.test:
+        scored = evaluate_prompts(b, ts.test, unique, feats=cat.test_feats, thresholds=bench.thresholds)
+        metrics = {tuple(p): m for p, m in zip(unique, scored)}
+    has_pos = cat.info["n_test_pos"] > 0
+    nothing = 0.0 if has_pos else math.nan  # no alias within the budget: it finds nothing
+
+    def ap_of(ids) -> float:
+        return _ap(metrics.get(tuple(ids))) if ids else nothing
+
+    alias_m = metrics.get(tuple(final)) if final else None
+    cell = {
+        "version": CELL_VERSION,
+        "settings": bench.key,
+        "strategy": strategy,
+        "category_id": cid,
+        "category_name": ts.name,
+        "seed": seed,
+        "budget": budget,
+        "token_ids": final,
+        "text": b.tokenizer.decode(final) if final else None,
+        "roundtrips": b.tokenizer.roundtrips(final) if final else None,
+        "train_loss": res.loss,
+        "train_ap": _ap(res.extra.get("train_metrics")),
+        "alias_ap": ap_of(final),
+        "test_metrics": alias_m.to_dict() if alias_m else None,
+        "soft": None,
+        "note": "" if final else "no candidate within the budget",
+        **counter,
+        "wall_time": round(res.wall_time, 3),
+        "ms_per_pair": round(1000 * res.wall_time / max(1, counter["cost"]), 3),
+        "reranked": res.extra.get("reranked", []),
+    }
+    cell["ap"] = cell["alias_ap"]
+    cell["ap50"] = _ap50(alias_m)
+    if "soft_embeds" in res.extra:
+        cell["soft"] = _soft_cell(bench, cat, res, out, strategy, stem)
+        cell["ap"] = cell["soft"]["ap"]
+        cell["ap50"] = cell["soft"]["ap50"]
+    cell["curve"] = [
+        {
+            "fraction": f,
+            "budget": round(f * budget),
+            "token_ids": list(p.token_ids) if p else None,
+            "ap": ap_of(p.token_ids if p else None),
+        }
+        for f, p in points
+    ] + [{"fraction": 1.0, "budget": budget, "token_ids": final, "ap": cell["ap"]}]
+    cell["name_ap"] = cat.info["name_ap"]
+    cell["vs_name"] = compare(cell["ap"], cell["name_ap"])
+    return cell
+
+
+def _soft_cell(bench: Bench, cat: CategoryData, res, out: Path | None, strategy: str, stem: str) -> dict:
+    embeds, mask = res.extra["soft_embeds"].float(), res.extra["soft_mask"]
+    test = (
+        soft_metrics(bench.backend, cat.ts.test, embeds, mask, cat.test_feats, bench.thresholds)[0]
+        if cat.ts.test
+        else None
+    )
+    entry = {
+        "ap": _ap(test),
+        "ap50": _ap50(test),
+        "test_metrics": test.to_dict() if test else None,
+        "train_ap": _ap(res.extra.get("soft_train_metrics")),
+        "restart": res.extra.get("soft_restart"),
+        "test_score_sum": soft_score_sum(bench.backend, embeds, mask, cat.test_feats),
+        "file": None,
+    }
+    if out is not None:
+        from safetensors.torch import save_file
+
+        path = out / "soft" / strategy_slug(strategy) / f"{stem}.safetensors"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        meta = {"model_fingerprint": bench.backend.fingerprint, "category_id": str(cat.ts.category_id)}
+        save_file({"embeds": embeds.contiguous(), "mask": mask.contiguous()}, str(tmp), metadata=meta)
+        tmp.replace(path)
+        entry["file"] = str(path.relative_to(out))
+    return entry
+
+
+@torch.no_grad()
+def soft_score_sum(backend: Sam3Backend, embeds: torch.Tensor, mask: torch.Tensor, feats: ImageFeatures | None):
+    """Sum of every detection score (sigmoid(query) x sigmoid(presence)) of a soft prompt on images: a
+    fingerprint that a saved soft prompt, fed back through ``encode_text(embeds=...)``, must reproduce."""
+    if feats is None:
+        return math.nan
+    return float(backend.ground(backend.encode_text(embeds=embeds, mask=mask), feats).scores().double().sum())
+
+
+def load_soft_prompt(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(embeds (1, T, D), mask (1, T)) of a saved soft prompt, for ``encode_text(embeds=, mask=)``."""
+    from safetensors.torch import load_file
+
+    data = load_file(str(path))
+    return data["embeds"], data["mask"].bool()
+
+
+def open_bench(
+    setup: CompareSetup,
+    cfg: StrategyConfig,
+    backend: Sam3Backend | None = None,
+    device: str = "auto",
+    thresholds: Thresholds | None = None,
+) -> Bench:
+    """Open the dataset, load the model and the vocabulary index: everything cells share."""
+    from alias_opt.embeddings import VocabularyIndex
+
+    s = cfg.search
+    ds = CocoDataset.open(setup.dataset)
+    sets = ds.target_sets(
+        seed=setup.split_seed,
+        train_fraction=s.train_fraction,
+        max_negatives=s.max_negatives,
+        categories=setup.categories,
+    )
+    usable = [ts for ts in sets if any(t.is_positive for t in ts.train)]
+    for ts in sets:
+        if ts not in usable:
+            logger.warning("category %s has no positive train image; left out", ts.category_id)
+    if not usable:
+        raise ValueError(f"no usable category in {ds.annotation_file}")
+    backend = backend or Sam3Backend.load(setup.model, device=device)
+    vocab = (
+        VocabularyIndex.build(backend, s.index.space, s.index.cache_dir)
+        if NEEDS_VOCAB & set(setup.strategies)
+        else None
+    )
+    settings = {
+        "model_fingerprint": backend.fingerprint,
+        "dataset_path": str(ds.annotation_file),
+        "dataset_hash": dataset_hash(ds.annotation_file),
+        "split_seed": setup.split_seed,
+        "budget": setup.budget,
+        "fractions": list(setup.fractions),
+        "config": cfg.to_dict(),
+        "thresholds": asdict(thresholds or Thresholds()),
+    }
+    return Bench(backend, usable, cfg, vocab, thresholds or Thresholds(), settings)

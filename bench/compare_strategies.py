@@ -1,0 +1,68 @@
+"""Strategy comparison on the toy *renamed* shapes world (names the model never saw): one command.
+
+Generates the dataset (if missing), picks the first categories with enough positives in both
+splits, and runs ``python -m alias_opt.compare`` on them; the report lands in ``--out``.
+
+    python bench/compare_strategies.py                               # toy model, all strategies
+    python bench/compare_strategies.py --categories 3 --budget 3000 --seeds 0,1 --strategies pez+evolution,random
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def pick_categories(dataset: Path, n: int, split_seed: int, min_pos: int = 2) -> list[int]:
+    """The first ``n`` category ids with at least ``min_pos`` positive images in train and in test."""
+    from alias_opt.data_loader import CocoDataset
+
+    sets = CocoDataset.open(dataset).target_sets(seed=split_seed)
+    good = [
+        ts.category_id
+        for ts in sets
+        if sum(t.is_positive for t in ts.train) >= min_pos and sum(t.is_positive for t in ts.test) >= min_pos
+    ]
+    return good[:n]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="toy", help="model source (default the shipped toy model)")
+    p.add_argument("--images", type=int, default=120, help="images in the generated renamed world")
+    p.add_argument("--world-seed", type=int, default=2024, help="seed of the generated world")
+    p.add_argument("--categories", type=int, default=4, help="how many categories to compare on")
+    p.add_argument("--budget", type=int, default=3000, help="forward-equivalents per cell")
+    p.add_argument("--seeds", default="0,1", help="search seeds, comma-separated")
+    p.add_argument("--strategies", default="all", help="strategy names, comma-separated, or all")
+    p.add_argument("--config", help="compare config JSON (default configs/compare.json)")
+    p.add_argument("--out", default=str(REPO / "results" / "compare-toy"), help="output folder")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    p.add_argument("--resume", action="store_true", help="reuse finished cells")
+    args = p.parse_args(argv)
+
+    from alias_opt import compare
+    from sam3.toy import world
+
+    out = Path(args.out)
+    data = out / "data"
+    if not (data / "annotations.json").is_file():
+        world.write_dataset(data, "renamed", args.images, args.world_seed)
+    cats = pick_categories(data, args.categories, split_seed=0)
+    if not cats:
+        print("error: no category has two positives in both splits; use more --images", file=sys.stderr)
+        return 1
+    cmd = ["--dataset", str(data), "--output", str(out), "--model", args.model, "--budget", str(args.budget)]
+    cmd += ["--seeds", args.seeds, "--strategies", args.strategies, "--categories", ",".join(map(str, cats))]
+    cmd += ["--threads", str(args.threads)] + (["--config", args.config] if args.config else [])
+    cmd += ["--resume"] if args.resume else []
+    print("python -m alias_opt.compare " + " ".join(cmd))
+    return compare.main(cmd)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""The comparison runner: equal budgets and splits, per-cell checkpoints and resume, the summary's
+numbers, soft prompts reproducible through the backend, and the CLI's errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from alias_opt.compare import CompareSetup, load_soft_prompt, main, parse_list, run_comparison
+from alias_opt.compare_cells import soft_score_sum
+from alias_opt.compare_summary import nanmean, sd
+from alias_opt.data_loader import CocoDataset
+from alias_opt.metrics import compare
+from alias_opt.strategies import load_strategy_config, soft_metrics
+
+BUDGET = 400
+STRATEGIES = ["soft", "random", "pez+evolution"]
+TINY = {
+    "max_len": 2,
+    "scan_size": 8,
+    "rerank": 2,
+    "max_negatives": 4,
+    "index": {"shortlist": 10, "probe_rounds": 1},
+    "soft": {"restarts": 2, "steps": 3, "batch_images": 4, "eval_every": 2},
+    "evolution": {"population": 8, "generations": 2, "shortlist_pairs": 3},
+    "compare": {"random_batch": 8},
+}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from sam3.toy.world import write_dataset
+
+    out = tmp_path_factory.mktemp("world")
+    write_dataset(out, "renamed", images=24, seed=5)
+    ds = CocoDataset.open(out)
+    cats = [ts.category_id for ts in ds.target_sets(max_negatives=4) if sum(t.is_positive for t in ts.train) >= 2]
+    return out, cats[:2]
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory):
+    c = load_strategy_config(overrides=TINY)
+    c.search.index.cache_dir = str(tmp_path_factory.mktemp("index"))
+    return c
+
+
+@pytest.fixture(scope="module")
+def first_run(world, cfg, tiny_backend, tmp_path_factory):
+    data, cats = world
+    out = tmp_path_factory.mktemp("cmp")
+    setup = CompareSetup(str(data), "random:tiny", STRATEGIES, BUDGET, [0, 1], cats)
+    results = run_comparison(setup, cfg, out, backend=tiny_backend, progress=False, report=False)
+    return out, setup, results
+
+
+def test_every_cell_gets_the_same_budget_and_split(first_run, world):
+    out, setup, results = first_run
+    data, cats = world
+    cells = results["cells"]
+    assert len(cells) == len(STRATEGIES) * len(cats) * 2
+    assert {(c["strategy"], c["category_id"], c["seed"]) for c in cells} == {
+        (s, c, k) for s in STRATEGIES for c in cats for k in (0, 1)
+    }
+    for c in cells:
+        assert 0.9 * BUDGET <= c["cost"] <= BUDGET and c["budget"] == BUDGET
+        assert c["cost"] == c["forward_passes"] + 2 * c["backward_passes"]
+        assert c["wall_time"] > 0 and c["token_ids"] and 1 <= len(c["token_ids"]) <= 2
+        assert [p["budget"] for p in c["curve"]] == [50, 100, 200, 400]
+        assert c["curve"][-1]["ap"] == c["ap"]
+        assert (out / "cells" / c["strategy"].replace("+", "_") / f"{c['category_id']}-seed{c['seed']}.json").is_file()
+    # one split for all cells: the categories' images are the dataset's split for --split-seed
+    ds = CocoDataset.open(data)
+    for ts in ds.target_sets(seed=0, max_negatives=4, categories=cats):
+        info = results["categories"][str(ts.category_id)]
+        assert info["n_train"] == len(ts.train) and info["n_test"] == len(ts.test)
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_summary_numbers_follow_from_the_cells(first_run):
+    _, _, results = first_run
+    summ, cells = results["summary"], results["cells"]
+    assert summ["order"] == STRATEGIES
+    for s in STRATEGIES:
+        mine = [c for c in cells if c["strategy"] == s]
+        per_seed = [np.mean([c["ap"] for c in mine if c["seed"] == k]) for k in (0, 1)]
+        r = summ["strategies"][s]
+        assert r["ap_mean"] == pytest.approx(np.mean(per_seed))
+        assert r["ap_sd"] == pytest.approx(np.std(per_seed, ddof=1))
+        verdicts = [compare(c["ap"], c["name_ap"]) for c in mine]
+        assert (r["win"], r["tie"], r["loss"]) == tuple(verdicts.count(v) for v in ("win", "tie", "loss"))
+        assert r["cost"] == pytest.approx(np.mean([c["cost"] for c in mine]))
+        cat = str(mine[0]["category_id"])
+        assert r["categories"][cat]["ap_mean"] == pytest.approx(
+            np.mean([c["ap"] for c in mine if str(c["category_id"]) == cat])
+        )
+    soft = {(c["category_id"], c["seed"]): c["ap"] for c in cells if c["strategy"] == "soft"}
+    rnd = [c for c in cells if c["strategy"] == "random"]
+    gaps = [soft[(c["category_id"], c["seed"])] - c["ap"] for c in rnd]
+    assert summ["strategies"]["random"]["gap_to_soft"] == pytest.approx(np.mean(gaps))
+    own = [c["ap"] - c["alias_ap"] for c in cells if c["strategy"] == "soft"]
+    assert summ["strategies"]["soft"]["gap_to_soft"] == pytest.approx(np.mean(own))
+    on_disk = json.loads((first_run[0] / "results.json").read_text())
+    assert on_disk["summary"]["strategies"]["random"]["ap_mean"] == pytest.approx(
+        summ["strategies"]["random"]["ap_mean"]
+    )
+
+
+def test_soft_prompt_file_reproduces_the_scores(first_run, tiny_backend, world, cfg):
+    out, _, results = first_run
+    data, _ = world
+    for cell in [c for c in results["cells"] if c["strategy"] == "soft"]:
+        embeds, mask = load_soft_prompt(out / cell["soft"]["file"])
+        assert embeds.dim() == 3 and embeds.shape[0] == 1 and mask.dtype == torch.bool
+        assert embeds.shape[1] == int(mask.sum()) and 3 <= embeds.shape[1] <= 4  # SOT + 1..2 soft tokens + EOT
+        ts = CocoDataset.open(data).target_sets(seed=0, max_negatives=4, categories=[cell["category_id"]])[0]
+        feats = tiny_backend.encode_images([im.image.load() for im in ts.test])
+        # the file, fed through the backend, gives the scores the run measured (and its metrics)
+        again = soft_score_sum(tiny_backend, embeds, mask, feats)
+        assert again > 0 and again == pytest.approx(cell["soft"]["test_score_sum"], rel=1e-6)
+        assert soft_metrics(tiny_backend, ts.test, embeds, mask, feats)[0].to_dict() == cell["soft"]["test_metrics"]
+        # ... which are not the scores of its projection: the soft prompt is not a token sequence
+        ids = torch.tensor([[49406, *cell["token_ids"], 49407]])
+        proj = tiny_backend.token_embeddings[ids].float()
+        assert soft_score_sum(tiny_backend, proj, torch.ones_like(ids, dtype=torch.bool), feats) != pytest.approx(
+            again, rel=1e-6
+        )
+
+
+def test_resume_reuses_cells_and_redoes_changed_ones(first_run, cfg, tiny_backend):
+    out, setup, results = first_run
+    paths = sorted((out / "cells").rglob("*.json"))
+    before = {p: p.read_bytes() for p in paths}
+    victim = paths[0]
+    victim.unlink()
+    again = run_comparison(setup, cfg, out, resume=True, backend=tiny_backend, progress=False, report=False)
+    assert all(p.read_bytes() == before[p] for p in paths[1:])  # finished cells were not redone
+    assert victim.is_file()
+    redone = json.loads(victim.read_text())
+    old = json.loads(before[victim])
+    assert redone["token_ids"] == old["token_ids"] and redone["cost"] == old["cost"]  # deterministic per seed
+    assert [c["ap"] for c in again["cells"]] == pytest.approx([c["ap"] for c in results["cells"]], nan_ok=True)
+    # other settings (here the budget): the checkpoints do not match and every cell is redone
+    small = CompareSetup(setup.dataset, setup.model, ["random"], 300, [0], setup.categories[:1])
+    third = run_comparison(small, cfg, out, resume=True, backend=tiny_backend, progress=False, report=False)
+    assert third["cells"][0]["budget"] == 300 and third["cells"][0]["cost"] <= 300
+
+
+def test_stats_helpers():
+    assert math.isnan(nanmean([None, math.nan])) and nanmean([1, None, 3]) == 2
+    assert sd([1.0]) == 0.0 and sd([1.0, 3.0]) == pytest.approx(math.sqrt(2))
+    assert parse_list(["1,2", "3"], int) == [1, 2, 3] and parse_list(None) is None
+
+
+def test_cli_errors(tmp_path, world, capsys):
+    data, _ = world
+    assert main(["--dataset", str(data), "--output", str(tmp_path), "--strategies", "bogus"]) == 2
+    assert "unknown strategy 'bogus'" in capsys.readouterr().err
+    assert main(["--dataset", str(data), "--output", str(tmp_path), "--seeds", "a,b"]) == 2
+    assert main(["--dataset", str(tmp_path / "none"), "--output", str(tmp_path), "--model", "random:tiny"]) == 2
+    assert main(["--dataset", str(data), "--output", str(tmp_path), "--budget", "0"]) == 2
+    cfg = tmp_path / "bad.json"
+    cfg.write_text(json.dumps({"compare": {"nope": 1}}))
+    assert main(["--dataset", str(data), "--output", str(tmp_path), "--config", str(cfg)]) == 2
+    assert "unknown config key compare.'nope'" in capsys.readouterr().err
+
+
+def test_cli_run_writes_report(tmp_path, world, cfg, monkeypatch):
+    data, cats = world
+    monkeypatch.setenv("SAM3_ALIAS_CACHE", str(tmp_path / "features"))
+    conf = tmp_path / "c.json"
+    conf.write_text(json.dumps({**TINY, "index": {**TINY["index"], "cache_dir": cfg.search.index.cache_dir}}))
+    out = tmp_path / "out"
+    argv = ["--dataset", str(data), "--output", str(out), "--model", "random:tiny", "--device", "cpu"]
+    argv += ["--strategies", "random,scan", "--budget", "300", "--seeds", "3", "--categories", str(cats[0])]
+    assert main([*argv, "--config", str(conf), "--no-progress"]) == 0
+    assert (out / "report.md").is_file() and len(list((out / "plots").glob("*.png"))) == 3
+    results = json.loads((out / "results.json").read_text())
+    assert results["setup"]["command"].startswith("python -m alias_opt.compare --dataset")
+    assert [c["strategy"] for c in results["cells"]] == ["random", "scan"]
+    assert Path(results["setup"]["dataset_path"]).name == "annotations.json"
