@@ -168,9 +168,11 @@ def shortlist(ctx: Context, cfg: StrategyConfig, k: int | None = None, rounds: i
     )
     if worst > obj.remaining():
         raise BudgetExhausted(f"no budget left for the vocabulary probes ({worst} forwards)")
+    # index.two_sided (half of the shortlist from the bottom of the ranking) where the config has it
+    two_sided = {"two_sided": True} if getattr(cfg.search.index, "two_sided", False) else {}
     f0 = obj.counter.forward
     with count_pairs(obj.backend) as box:
-        ids = build_shortlist(obj, ctx.vocab, ctx.filt, k, probes, rounds)
+        ids = build_shortlist(obj, ctx.vocab, ctx.filt, k, probes, rounds, **two_sided)
     obj.charge(box[0] - (obj.counter.forward - f0))
     ctx._shortlists[(k, rounds)] = ids
     return ids
