@@ -41,6 +41,7 @@ class IndexConfig:
     space: str = "scoring"  # scoring | text | key: the space tokens and the concept are compared in
     shortlist: int = 64  # tokens in the concept's shortlist
     probe_rounds: int = 2  # scoring space: re-probe the decoder with the best shortlist token
+    two_sided: bool = False  # shortlist half from each end of the ranking (trained tokens are outliers)
     projection_metric: str = "l2"  # l2 | cosine: nearest-token projection of soft embeddings
     cache_dir: str | None = None  # default $SAM3_ALIAS_INDEX_CACHE or ~/.cache/sam3-alias/index
 

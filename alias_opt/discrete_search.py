@@ -48,7 +48,7 @@ def scan(obj: Objective, tokens: Sequence[int], filt: CandidateFilter, screen: b
     order = np.argsort(losses, kind="stable")
     # screened-out singles still rank (by screening loss) after the fully scored ones: they seed pairs
     screened = [cands[i] for i in order if not np.isfinite(losses[i])]
-    screened.sort(key=lambda s: obj.memo.get((s, "screen"), np.inf))
+    screened.sort(key=lambda s: obj.memo.get((s, "screen"), np.inf))  # screened out: by screening loss
     res = timer.result(cands, n=len(cands))
     res.candidates = res.candidates + screened
     return res

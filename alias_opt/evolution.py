@@ -134,7 +134,7 @@ def evolve(
             else:
                 child = mutator(a)
             c = filt(child)
-            if c is None or c in children or (c, "full") in obj.memo or (c, "screen") in obj.memo:
+            if c is None or c in children or (c, "full") in obj.memo or c in obj.rejected:
                 continue
             children.append(c)
         if not children:

@@ -141,6 +141,7 @@ class Objective:
         self.rng = np.random.default_rng(seed)
         self.counter = Counter()
         self.memo: dict[tuple[Seq, str], float] = {}
+        self.rejected: set[Seq] = set()  # screened out by ``score`` (never scored on all images)
         self.best: Seq | None = None
         self.best_loss = math.inf
         self.history: list[Step] = []
@@ -251,12 +252,12 @@ class Objective:
             (P,) detached losses; ``.grad`` of the leaves upstream of ``embeds`` is accumulated.
         """
         idx = self.all_idx if idx is None else np.asarray(idx)
-        text = self.backend.encode_text(embeds=embeds, mask=mask)
-        leaf = text.features.detach().requires_grad_(True)
         with torch.enable_grad():
+            text = self.backend.encode_text(embeds=embeds, mask=mask)
+            leaf = text.features.detach().requires_grad_(True)
             pair, _ = self.pair_losses(TextFeatures(leaf, text.mask), idx, grad=True)
-        if leaf.grad is not None:
-            text.features.backward(leaf.grad)
+            if leaf.grad is not None and text.features.requires_grad:
+                text.features.backward(leaf.grad)
         return self._aggregate(pair, idx)
 
     @torch.no_grad()
@@ -288,19 +289,16 @@ class Objective:
         out = np.full(len(seqs), math.inf)
         valid = [s for s in dict.fromkeys(seqs) if len(s) > 0]
         if screen:
-            new = [s for s in valid if (s, "full") not in self.memo and (s, "screen") not in self.memo]
-            self.counter.memo_hits += sum(
-                1 for s in valid if (s, "full") not in self.memo and (s, "screen") in self.memo
-            )
+            new = [s for s in valid if (s, "full") not in self.memo and s not in self.rejected]
+            self.counter.memo_hits += sum(1 for s in valid if (s, "full") not in self.memo and s in self.rejected)
             keep_n = math.ceil(self.screen_keep * len(new))
             if new and keep_n < len(new) and len(self.screen_idx) < self.n_images:
                 sl = self.losses(new, self.screen_idx, key="screen")
                 bar = self.losses([self.best], self.screen_idx, key="screen")[0] if self.best else -math.inf
                 order = np.argsort(sl, kind="stable")
                 survivors = {new[i] for i in order[:keep_n]} | {s for s, v in zip(new, sl) if v <= bar}
-            else:
-                survivors = set(new)
-            full = [s for s in valid if (s, "full") in self.memo or s in survivors]
+                self.rejected.update(s for s in new if s not in survivors)
+            full = [s for s in valid if (s, "full") in self.memo or s not in self.rejected]
         else:
             full = valid
         if full:

@@ -88,17 +88,31 @@ def allowed_tokens(backend: Sam3Backend, cfg: SearchConfig, name: str | None) ->
 
 
 def build_shortlist(
-    obj: Objective, vocab: VocabularyIndex, filt: CandidateFilter, k: int, probes: Sequence[Seq], rounds: int = 1
+    obj: Objective,
+    vocab: VocabularyIndex,
+    filt: CandidateFilter,
+    k: int,
+    probes: Sequence[Seq],
+    rounds: int = 1,
+    two_sided: bool = False,
 ) -> list[int]:
     """The concept's top-k allowed tokens in the vocabulary index.
 
     Round 1 probes the model with ``probes`` (the empty prompt and the name); each further round
     probes with the best single token of the previous shortlist (scored on the screening images)
-    and merges its shortlist into the first, alternating.
+    and merges its shortlist into the first, alternating. With ``two_sided`` half of each
+    shortlist comes from the bottom of the ranking (alternating with the top).
     """
+
+    def search(concept: torch.Tensor) -> list[int]:
+        top = [int(t) for t in vocab.search(concept, k, allowed=filt.allowed)[0]]
+        if not two_sided:
+            return top
+        bottom = [int(t) for t in vocab.search(-concept, k, allowed=filt.allowed)[0]]
+        return _interleave(top, bottom, k)
+
     concept = concept_vector(obj.backend, obj.feats, obj.targets, obj.grid, vocab.space, probes)
-    ids, _ = vocab.search(concept, k, allowed=filt.allowed)
-    shortlist = [int(t) for t in ids]
+    shortlist = search(concept)
     for _ in range(1, rounds):
         if vocab.space == "text" or not shortlist:
             break
@@ -106,12 +120,16 @@ def build_shortlist(
         losses = obj.losses(singles, obj.screen_idx, key="screen")
         best = singles[int(np.argmin(losses))]
         concept = concept_vector(obj.backend, obj.feats, obj.targets, obj.grid, vocab.space, [best])
-        more = [int(t) for t in vocab.search(concept, k, allowed=filt.allowed)[0]]
-        merged: list[int] = []
-        for a, b in zip(more, shortlist):
-            merged += [a, b]
-        shortlist = list(dict.fromkeys(merged))[:k]
+        shortlist = _interleave(search(concept), shortlist, k)
     return shortlist
+
+
+def _interleave(a: Sequence[int], b: Sequence[int], k: int) -> list[int]:
+    """a[0], b[0], a[1], b[1], ... without repeats, cut to k."""
+    out: list[int] = []
+    for x, y in zip(a, b):
+        out += [x, y]
+    return list(dict.fromkeys([*out, *a, *b]))[:k]
 
 
 def _train_images(ts: TargetSet, cfg: SearchConfig, rng: np.random.Generator) -> list[TargetImage]:
@@ -183,7 +201,9 @@ def discover(
         obj.score([name_seq], screen=False)
 
     probes: list[Seq] = [()] + ([name_seq] if name_seq else [])
-    shortlist = build_shortlist(obj, vocab, filt, cfg.index.shortlist, probes, cfg.index.probe_rounds)
+    shortlist = build_shortlist(
+        obj, vocab, filt, cfg.index.shortlist, probes, cfg.index.probe_rounds, cfg.index.two_sided
+    )
     proj = ProjectionIndex(backend.token_embeddings, filt.allowed, cfg.index.projection_metric)
     phases: list[SearchResult] = []
     soft = None

@@ -1,0 +1,145 @@
+"""Discovery benchmark: vocabulary-index recall and per-candidate cost, measured in one run.
+
+(a) recall: for every category of a toy-world dataset, the rank of each training word's token
+    (the category's ``oracle_name``) in the concept's vocabulary ranking, per index space and probe
+    setting; prints recall@K (the shortlist size).
+(b) cost: the wall time of scoring discrete candidates on one category's train images as discovery
+    does (text encoded once per candidate, cached image features, candidates x images batched, the
+    loss), screened and unscreened, next to a naive loop (one candidate at a time, full forward
+    from pixels, no cache): ms per prompt-image pair and ms per candidate.
+
+    python bench/discovery_bench.py recall --model toy --images 120 --seed 11
+    python bench/discovery_bench.py cost --model toy --candidates 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from alias_opt.config import load_config  # noqa: E402
+from alias_opt.data_loader import CocoDataset  # noqa: E402
+from alias_opt.embeddings import VocabularyIndex  # noqa: E402
+from alias_opt.objective import Objective  # noqa: E402
+from alias_opt.optimizer import allowed_tokens, build_shortlist, encode  # noqa: E402
+from alias_opt.projection import CandidateFilter  # noqa: E402
+from sam3 import Sam3Backend  # noqa: E402
+from sam3.preprocess import preprocess  # noqa: E402
+from sam3.toy.world import write_dataset  # noqa: E402
+
+
+def _dataset(args) -> Path:
+    out = Path(tempfile.mkdtemp(prefix="discovery_bench_"))
+    write_dataset(out, args.variant, args.images, args.seed)
+    return out
+
+
+def recall(args, backend: Sam3Backend) -> dict:
+    ds = CocoDataset.open(_dataset(args))
+    cfg = load_config(args.config)
+    tok = backend.tokenizer
+    spaces = args.spaces.split(",")
+    rows = []
+    for ts in ds.target_sets(seed=args.seed):
+        feats = encode(backend, ts.train)
+        filt = CandidateFilter(tok, allowed_tokens(backend, cfg, ts.name), cfg.max_len, cfg.roundtrip)
+        words = [tok.encode(w, special=False) for w in ts.oracle_name.split()]
+        row = {"category": ts.category_id, "oracle": ts.oracle_name}
+        for space in spaces:
+            vocab = VocabularyIndex.build(backend, space, cfg.index.cache_dir)
+            for rounds in (1, 2):
+                obj = Objective(backend, ts.train, cfg.loss, feats=feats, screen_images=cfg.screen_images)
+                name = tuple(tok.encode(ts.name, special=False)) if ts.name else None
+                probes = [()] + ([name] if name else [])
+                short = build_shortlist(obj, vocab, filt, args.k, probes, rounds, cfg.index.two_sided)
+                row[f"{space}/r{rounds}"] = [w[0] in short for w in words]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    keys = [k for k in rows[0] if "/" in k]
+    summary = {
+        k: {
+            "word_recall": float(np.mean([x for r in rows for x in r[k]])),
+            "all_words": float(np.mean([all(r[k]) for r in rows])),
+        }
+        for k in keys
+    }
+    return {"k": args.k, "categories": len(rows), "recall": summary}
+
+
+def cost(args, backend: Sam3Backend) -> dict:
+    ds = CocoDataset.open(_dataset(args))
+    ts = ds.target_sets(seed=args.seed)[0]
+    cfg = load_config(args.config)
+    images = ts.train
+    rng = np.random.default_rng(0)
+    feats = encode(backend, images)
+    filt = CandidateFilter(backend.tokenizer, allowed_tokens(backend, cfg, ts.name), cfg.max_len)
+    cands = filt.accept([tuple(rng.integers(300, 40000, int(rng.integers(1, 4)))) for _ in range(args.candidates)])
+    n, m = len(cands), len(images)
+    out = {"images": m, "candidates": n, "device": str(backend.device), "threads": torch.get_num_threads()}
+
+    obj = Objective(backend, images, cfg.loss, feats=feats)
+    t = time.perf_counter()
+    obj.losses(cands)
+    dt = time.perf_counter() - t
+    out["batched_ms_per_pair"] = 1000 * dt / (n * m)
+    out["batched_ms_per_candidate"] = 1000 * dt / n
+
+    obj = Objective(
+        backend, images, cfg.loss, feats=feats, screen_images=cfg.screen_images, screen_keep=cfg.screen_keep
+    )
+    t = time.perf_counter()
+    obj.score(cands)
+    dt = time.perf_counter() - t
+    out["screened_ms_per_candidate"] = 1000 * dt / n
+    out["screened_pairs_per_candidate"] = obj.counter.forward / n
+
+    rgbs = [im.image.load() for im in images]
+    k = max(1, min(args.naive, n))
+    t = time.perf_counter()
+    with torch.no_grad():
+        for seq in cands[:k]:  # one candidate at a time, every image from pixels, no cache
+            ids, mask = backend.prompt_ids([seq])
+            for rgb in rgbs:
+                px = preprocess([rgb], backend.image_size).to(backend.device, backend.dtype)
+                backend.model(pixel_values=px, input_ids=ids, attention_mask=mask.long())
+    dt = time.perf_counter() - t
+    out["naive_ms_per_candidate"] = 1000 * dt / k
+    out["speedup_batched"] = out["naive_ms_per_candidate"] / out["batched_ms_per_candidate"]
+    out["speedup_screened"] = out["naive_ms_per_candidate"] / out["screened_ms_per_candidate"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=("recall", "cost"))
+    ap.add_argument("--model", default="toy")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--variant", default="renamed")
+    ap.add_argument("--images", type=int, default=120)
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "default.json"))
+    ap.add_argument("--spaces", default="scoring,key,text")
+    ap.add_argument("--k", type=int, default=64, help="shortlist size")
+    ap.add_argument("--candidates", type=int, default=64)
+    ap.add_argument("--naive", type=int, default=4, help="candidates timed in the naive loop")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    backend = Sam3Backend.load(args.model, device=args.device)
+    result = recall(args, backend) if args.what == "recall" else cost(args, backend)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
