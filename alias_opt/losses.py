@@ -21,6 +21,7 @@ from scipy.optimize import linear_sum_assignment
 from alias_opt.config import LossConfig
 
 COMPONENTS = ("dice", "mask_focal", "score", "presence", "semantic")
+MATCH_SIDE = 32  # matching costs are computed on masks average-pooled to at most this side
 
 
 def sigmoid_focal(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
@@ -66,6 +67,21 @@ def pairwise_costs(mask_logits: torch.Tensor, targets: torch.Tensor, alpha: floa
         pos, neg = alpha * pos, (1 - alpha) * neg
     focal = ((pos - neg) @ tT + neg.sum(-1, keepdim=True)) / x.shape[-1]
     return dice, focal
+
+
+def _pooled(mask_logits: torch.Tensor, masks: torch.Tensor, targets: torch.Tensor):
+    """(B, Q, P) logits and (B, K, P) targets average-pooled to a grid of side <= MATCH_SIDE (matching
+    needs only approximate costs; the loss itself uses full resolution)."""
+    if mask_logits.dim() != 4:
+        return masks, targets
+    B, Q, h, w = mask_logits.shape
+    f = -(-min(h, w) // MATCH_SIDE)  # ceil
+    if f == 1:
+        return masks, targets
+    with torch.no_grad():
+        m = F.avg_pool2d(masks.detach().view(B * Q, 1, h, w), f).view(B, Q, -1)
+        t = F.avg_pool2d(targets.view(-1, 1, h, w), f).view(B, targets.shape[1], -1)
+    return m, t
 
 
 def hungarian(cost: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +139,7 @@ def set_loss(
         for b, t in enumerate(targets.masks):
             if n_t[b]:
                 padded[b, : n_t[b]] = t.to(masks.device, torch.float32)
-        dice_c, focal_c = pairwise_costs(masks, padded, a, g)
+        dice_c, focal_c = pairwise_costs(*_pooled(mask_logits, masks, padded), a, g)
         cost = (
             cfg.match_dice * dice_c + cfg.match_focal * focal_c - cfg.match_score * qlog.detach().sigmoid()[..., None]
         )

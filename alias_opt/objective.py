@@ -281,8 +281,8 @@ class Objective:
         """Full-train loss of each sequence; ``inf`` for those screened out (or empty).
 
         With ``screen``, sequences never scored before are first scored on the screening images;
-        the best ``screen_keep`` fraction of them (at least one), and any that screen at least as
-        well as the best sequence so far, are then scored on all train images. A sequence screened
+        the best ``screen_keep`` fraction of them (at least one), and up to as many more that screen
+        at least as well as the best sequence so far, are then scored on all train images. A sequence screened
         out once stays out (``inf``) unless scored with ``screen=False``. Updates ``best``.
         """
         seqs = [tuple(int(t) for t in s) for s in seqs]
@@ -296,7 +296,10 @@ class Objective:
                 sl = self.losses(new, self.screen_idx, key="screen")
                 bar = self.losses([self.best], self.screen_idx, key="screen")[0] if self.best else -math.inf
                 order = np.argsort(sl, kind="stable")
-                survivors = {new[i] for i in order[:keep_n]} | {s for s, v in zip(new, sl) if v <= bar}
+                # the best fraction, plus up to as many more that screen at least as well as the best so far
+                survivors = {new[i] for i in order[:keep_n]} | {
+                    new[i] for i in order[keep_n : 2 * keep_n] if sl[i] <= bar
+                }
                 self.rejected.update(s for s in new if s not in survivors)
             full = [s for s in valid if (s, "full") in self.memo or s not in self.rejected]
         else:
