@@ -29,6 +29,7 @@ class LossConfig:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     negative_weight: float = 1.0  # weight of the negative-image mean against the positive-image mean
+    length_penalty: float = 0.002  # added per token to a discrete sequence's loss (prefer short aliases)
     match_dice: float = 1.0  # matching cost weights
     match_focal: float = 10.0
     match_score: float = 2.0

@@ -262,7 +262,8 @@ class Objective:
 
     @torch.no_grad()
     def losses(self, seqs: Sequence[Seq], idx: np.ndarray | None = None, key: str | None = None) -> np.ndarray:
-        """Aggregated loss of discrete sequences on images ``idx`` (default all), memoized by ``key``."""
+        """Aggregated loss of discrete sequences on images ``idx`` (default all), plus
+        ``length_penalty`` per token, memoized by ``key``."""
         idx = self.all_idx if idx is None else np.asarray(idx)
         key = key or ("full" if len(idx) == self.n_images else "idx:" + ",".join(map(str, idx.tolist())))
         seqs = [tuple(int(t) for t in s) for s in seqs]
@@ -273,7 +274,7 @@ class Objective:
             pair, _ = self.pair_losses(text, idx)
             agg = self._aggregate(pair, idx)
             for s, v in zip(todo, agg.tolist()):
-                self.memo[(s, key)] = float(v)
+                self.memo[(s, key)] = float(v) + self.cfg.length_penalty * len(s)
             self.counter.candidates += len(todo) if key == "full" else 0
         return np.array([self.memo[(s, key)] for s in seqs], dtype=np.float64)
 
