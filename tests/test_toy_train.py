@@ -27,7 +27,7 @@ def test_prompts_and_targets():
         for ids, inst in sampler.sample(rng, img, 5):
             assert not renamed & set(ids)
             words = {word_of.get(i) for i in ids}
-            matching = [i for i, t in enumerate(img.instances) if words <= {t.colour, t.shape}]
+            matching = [i for i, t in enumerate(img.instances) if words <= {t.colour, t.shape, train.OBJECT_WORD}]
             if inst:
                 n_pos += 1
                 assert inst == matching  # every instance the words name, nothing else
@@ -62,3 +62,12 @@ def test_export_loads_through_the_backend(tmp_path):
     img = world.render_image(world.image_rng(0, 0))
     out = backend.ground(backend.encode_text(backend.text_ids(["red circle"])), backend.encode_images([img.rgb]))
     assert out.mask_logits.shape[-2:] == tuple(model.config.vision_config.backbone_feature_sizes[0])
+
+
+def test_resume_can_extend_a_finished_run(tmp_path):
+    train.train(tmp_path, CFG, **RUN)
+    train.train(tmp_path, CFG, resume=True, extend_to=6, **RUN)
+    state = torch.load(tmp_path / train.CKPT_NAME, weights_only=False)
+    assert state["step"] == 6 and state["config"]["steps"] == 6
+    steps = [json.loads(line)["step"] for line in (tmp_path / train.LOG_NAME).read_text().splitlines()]
+    assert steps == list(range(6))

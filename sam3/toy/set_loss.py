@@ -38,7 +38,7 @@ class LossWeights:
     mask_focal: float = 20.0
     mask_dice: float = 5.0
     presence: float = 2.0
-    semantic: float = 1.0
+    semantic: float = 5.0
     cost_cls: float = 2.0
     cost_box_l1: float = 5.0
     cost_giou: float = 2.0

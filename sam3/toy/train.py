@@ -28,7 +28,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,7 @@ from sam3.tokenizer import ASSET_DIR, TOKENIZER_FILES, Sam3Tokenizer
 from sam3.toy import world
 from sam3.toy.set_loss import LossWeights, SetTarget, set_prediction_loss
 
+OBJECT_WORD = "object"  # the prompt for every instance
 TRAIN_STREAM = 0x5A3  # SeedSequence([seed, TRAIN_STREAM, step, i]) never equals a dataset image's [seed, i]
 CKPT_NAME = "checkpoint.pt"
 LOG_NAME = "train_log.jsonl"
@@ -53,21 +54,26 @@ class TrainConfig:
     arch: str = "toy"
     steps: int = 8000
     images_per_step: int = 4
-    prompts_per_image: int = 5
-    lr: float = 6e-4
+    prompts_per_image: int = 6
+    lr: float = 1e-3
     min_lr_ratio: float = 0.05
     warmup: int = 300
     weight_decay: float = 0.05
     grad_clip: float = 1.0
     seed: int = 0
-    # prompt mix (cumulative thresholds are derived in PromptSampler)
-    p_concept: float = 0.30
-    p_colour: float = 0.12
-    p_shape: float = 0.12
-    p_absent_concept: float = 0.26
-    p_absent_word: float = 0.06
-    # the rest: random vocabulary tokens
-    p_hard_negative: float = 0.7  # absent concept shares a colour or shape with a present instance
+    # prompt mix: a form, then present (positive) or absent (negative, presence 0) with p_positive
+    p_concept: float = 0.45  # "<colour> <shape>"
+    p_colour: float = 0.2  # "<colour>"
+    p_shape: float = 0.2  # "<shape>"
+    p_object: float = 0.1  # "object": every instance
+    # the rest: 1-3 random vocabulary tokens (negative)
+    p_positive: float = 0.5
+    p_hard_negative: float = 0.7  # an absent concept shares a colour or shape with a present instance
+    # Initialization. transformers' N(0, 0.02) conv init leaves the FPN features ~100x smaller than the
+    # decoder's sine position encodings, so attention ignores image content and grounding never starts.
+    reset_convs: bool = True  # PyTorch's default conv init
+    fpn_gain: float = 4.0  # scale of the FPN output convs: features of about unit size
+    text_gain: float = 6.0  # scale of the text projection: prompt features of about unit size
 
 
 class PromptSampler:
@@ -75,7 +81,7 @@ class PromptSampler:
 
     def __init__(self, tokenizer: Sam3Tokenizer, cfg: TrainConfig):
         self.cfg = cfg
-        self.word_ids = {w: tokenizer.encode(w, special=False) for w in (*world.COLOURS, *world.SHAPES)}
+        self.word_ids = {w: tokenizer.encode(w, special=False) for w in (*world.COLOURS, *world.SHAPES, OBJECT_WORD)}
         for w, ids in self.word_ids.items():
             if len(ids) != 1:
                 raise ValueError(f"training word {w!r} is not a single CLIP token: {ids}")
@@ -90,6 +96,7 @@ class PromptSampler:
         return [i for w in words for i in self.word_ids[w]]
 
     def sample(self, rng: np.random.Generator, img: world.WorldImage, k: int) -> list[tuple[list[int], list[int]]]:
+        """``k`` prompts for an image: (token ids, indices of the instances they name)."""
         cfg = self.cfg
         insts = img.instances
         present = sorted({inst.concept for inst in insts})
@@ -97,29 +104,33 @@ class PromptSampler:
         shapes = sorted({s for _, s in present})
         absent = [c for c in world.CONCEPTS if c not in present]
         hard = [c for c in absent if c[0] in colours or c[1] in shapes]
-        absent_words = [c for c in world.COLOURS if c not in colours] + [s for s in world.SHAPES if s not in shapes]
-        edges = np.cumsum([cfg.p_concept, cfg.p_colour, cfg.p_shape, cfg.p_absent_concept, cfg.p_absent_word])
+        forms = {
+            "concept": (present, absent),
+            "colour": (colours, [c for c in world.COLOURS if c not in colours]),
+            "shape": (shapes, [s for s in world.SHAPES if s not in shapes]),
+        }
+        edges = np.cumsum([cfg.p_concept, cfg.p_colour, cfg.p_shape])
         out = []
         for _ in range(k):
             r = rng.random()
-            if present and r < edges[0]:
-                c, s = present[rng.integers(len(present))]
-                out.append((self.phrase(c, s), [i for i, t in enumerate(insts) if t.concept == (c, s)]))
-            elif present and r < edges[1]:
-                c = colours[rng.integers(len(colours))]
-                out.append((self.phrase(c), [i for i, t in enumerate(insts) if t.colour == c]))
-            elif present and r < edges[2]:
-                s = shapes[rng.integers(len(shapes))]
-                out.append((self.phrase(s), [i for i, t in enumerate(insts) if t.shape == s]))
-            elif r < edges[3] or (r < edges[4] and not absent_words):
-                pool = hard if hard and rng.random() < cfg.p_hard_negative else absent
-                c, s = pool[rng.integers(len(pool))]
-                out.append((self.phrase(c, s), []))
-            elif r < edges[4]:
-                out.append((self.phrase(absent_words[rng.integers(len(absent_words))]), []))
-            else:
+            if edges[-1] <= r < edges[-1] + cfg.p_object and insts:
+                out.append((self.phrase(OBJECT_WORD), list(range(len(insts)))))
+                continue
+            if r >= edges[-1]:
                 n = int(rng.integers(1, 4))
                 out.append(([int(t) for t in rng.choice(self.random_pool, size=n)], []))
+                continue
+            form = "concept" if r < edges[0] else "colour" if r < edges[1] else "shape"
+            pos, neg = forms[form]
+            if pos and (not neg or rng.random() < cfg.p_positive):
+                pick = pos[rng.integers(len(pos))]
+                words = pick if form == "concept" else (pick,)
+                out.append((self.phrase(*words), [i for i, t in enumerate(insts) if set(words) <= {t.colour, t.shape}]))
+                continue
+            if form == "concept" and hard and rng.random() < cfg.p_hard_negative:
+                neg = hard
+            pick = neg[rng.integers(len(neg))]
+            out.append((self.phrase(*(pick if form == "concept" else (pick,))), []))
         return out
 
 
@@ -177,6 +188,24 @@ def forward_pairs(model, pixels: torch.Tensor, img_idx: torch.Tensor, ids: torch
         fpn_position_encoding=tuple(x.index_select(0, img_idx) for x in vis.fpn_position_encoding),
     )
     return model(vision_embeds=vision, input_ids=ids, attention_mask=mask)
+
+
+def init_model(cfg: TrainConfig):
+    """A seeded, freshly initialized Sam3Model of the run's architecture."""
+    from transformers import Sam3Model
+
+    torch.manual_seed(cfg.seed)
+    model = Sam3Model(named_config(cfg.arch))
+    if cfg.reset_convs:
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                module.reset_parameters()
+    with torch.no_grad():
+        for layer in model.vision_encoder.neck.fpn_layers:
+            layer.proj2.weight.mul_(cfg.fpn_gain)
+            layer.proj2.bias.mul_(cfg.fpn_gain)
+        model.text_projection.weight.mul_(cfg.text_gain)
+    return model
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -249,29 +278,31 @@ def train(
     export_to: Path | None = None,
     progress: bool = True,
     stop_after: int | None = None,
+    extend_to: int | None = None,
 ):
     """Train (or resume) a run in ``out``; export the final model; return it.
 
     ``stop_after`` ends the run early after that many steps (with a checkpoint, no export), as an
-    interrupted run would; ``--resume`` then continues it.
+    interrupted run would; ``--resume`` then continues it. ``extend_to`` (with ``resume``) continues a
+    finished or interrupted run to a new total number of steps; the cosine schedule is recomputed for
+    the new total (a warm restart of the learning rate).
     """
-    from transformers import Sam3Model
-
     torch.set_num_threads(threads)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = out / CKPT_NAME, out / LOG_NAME
     tokenizer = Sam3Tokenizer(ASSET_DIR)
     sampler = PromptSampler(tokenizer, cfg)
-    torch.manual_seed(cfg.seed)
-    model = Sam3Model(named_config(cfg.arch))
+    model = init_model(cfg)
     model.train()
     optimizer = build_optimizer(model, cfg)
     start, elapsed = 0, 0.0
     if resume and ckpt_path.is_file():
         state = torch.load(ckpt_path, weights_only=False)
         saved = TrainConfig(**state["config"])
+        if extend_to is not None:
+            saved = replace(saved, steps=extend_to)
         if saved != cfg:
-            print(f"resuming with the checkpoint's config (ignoring command-line changes): {saved}")
+            print(f"resuming with the checkpoint's config (command-line changes other than --steps ignored): {saved}")
             cfg = saved
             sampler = PromptSampler(tokenizer, cfg)
         model.load_state_dict(state["model"])
@@ -340,7 +371,9 @@ def train(
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Train sam3-toy on the shapes world.")
     ap.add_argument("--out", required=True, type=Path, help="run directory (checkpoint, log, exported model)")
-    ap.add_argument("--steps", type=int, default=TrainConfig.steps)
+    ap.add_argument(
+        "--steps", type=int, default=None, help=f"total steps (default {TrainConfig.steps}); with --resume: extend to"
+    )
     ap.add_argument("--images-per-step", type=int, default=TrainConfig.images_per_step)
     ap.add_argument("--prompts-per-image", type=int, default=TrainConfig.prompts_per_image)
     ap.add_argument("--lr", type=float, default=TrainConfig.lr)
@@ -356,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     cfg = TrainConfig(
         arch=args.arch,
-        steps=args.steps,
+        steps=args.steps or TrainConfig.steps,
         images_per_step=args.images_per_step,
         prompts_per_image=args.prompts_per_image,
         lr=args.lr,
@@ -375,6 +408,7 @@ def main(argv: list[str] | None = None) -> None:
         args.out,
         cfg,
         resume=args.resume,
+        extend_to=args.steps if args.resume else None,
         ckpt_every=args.ckpt_every,
         threads=args.threads,
         export_to=args.export_to,
