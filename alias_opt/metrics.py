@@ -212,12 +212,31 @@ def predict(
         images: the TargetImages (their JSON size is the output size).
         prompts: alias token id lists (no SOT/EOT).
     """
-    if len(feats) != len(images):
-        raise ValueError(f"{len(feats)} image features for {len(images)} images")
     if not prompts or not images:
         return [[] for _ in prompts]
-    text = backend.encode_text(ids=backend.prompt_ids(prompts))
-    P, I = len(prompts), len(images)
+    return predict_text(backend, feats, images, backend.encode_text(ids=backend.prompt_ids(prompts)), thresholds)
+
+
+def predict_text(
+    backend,
+    feats,
+    images: Sequence[TargetImage],
+    text,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+) -> list[list[ImagePredictions]]:
+    """``predict`` for already-encoded prompts (e.g. soft prompts from ``encode_text(embeds=...)``).
+
+    Args:
+        text: ``TextFeatures`` of P prompts.
+
+    Returns:
+        ``[prompt][image]`` predictions.
+    """
+    if len(feats) != len(images):
+        raise ValueError(f"{len(feats)} image features for {len(images)} images")
+    P, I = len(text), len(images)
+    if not images:
+        return [[] for _ in range(P)]
     p_idx = torch.arange(P).repeat_interleave(I)
     i_idx = torch.arange(I).repeat(P)
     sizes = [(im.image.height, im.image.width) for im in images]

@@ -20,7 +20,7 @@ import torch
 from alias_opt.budget import BudgetedObjective, BudgetExhausted, count_pairs
 from alias_opt.config import SearchConfig, load_config
 from alias_opt.embeddings import ProjectionIndex, VocabularyIndex
-from alias_opt.metrics import DEFAULT_THRESHOLDS, PromptMetrics, Thresholds, predict_pairs, score_predictions
+from alias_opt.metrics import DEFAULT_THRESHOLDS, PromptMetrics, Thresholds, predict_text, score_predictions
 from alias_opt.objective import Seq, Step
 from alias_opt.optimizer import allowed_tokens, build_shortlist
 from alias_opt.projection import CandidateFilter
@@ -189,11 +189,5 @@ def soft_metrics(
 ) -> list[PromptMetrics]:
     """Metrics of P soft prompts ((P, T, Dt) input embeddings incl. SOT/EOT, (P, T) mask) on images,
     through ``encode_text(embeds=...)``: the same predictions and scoring as ``evaluate_prompts``."""
-    text = backend.encode_text(embeds=embeds, mask=mask)
-    P, I = len(text), len(images)
-    p_idx, i_idx = torch.arange(P).repeat_interleave(I), torch.arange(I).repeat(P)
-    sizes = [(im.image.height, im.image.width) for im in images]
-    per: list[list] = [[None] * I for _ in range(P)]
-    for k, pred in predict_pairs(backend, text, feats, p_idx, i_idx, sizes, thresholds):
-        per[k // I][k % I] = pred
+    per = predict_text(backend, feats, images, backend.encode_text(embeds=embeds, mask=mask), thresholds)
     return [score_predictions(p, images, thresholds) for p in per]
