@@ -87,7 +87,7 @@ def test_world_statistics():
         multi += len(set(concepts)) < len(concepts)
         assert len(set(concepts)) < len(world.CONCEPTS)  # every image lacks some concept
     assert seen == set(world.CONCEPTS)
-    assert max(counts) >= 5 and np.mean(counts) >= 3
+    assert max(counts) >= 6 and np.mean(counts) >= 3
     assert multi >= 10, "several instances of one concept in an image"
     assert len(sizes) > 10, "image sizes vary"
 

@@ -52,7 +52,7 @@ LOG_NAME = "train_log.jsonl"
 @dataclass(frozen=True)
 class TrainConfig:
     arch: str = "toy"
-    steps: int = 8000
+    steps: int = 10000
     images_per_step: int = 4
     prompts_per_image: int = 6
     lr: float = 1e-3
@@ -65,7 +65,7 @@ class TrainConfig:
     p_concept: float = 0.45  # "<colour> <shape>"
     p_colour: float = 0.2  # "<colour>"
     p_shape: float = 0.2  # "<shape>"
-    p_object: float = 0.1  # "object": every instance
+    p_object: float = 0.15  # "object": every instance
     # the rest: 1-3 random vocabulary tokens (negative)
     p_positive: float = 0.5
     p_hard_negative: float = 0.7  # an absent concept shares a colour or shape with a present instance
@@ -74,6 +74,8 @@ class TrainConfig:
     reset_convs: bool = True  # PyTorch's default conv init
     fpn_gain: float = 4.0  # scale of the FPN output convs: features of about unit size
     text_gain: float = 6.0  # scale of the text projection: prompt features of about unit size
+    pos_std: float = 0.3  # ViT position embeddings as large as patch embeddings (instance masks need position)
+    grid_queries: bool = True  # reference boxes start on a grid over the image (stable matching, as anchors)
 
 
 class PromptSampler:
@@ -205,7 +207,22 @@ def init_model(cfg: TrainConfig):
             layer.proj2.weight.mul_(cfg.fpn_gain)
             layer.proj2.bias.mul_(cfg.fpn_gain)
         model.text_projection.weight.mul_(cfg.text_gain)
+        if cfg.pos_std:
+            model.vision_encoder.backbone.embeddings.position_embeddings.normal_(0.0, cfg.pos_std)
+        if cfg.grid_queries:
+            ref = model.detr_decoder.reference_points.weight  # (Q, 4) cxcywh before the sigmoid
+            ref.copy_(torch.logit(grid_boxes(ref.shape[0]), eps=1e-4))
     return model
+
+
+def grid_boxes(n: int) -> torch.Tensor:
+    """(n, 4) cxcywh boxes on a near-square grid of cells covering the unit square."""
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    boxes = [
+        [(c + 0.5) / cols, (r + 0.5) / rows, 1.0 / cols, 1.0 / rows] for r in range(rows) for c in range(cols)
+    ][:n]
+    return torch.tensor(boxes)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

@@ -47,8 +47,8 @@ RENAMED_WORDS: tuple[str, ...] = tuple(RENAMED_COLOURS.values()) + tuple(RENAMED
 
 VARIANTS = ("named", "renamed", "nameless", "composite")
 COLOUR_JITTER = 12  # per-channel jitter of an instance's flat colour
-MIN_SIZE, MAX_SIZE = 26, 76  # shape extent (circumscribed diameter) in pixels
-MIN_VISIBLE = 0.6  # an instance keeps at least this fraction of its pixels visible
+MIN_SIZE, MAX_SIZE = 40, 100  # shape extent (circumscribed diameter) in pixels
+MIN_VISIBLE = 0.7  # an instance keeps at least this fraction of its pixels visible
 MIN_SIDE, MAX_SIDE = 192, 256  # image width and height range
 
 
@@ -136,13 +136,13 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
 
 
 def render_image(rng: np.random.Generator, height: int | None = None, width: int | None = None) -> WorldImage:
-    """One world image: 1-4 concepts with 1-3 instances each (some placements may be dropped)."""
+    """One world image: 1-3 concepts with 1-3 instances each (placements that do not fit are dropped)."""
     if height is None:
         height = int(rng.integers(MIN_SIDE, MAX_SIDE + 1))
     if width is None:
         width = int(rng.integers(MIN_SIDE, MAX_SIDE + 1))
     rgb = _background(rng, height, width)
-    n_concepts = int(rng.integers(1, 5))
+    n_concepts = int(rng.integers(1, 4))
     chosen = rng.choice(len(CONCEPTS), size=n_concepts, replace=False)
     plan: list[tuple[str, str]] = []
     for ci in chosen:
