@@ -219,9 +219,7 @@ def grid_boxes(n: int) -> torch.Tensor:
     """(n, 4) cxcywh boxes on a near-square grid of cells covering the unit square."""
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
-    boxes = [
-        [(c + 0.5) / cols, (r + 0.5) / rows, 1.0 / cols, 1.0 / rows] for r in range(rows) for c in range(cols)
-    ][:n]
+    boxes = [[(c + 0.5) / cols, (r + 0.5) / rows, 1.0 / cols, 1.0 / rows] for r in range(rows) for c in range(cols)][:n]
     return torch.tensor(boxes)
 
 
