@@ -15,6 +15,7 @@ import argparse
 import logging
 import sys
 
+from alias_opt.cli import add_runtime_flags, init_runtime, user_error
 from alias_opt.data_loader import CocoDataset, DatasetError
 from alias_opt.evaluation import EvaluationReport, PromptSpec, evaluate_target_sets
 from alias_opt.export import AliasFileError, dataset_hash, read_aliases
@@ -66,7 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SRC",
         help="toy (default), random:NAME[@SEED], a checkpoint folder, or a cached hub id",
     )
-    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA where supported, else fp32), fp32, bf16, fp16")
     p.add_argument(
         "--split",
@@ -103,29 +103,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the image-feature cache")
     p.add_argument("--chunk", type=int, default=16, help="images encoded at a time (memory bound; default 16)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    add_runtime_flags(p, threads=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    init_runtime(args)
 
     try:
         ds = CocoDataset.open(args.dataset, image_root=args.image_root, boxes_as_masks=args.boxes_as_masks)
     except DatasetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return user_error(exc)
 
     alias_file = None
     if args.aliases:
         try:
             alias_file = read_aliases(args.aliases)
         except AliasFileError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return user_error(exc)
     prov = alias_file.provenance if alias_file else None
     seed = args.seed if args.seed is not None else (prov.split_seed if prov else 0)
     fraction = args.train_fraction if args.train_fraction is not None else (prov.train_fraction if prov else 0.5)
@@ -136,8 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sets = ds.target_sets(seed=seed, train_fraction=fraction, max_negatives=negatives, categories=args.categories)
     except (DatasetError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return user_error(exc)
     if args.check:
         print(ds.report)
         print(f"usable target sets: {len(sets)} of {len(ds.categories)} categories")

@@ -35,9 +35,9 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
+from alias_opt.cli import add_runtime_flags, init_runtime, user_error
 from alias_opt.compare_cells import (
     CELL_VERSION,
     FRACTIONS,
@@ -178,23 +178,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume", action="store_true", help="reuse finished cells of an earlier run with the same settings"
     )
-    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, ...")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--no-report", action="store_true", help="write results.json only (make the report later)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    add_runtime_flags(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    init_runtime(args)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING if args.verbose < 2 else optuna.logging.DEBUG)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     from alias_opt.data_loader import DatasetError
     from sam3 import ModelSourceError
 
@@ -211,8 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         ).validate()
         cfg = load_strategy_config(args.config or DEFAULT_CONFIG)
     except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return user_error(exc)
     t0 = time.perf_counter()
     command = "python -m alias_opt.compare " + " ".join(argv if argv is not None else sys.argv[1:])
     try:
@@ -226,15 +219,10 @@ def main(argv: list[str] | None = None) -> int:
             report=not args.no_report,
             command=command,
         )
-    except (DatasetError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ModelSourceError as exc:
-        print(f"error: cannot load the model {args.model!r}: {exc}", file=sys.stderr)
-        return 2
+    except (DatasetError, FileNotFoundError, ModelSourceError) as exc:
+        return user_error(exc, args.model)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return user_error(exc, code=1)
     from alias_opt.compare_summary import format_overview
 
     print(format_overview(results["summary"]))

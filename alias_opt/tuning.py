@@ -34,6 +34,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from alias_opt.cli import add_runtime_flags, init_runtime, user_error
 from alias_opt.compare import DEFAULT_CONFIG, Bench, CompareSetup, open_bench, parse_list, run_cell
 from alias_opt.export import write_json_atomic
 from alias_opt.strategies import NAMES, deep_merge, load_strategy_config
@@ -241,21 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--grace", type=int, help="seconds without heartbeat before a trial is failed (default 2 x heartbeat)"
     )
     p.add_argument("--timeout", type=float, help="stop this worker after this many seconds")
-    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, ...")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    add_runtime_flags(p, progress=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    init_runtime(args)
     optuna.logging.set_verbosity(optuna.logging.INFO if args.verbose else optuna.logging.WARNING)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     from alias_opt.data_loader import DatasetError
     from sam3 import ModelSourceError
 
@@ -282,15 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         study = open_study(
             storage, args.study_name or f"sam3-alias:{args.strategy}", args.sampler_seed, args.heartbeat, args.grace
         )
-    except (DatasetError, FileNotFoundError, json.JSONDecodeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ModelSourceError as exc:
-        print(f"error: cannot load the model {args.model!r}: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (DatasetError, FileNotFoundError, ModelSourceError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        return user_error(exc, args.model)
     before = finished(study)
     tune(study, make_objective(bench, base, args.strategy, args.budget, setup.seeds), args.trials, args.timeout)
     best = write_outputs(study, base, out)

@@ -1,0 +1,38 @@
+"""Shared pieces of the command-line entry points (main.py, evaluate.py, compare, tuning)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def add_runtime_flags(p: argparse.ArgumentParser, threads: bool = True, progress: bool = True) -> None:
+    """--device, --threads, --no-progress and -v, with the same meaning everywhere."""
+    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, ...")
+    if threads:
+        p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    if progress:
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+
+
+def init_runtime(args: argparse.Namespace) -> None:
+    """Configure logging from -v and torch's CPU threads from --threads (entry points only)."""
+    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def user_error(exc: BaseException, model: str | None = None, code: int = 2) -> int:
+    """Print a user mistake (bad dataset, config or model source) as one line; return the exit code."""
+    from sam3.loading import ModelSourceError
+
+    if model is not None and isinstance(exc, ModelSourceError):
+        print(f"error: cannot load the model {model!r}: {exc}", file=sys.stderr)
+    else:
+        print(f"error: {exc}", file=sys.stderr)
+    return code
