@@ -43,6 +43,13 @@ class IndexConfig:
     shortlist: int = 64  # tokens in the concept's shortlist
     probe_rounds: int = 2  # scoring space: re-probe the decoder with the best shortlist token
     two_sided: bool = False  # shortlist half from each end of the ranking (trained tokens are outliers)
+    # pooled shortlist (alias_opt.optimizer.pooled_shortlist): views such as "scoring", "-key",
+    # "distinct" each give pool/len(views) tokens; the model screens the pool down to the shortlist.
+    # Empty: the shortlist is the top of ``space`` alone.
+    views: list[str] = field(
+        default_factory=lambda: ["scoring", "-scoring", "key", "-key", "text", "-text", "distinct"]
+    )
+    pool: int = 192
     projection_metric: str = "l2"  # l2 | cosine: nearest-token projection of soft embeddings
     cache_dir: str | None = None  # default $SAM3_ALIAS_INDEX_CACHE or ~/.cache/sam3-alias/index
 
@@ -106,6 +113,7 @@ class SearchConfig:
     screen_keep: float = 0.25  # ... and the best fraction of them on all
     budget: int = 0  # forward-equivalents (pair forwards + 2 x pair backwards) per category; 0: none
     rerank: int = 4  # final candidates re-ranked by train-split AP (alias_opt.metrics)
+    rerank_tolerance: float = 0.01  # candidates within this train AP of the best: the lowest loss wins
     scan_size: int = 64  # shortlist singles scored by the scan phase
     loss: LossConfig = field(default_factory=LossConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
@@ -121,8 +129,13 @@ class SearchConfig:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose from {', '.join(STRATEGIES)}")
         if not 1 <= self.max_len <= 30:
             raise ValueError(f"max_len must be in 1..30 (context 32 = SOT + alias + EOT); got {self.max_len}")
-        if self.index.space not in ("scoring", "text", "key"):
+        spaces = ("scoring", "text", "key")
+        if self.index.space not in spaces:
             raise ValueError(f"index.space must be scoring, text or key; got {self.index.space!r}")
+        for view in self.index.views:
+            space = view.partition(":")[2] if view.startswith("distinct") else view.lstrip("+-")
+            if space and space not in spaces:
+                raise ValueError(f"index view {view!r}: use SPACE, -SPACE, distinct or distinct:SPACE with {spaces}")
         if self.index.projection_metric not in ("l2", "cosine"):
             raise ValueError(f"index.projection_metric must be l2 or cosine; got {self.index.projection_metric!r}")
         if not 0 < self.screen_keep <= 1:

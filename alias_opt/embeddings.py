@@ -261,6 +261,18 @@ class VocabularyIndex:
     ) -> VocabularyIndex:
         return cls(token_table(backend, space, cache_dir), space)
 
+    def distinct(self, k: int = 64, allowed=None) -> np.ndarray:
+        """The k allowed tokens whose single-token prompts lie farthest from the mean prompt vector:
+        the words the model treats most distinctly (concept-free; in a model trained on a small
+        vocabulary, its trained words)."""
+        if not hasattr(self, "_distinct"):
+            centred = self.table - self.table.mean(0, keepdims=True)
+            self._distinct = np.argsort(-np.linalg.norm(centred, axis=1), kind="stable")
+        order = self._distinct
+        if allowed is not None:
+            order = order[np.asarray(allowed)[order]]
+        return order[:k]
+
     def search(self, concept: torch.Tensor | np.ndarray, k: int = 64, allowed=None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k allowed tokens by inner product with ``concept``: (ids, scores), best first."""
         q = np.asarray(torch.as_tensor(concept).detach().float().cpu(), dtype=np.float32).reshape(1, -1)

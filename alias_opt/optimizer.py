@@ -26,7 +26,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,7 +111,7 @@ def build_shortlist(
         bottom = [int(t) for t in vocab.search(-concept, k, allowed=filt.allowed)[0]]
         return _interleave(top, bottom, k)
 
-    concept = concept_vector(obj.backend, obj.feats, obj.targets, obj.grid, vocab.space, probes)
+    concept = _concept(obj, vocab.space, probes)
     shortlist = search(concept)
     for _ in range(1, rounds):
         if vocab.space == "text" or not shortlist:
@@ -119,9 +119,30 @@ def build_shortlist(
         singles = filt.accept([(t,) for t in shortlist])
         losses = obj.losses(singles, obj.screen_idx, key="screen")
         best = singles[int(np.argmin(losses))]
-        concept = concept_vector(obj.backend, obj.feats, obj.targets, obj.grid, vocab.space, [best])
+        concept = _concept(obj, vocab.space, [best])
         shortlist = _interleave(search(concept), shortlist, k)
     return shortlist
+
+
+def view_spaces(cfg: SearchConfig) -> list[str]:
+    """The index spaces a config needs: ``index.space`` and every space its views name."""
+    spaces = [cfg.index.space]
+    for view in cfg.index.views:
+        space = view.partition(":")[2] if view.startswith("distinct") else view.lstrip("+-")
+        spaces.append(space or cfg.index.space)
+    return list(dict.fromkeys(spaces))
+
+
+def build_indexes(backend: Sam3Backend, cfg: SearchConfig) -> dict[str, VocabularyIndex]:
+    """The vocabulary indexes of a config, by space, ``index.space`` first (each cached on disk)."""
+    return {s: VocabularyIndex.build(backend, s, cfg.index.cache_dir) for s in view_spaces(cfg)}
+
+
+def _concept(obj: Objective, space: str, probes: Sequence[Seq]) -> torch.Tensor:
+    """The concept vector of ``obj``'s targets; its probe forwards are charged to ``obj``."""
+    if space != "text":
+        obj.counter.forward += len(probes) * obj.n_images
+    return concept_vector(obj.backend, obj.feats, obj.targets, obj.grid, space, probes)
 
 
 def _interleave(a: Sequence[int], b: Sequence[int], k: int) -> list[int]:
@@ -130,6 +151,44 @@ def _interleave(a: Sequence[int], b: Sequence[int], k: int) -> list[int]:
     for x, y in zip(a, b):
         out += [x, y]
     return list(dict.fromkeys([*out, *a, *b]))[:k]
+
+
+def pooled_shortlist(
+    obj: Objective,
+    indexes: Mapping[str, VocabularyIndex],
+    filt: CandidateFilter,
+    k: int,
+    probes: Sequence[Seq],
+    views: Sequence[str],
+    pool: int,
+) -> list[int]:
+    """A shortlist screened by the model itself from a pool drawn from several index views.
+
+    Each view contributes its top ``pool / len(views)`` allowed tokens, taken in turn: ``SPACE``
+    (nearest to the concept vector in that space), ``-SPACE`` (the other end of the same ranking:
+    the concept vector's sign is only as good as the probe, and a model's known words lie far out
+    on either side) and ``distinct`` / ``distinct:SPACE`` (the model's most distinctive tokens,
+    concept-free). The pooled tokens are scored as one-token aliases on the screening images; the
+    best k, best first, are the shortlist.
+    """
+    per = max(1, -(-pool // max(1, len(views))))
+    concepts: dict[str, torch.Tensor] = {}
+    lists: list[list[int]] = []
+    for view in views:
+        if view.startswith("distinct"):
+            space = view.partition(":")[2] or next(iter(indexes))
+            lists.append([int(t) for t in indexes[space].distinct(per, filt.allowed)])
+            continue
+        sign, space = (-1.0, view[1:]) if view.startswith("-") else (1.0, view.lstrip("+"))
+        if space not in concepts:
+            concepts[space] = _concept(obj, space, probes)
+        lists.append([int(t) for t in indexes[space].search(sign * concepts[space], per, allowed=filt.allowed)[0]])
+    pooled: list[int] = []
+    for row in zip(*lists):
+        pooled += row
+    singles = filt.accept([(t,) for t in dict.fromkeys(pooled)][:pool])
+    losses = obj.losses(singles, obj.screen_idx, key="screen")
+    return [singles[i][0] for i in np.argsort(losses, kind="stable")[:k]]
 
 
 def _train_images(ts: TargetSet, cfg: SearchConfig, rng: np.random.Generator) -> list[TargetImage]:
@@ -167,11 +226,19 @@ def discover(
     backend: Sam3Backend,
     ts: TargetSet,
     cfg: SearchConfig,
-    vocab: VocabularyIndex,
+    vocab: VocabularyIndex | Mapping[str, VocabularyIndex],
     on_step: Callable[[Step], None] | None = None,
     feats: ImageFeatures | None = None,
 ) -> Discovery:
-    """Find an alias for one target set on its train split (see the module doc)."""
+    """Find an alias for one target set on its train split (see the module doc).
+
+    ``vocab``: the index of ``cfg.index.space``, or ``build_indexes(backend, cfg)`` (needed when
+    ``cfg.index.views`` names other spaces).
+    """
+    indexes = dict(vocab) if isinstance(vocab, Mapping) else {vocab.space: vocab}
+    for space in view_spaces(cfg):  # spaces the views need and the caller did not give
+        if space not in indexes:
+            indexes[space] = VocabularyIndex.build(backend, space, cfg.index.cache_dir)
     t0 = time.perf_counter()
     seed = int.from_bytes(hashlib.sha256(f"{cfg.seed}:{ts.category_id}".encode()).digest()[:4], "little")
     rng = np.random.default_rng(seed)
@@ -201,9 +268,18 @@ def discover(
         obj.score([name_seq], screen=False)
 
     probes: list[Seq] = [()] + ([name_seq] if name_seq else [])
-    shortlist = build_shortlist(
-        obj, vocab, filt, cfg.index.shortlist, probes, cfg.index.probe_rounds, cfg.index.two_sided
-    )
+    if cfg.index.views:
+        shortlist = pooled_shortlist(obj, indexes, filt, cfg.index.shortlist, probes, cfg.index.views, cfg.index.pool)
+    else:
+        shortlist = build_shortlist(
+            obj,
+            indexes[cfg.index.space],
+            filt,
+            cfg.index.shortlist,
+            probes,
+            cfg.index.probe_rounds,
+            cfg.index.two_sided,
+        )
     proj = ProjectionIndex(backend.token_embeddings, filt.allowed, cfg.index.projection_metric)
     phases: list[SearchResult] = []
     soft = None
@@ -245,7 +321,9 @@ def discover(
     for p, m in zip(pool, metrics):
         ap = m.ap if not math.isnan(m.ap) else -1.0
         rows.append((p, ap, obj.memo.get((p, "full"), math.inf), m))
-    rows.sort(key=lambda r: (-round(r[1], 4), r[2], len(r[0])))
+    # the best train AP wins; within ``rerank_tolerance`` of it, the lowest loss (shorter on ties)
+    top_ap = max(r[1] for r in rows)
+    rows.sort(key=lambda r: (r[1] < top_ap - cfg.rerank_tolerance, r[2], len(r[0]), -r[1]))
     best, _, best_loss, best_m = rows[0]
     name_m = next((r[3] for r in rows if r[0] == name_seq), None)
     strategy = "name" if best == name_seq and s != "name" else s
@@ -394,7 +472,7 @@ def run(
         raise ValueError(f"no usable target set in {ds.annotation_file}")
     backend = backend or Sam3Backend.load(model, device=device)
     prov = _provenance(backend, model, ds, cfg, cfg.seed)
-    vocab = VocabularyIndex.build(backend, cfg.index.space, cfg.index.cache_dir)
+    vocab = build_indexes(backend, cfg)
     records: dict[int, AliasRecord] = {}
     bar = tqdm(sets, desc="categories", unit="cat", disable=not progress)
     for ts in bar:

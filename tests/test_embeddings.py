@@ -94,6 +94,17 @@ def test_vocabulary_index_search_respects_allowed():
     assert 42 not in ids and not set(ids) & set(range(10)) and len(ids) == 50
 
 
+def test_distinct_tokens_are_the_outliers():
+    rng = np.random.default_rng(1)
+    table = rng.normal(scale=0.01, size=(300, 8)).astype(np.float32)
+    table[[7, 100, 250]] += np.array([3.0, -2.0, 1.0], dtype=np.float32)[:, None]
+    vi = VocabularyIndex(table, "scoring")
+    assert vi.distinct(3).tolist() == [7, 100, 250]
+    allowed = np.ones(300, dtype=bool)
+    allowed[100] = False
+    assert vi.distinct(2, allowed).tolist() == [7, 250]
+
+
 @pytest.mark.parametrize("metric", ["l2", "cosine"])
 def test_projection_index(lively_backend, metric):
     E = lively_backend.token_embeddings

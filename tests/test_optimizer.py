@@ -24,7 +24,7 @@ TINY = {
     "scan_size": 12,
     "rerank": 2,
     "max_negatives": 4,
-    "index": {"shortlist": 12, "probe_rounds": 1},
+    "index": {"shortlist": 12, "probe_rounds": 1, "pool": 21},
     "soft": {"restarts": 2, "steps": 3, "batch_images": 4, "eval_every": 2},
     "gcg": {"steps": 2, "topk": 4, "candidates": 6},
     "evolution": {"population": 8, "generations": 2, "shortlist_pairs": 3},
@@ -94,6 +94,29 @@ def test_strategies_and_budget(world, tiny_backend, index_dir, strategy):
     # a phase may finish the batch it started when the budget runs out; re-ranking is extra
     assert d.counter["cost"] <= 600 + 3 * 64 + (cfg.rerank + 1) * n_train + 200
     assert [p["phase"] for p in d.phases][-1] in {"pez+gcg": "gcg", "projection": "soft"}.get(strategy, strategy)
+
+
+def test_pooled_shortlist_is_screened_by_the_model(tiny_backend, index_dir):
+    from alias_opt.optimizer import allowed_tokens, build_indexes, pooled_shortlist
+    from alias_opt.projection import CandidateFilter
+    from tests.discovery_helpers import objective
+
+    cfg = _cfg(index_dir)
+    obj = objective(tiny_backend, screen_images=4)
+    filt = CandidateFilter(tiny_backend.tokenizer, allowed_tokens(tiny_backend, cfg, None), 2)
+    indexes = build_indexes(tiny_backend, cfg)
+    assert set(indexes) == {"scoring", "key", "text"}
+    short = pooled_shortlist(obj, indexes, filt, 8, [()], cfg.index.views, pool=21)
+    assert len(short) == 8 and all(filt((t,)) == (t,) for t in short)
+    losses = [obj.memo[((t,), "screen")] for t in short]
+    assert losses == sorted(losses)
+    assert obj.counter.forward == len([k for k in obj.memo if k[1] == "screen"]) * 4 + 2 * obj.n_images
+    assert len([k for k in obj.memo if k[1] == "screen"]) <= 21
+
+
+def test_bad_view_is_rejected():
+    with pytest.raises(ValueError, match="view"):
+        load_config(overrides={"index": {"views": ["scoring", "-nope"]}})
 
 
 def test_resume_after_kill(world, index_dir, tmp_path):
