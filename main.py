@@ -3,6 +3,8 @@
     python main.py                                   # the demo (see below)
     python main.py --dataset DATA --output DIR [--model SRC] [--categories IDS] [--config FILE]
                    [--resume] [--device D] [--seed S]
+    python main.py --dataset DATA --output DIR --strategies pez+gcg,random --budget 2000 --seeds 0,1
+                                                     # compare strategies (python -m alias_opt.compare)
 
 With no arguments it runs the demo on the embedded default: it generates the toy *renamed* shapes
 dataset (category names the model never saw, e.g. "crimson disc") with a fixed seed, discovers an
@@ -15,10 +17,11 @@ Exit codes: 0 done; 1 no usable category; 2 bad arguments, dataset, config or mo
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 from pathlib import Path
+
+from alias_opt.cli import add_runtime_flags, init_runtime, user_error
 
 REPO = Path(__file__).resolve().parent
 DEMO_DIR = REPO / "results" / "demo"
@@ -52,13 +55,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="discovery config JSON (default configs/default.json; the demo uses configs/fast.json)",
     )
     p.add_argument("--resume", action="store_true", help="keep finished categories of an earlier run in --output")
-    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, ...")
     p.add_argument("--seed", type=int, help="discovery and split seed (default: the config's, 0)")
     p.add_argument("--strategy", help="override the config's strategy (e.g. pez+evolution, pez+gcg, scan)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    p.add_argument(
+        "--strategies",
+        metavar="LIST",
+        help="compare these strategies (comma-separated, or all) instead of discovering: runs alias_opt.compare",
+    )
+    p.add_argument("--budget", type=int, help="with --strategies: forward-equivalents per strategy, category, seed")
+    p.add_argument("--seeds", metavar="LIST", help="with --strategies: search seeds, comma-separated")
+    add_runtime_flags(p)
     return p
+
+
+def compare_argv(args: argparse.Namespace) -> list[str]:
+    """The ``alias_opt.compare`` command line that ``main.py --strategies ...`` stands for."""
+    argv = ["--dataset", args.dataset, "--output", args.output, "--strategies", args.strategies]
+    argv += ["--model", args.model, "--device", args.device]
+    for flag, value in (("--budget", args.budget), ("--seeds", args.seeds), ("--config", args.config)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.categories:
+        argv += ["--categories", ",".join(map(str, args.categories))]
+    if args.seed is not None:
+        argv += ["--split-seed", str(args.seed)]
+    if args.resume:
+        argv.append("--resume")
+    if args.threads:
+        argv += ["--threads", str(args.threads)]
+    if args.no_progress:
+        argv.append("--no-progress")
+    return argv + ["-v"] * args.verbose
 
 
 def make_demo_dataset(out: Path, images: int = DEMO_IMAGES, seed: int = DEMO_SEED) -> Path:
@@ -84,18 +111,22 @@ def make_demo_dataset(out: Path, images: int = DEMO_IMAGES, seed: int = DEMO_SEE
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     t0 = time.perf_counter()
     demo = args.dataset is None
     if not demo and not args.output:
         print("error: --output DIR is required with --dataset", file=sys.stderr)
         return 2
+    if args.strategies is None and (args.budget is not None or args.seeds is not None):
+        print("error: --budget and --seeds belong to a strategy comparison: add --strategies LIST", file=sys.stderr)
+        return 2
+    if args.strategies is not None:
+        if demo:
+            print("error: --strategies needs --dataset and --output", file=sys.stderr)
+            return 2
+        from alias_opt.compare import main as compare_main
 
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+        return compare_main(compare_argv(args))
+    init_runtime(args)
 
     from alias_opt.config import load_config
     from alias_opt.data_loader import DatasetError
@@ -110,8 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config or (FAST_CONFIG if demo else DEFAULT_CONFIG), overrides)
     except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return user_error(exc)
 
     output = Path(args.output) if args.output else DEMO_DIR
     if demo:
@@ -132,15 +162,10 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             progress=not args.no_progress,
         )
-    except (DatasetError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ModelSourceError as exc:
-        print(f"error: cannot load the model {args.model!r}: {exc}", file=sys.stderr)
-        return 2
+    except (DatasetError, FileNotFoundError, ModelSourceError) as exc:
+        return user_error(exc, model=args.model)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return user_error(exc, code=1)
     print()
     print(format_table(result))
     print()

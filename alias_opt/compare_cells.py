@@ -22,7 +22,7 @@ import torch
 from alias_opt.data_loader import CocoDataset, TargetImage, TargetSet
 from alias_opt.export import dataset_hash
 from alias_opt.metrics import PromptMetrics, Thresholds, compare, evaluate_prompts
-from alias_opt.optimizer import JsonlWriter, _train_images, encode
+from alias_opt.optimizer import JsonlWriter, encode, train_images
 from alias_opt.strategies import NAMES, StrategyConfig, make_context, run_strategy, soft_metrics
 from sam3 import ImageFeatures, Sam3Backend
 
@@ -125,7 +125,7 @@ class Bench:
 
     def _prepare(self, ts: TargetSet) -> CategoryData:
         b, s = self.backend, self.cfg.search
-        train = _train_images(ts, s, np.random.default_rng([self.settings["split_seed"], ts.category_id]))
+        train = train_images(ts, s, np.random.default_rng([self.settings["split_seed"], ts.category_id]))
         train_feats = encode(b, train)
         test_feats = encode(b, ts.test) if ts.test else None
         tok = b.tokenizer

@@ -165,7 +165,11 @@ def _merge(obj: Any, data: dict[str, Any], where: str) -> Any:
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> SearchConfig:
-    """Defaults, then the JSON file at ``path`` (if any), then ``overrides`` (nested dicts)."""
+    """Defaults, then the JSON file at ``path`` (if any), then ``overrides`` (nested dicts).
+
+    A top-level ``"compare"`` object (strategy-comparison knobs, read by
+    ``alias_opt.strategy_context``) is skipped, so compare and tuning configs also drive discovery.
+    """
     cfg = SearchConfig()
     if path is not None:
         path = Path(path)
@@ -175,7 +179,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             raise FileNotFoundError(f"config file not found: {path}") from None
         except json.JSONDecodeError as exc:
             raise ValueError(f"config file {path} is not valid JSON: {exc}") from exc
-        _merge(cfg, data, "")
+        if not isinstance(data, dict):
+            raise ValueError(f"config file {path} must hold a JSON object, not {type(data).__name__}")
+        _merge(cfg, {k: v for k, v in data.items() if k != "compare"}, "")
     if overrides:
         _merge(cfg, overrides, "")
     return cfg.validate()

@@ -191,7 +191,9 @@ def pooled_shortlist(
     return [singles[i][0] for i in np.argsort(losses, kind="stable")[:k]]
 
 
-def _train_images(ts: TargetSet, cfg: SearchConfig, rng: np.random.Generator) -> list[TargetImage]:
+def train_images(ts: TargetSet, cfg: SearchConfig, rng: np.random.Generator) -> list[TargetImage]:
+    """The train images a search uses: all of ``ts.train``, or at most ``cfg.max_train_images`` of
+    them (about a third negatives), drawn with ``rng`` and kept in image-id order."""
     images = list(ts.train)
     if cfg.max_train_images and len(images) > cfg.max_train_images:
         pos = [im for im in images if im.is_positive]
@@ -243,7 +245,7 @@ def discover(
     seed = int.from_bytes(hashlib.sha256(f"{cfg.seed}:{ts.category_id}".encode()).digest()[:4], "little")
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    images = _train_images(ts, cfg, rng)
+    images = train_images(ts, cfg, rng)
     if not any(im.is_positive for im in images):
         raise ValueError(f"category {ts.category_id} has no positive train image")
     feats = feats if feats is not None else encode(backend, images)

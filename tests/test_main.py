@@ -66,3 +66,32 @@ def test_alias_beats_unseen_name_on_toy(tmp_path, capsys):
         assert rec.roundtrips and rec.strategy != "name"
         a, n = rec.test_metrics.ap, rec.baseline_test_metrics.ap
         assert not math.isnan(a) and a > n + 0.01, (rec.category_id, rec.text, a, n)
+
+
+def test_compare_config_drives_discovery_too():
+    """configs/compare.json carries a "compare" object for the comparison; discovery skips it."""
+    from alias_opt.config import load_config
+
+    cfg = load_config(REPO / "configs" / "compare.json")
+    assert cfg.max_len == 3 and cfg.soft.steps == 10
+
+
+def test_strategies_hand_over_to_compare(tmp_path, monkeypatch, capsys):
+    import alias_opt.compare
+
+    seen = []
+    monkeypatch.setattr(alias_opt.compare, "main", lambda argv: seen.append(argv) or 0)
+    out = str(tmp_path / "o")
+    argv = ["--dataset", "d", "--output", out, "--strategies", "pez+gcg,random", "--budget", "500"]
+    assert main_mod.main([*argv, "--seeds", "0,1", "--categories", "3", "5", "--seed", "7", "--threads", "1"]) == 0
+    cmp = seen[0]
+    flags = {cmp[i]: cmp[i + 1] for i in range(len(cmp) - 1) if cmp[i].startswith("--")}
+    assert flags["--strategies"] == "pez+gcg,random" and flags["--budget"] == "500" and flags["--seeds"] == "0,1"
+    assert flags["--categories"] == "3,5" and flags["--split-seed"] == "7" and flags["--threads"] == "1"
+    assert flags["--output"] == out and flags["--model"] == "toy"
+    # the compare parser accepts exactly what main hands over
+    ns = alias_opt.compare.build_parser().parse_args(cmp)
+    assert ns.budget == 500 and ns.split_seed == 7
+    assert main_mod.main(["--dataset", "d", "--output", out, "--budget", "5"]) == 2
+    assert "--strategies" in capsys.readouterr().err
+    assert main_mod.main(["--strategies", "all"]) == 2
