@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from alias_opt.config import load_config
     from alias_opt.data_loader import DatasetError
-    from alias_opt.optimizer import format_summary, format_table, run, summarize
+    from alias_opt.optimizer import run
+    from alias_opt.run_summary import format_summary, format_table, summarize
     from sam3 import ModelSourceError
 
     overrides: dict = {}

@@ -11,7 +11,7 @@ fair comparison every strategy must stop *at* the budget, so ``BudgetedObjective
   that moment (for the "held-out AP vs forward passes" curves).
 
 ``count_pairs`` measures forwards that do not go through the objective (the vocabulary probes of
-``alias_opt.optimizer.build_shortlist``), so that a strategy can be charged for them.
+``alias_opt.shortlist.build_shortlist``), so that a strategy can be charged for them.
 """
 
 from __future__ import annotations

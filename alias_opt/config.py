@@ -43,7 +43,7 @@ class IndexConfig:
     shortlist: int = 64  # tokens in the concept's shortlist
     probe_rounds: int = 2  # scoring space: re-probe the decoder with the best shortlist token
     two_sided: bool = False  # shortlist half from each end of the ranking (trained tokens are outliers)
-    # pooled shortlist (alias_opt.optimizer.pooled_shortlist): views such as "scoring", "-key",
+    # pooled shortlist (alias_opt.shortlist.pooled_shortlist): views such as "scoring", "-key",
     # "distinct" each give pool/len(views) tokens; the model screens the pool down to the shortlist.
     # Empty: the shortlist is the top of ``space`` alone.
     views: list[str] = field(

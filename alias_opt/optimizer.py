@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from alias_opt.config import SearchConfig
 from alias_opt.data_loader import CocoDataset, TargetImage, TargetSet
 from alias_opt.discrete_search import random_search, scan
-from alias_opt.embeddings import ProjectionIndex, VocabularyIndex, concept_vector
+from alias_opt.embeddings import ProjectionIndex, VocabularyIndex
 from alias_opt.evolution import Mutator, evolve, seed_population
 from alias_opt.export import (
     AliasFile,
@@ -53,6 +53,8 @@ from alias_opt.gcg import gcg
 from alias_opt.metrics import PromptMetrics, Thresholds, compare, evaluate_prompts
 from alias_opt.objective import Objective, SearchResult, Seq, Step
 from alias_opt.projection import CandidateFilter
+from alias_opt.run_summary import format_summary, format_table, summarize
+from alias_opt.shortlist import allowed_tokens, build_indexes, build_shortlist, pooled_shortlist, view_spaces
 from alias_opt.soft_prompt import initial_sequences, optimize_soft
 from sam3 import ImageFeatures, Sam3Backend
 
@@ -77,118 +79,6 @@ class Discovery:
     wall_time: float
     soft: torch.Tensor | None = None
     extra: dict = field(default_factory=dict)
-
-
-def allowed_tokens(backend: Sam3Backend, cfg: SearchConfig, name: str | None) -> torch.Tensor:
-    """The (V,) allowed-token mask of a category under ``cfg`` (never special tokens)."""
-    block: list[str | int] = [int(b) if isinstance(b, int) or str(b).isdigit() else str(b) for b in cfg.blocklist]
-    return backend.tokenizer.allowed_mask(
-        ascii_only=cfg.ascii_only, blocklist=block, block_words_of=(name or "") if cfg.block_name else ""
-    )
-
-
-def build_shortlist(
-    obj: Objective,
-    vocab: VocabularyIndex,
-    filt: CandidateFilter,
-    k: int,
-    probes: Sequence[Seq],
-    rounds: int = 1,
-    two_sided: bool = False,
-) -> list[int]:
-    """The concept's top-k allowed tokens in the vocabulary index.
-
-    Round 1 probes the model with ``probes`` (the empty prompt and the name); each further round
-    probes with the best single token of the previous shortlist (scored on the screening images)
-    and merges its shortlist into the first, alternating. With ``two_sided`` half of each
-    shortlist comes from the bottom of the ranking (alternating with the top).
-    """
-
-    def search(concept: torch.Tensor) -> list[int]:
-        top = [int(t) for t in vocab.search(concept, k, allowed=filt.allowed)[0]]
-        if not two_sided:
-            return top
-        bottom = [int(t) for t in vocab.search(-concept, k, allowed=filt.allowed)[0]]
-        return _interleave(top, bottom, k)
-
-    concept = _concept(obj, vocab.space, probes)
-    shortlist = search(concept)
-    for _ in range(1, rounds):
-        if vocab.space == "text" or not shortlist:
-            break
-        singles = filt.accept([(t,) for t in shortlist])
-        losses = obj.losses(singles, obj.screen_idx, key="screen")
-        best = singles[int(np.argmin(losses))]
-        concept = _concept(obj, vocab.space, [best])
-        shortlist = _interleave(search(concept), shortlist, k)
-    return shortlist
-
-
-def view_spaces(cfg: SearchConfig) -> list[str]:
-    """The index spaces a config needs: ``index.space`` and every space its views name."""
-    spaces = [cfg.index.space]
-    for view in cfg.index.views:
-        space = view.partition(":")[2] if view.startswith("distinct") else view.lstrip("+-")
-        spaces.append(space or cfg.index.space)
-    return list(dict.fromkeys(spaces))
-
-
-def build_indexes(backend: Sam3Backend, cfg: SearchConfig) -> dict[str, VocabularyIndex]:
-    """The vocabulary indexes of a config, by space, ``index.space`` first (each cached on disk)."""
-    return {s: VocabularyIndex.build(backend, s, cfg.index.cache_dir) for s in view_spaces(cfg)}
-
-
-def _concept(obj: Objective, space: str, probes: Sequence[Seq]) -> torch.Tensor:
-    """The concept vector of ``obj``'s targets; its probe forwards are charged to ``obj``."""
-    if space != "text":
-        obj.counter.forward += len(probes) * obj.n_images
-    return concept_vector(obj.backend, obj.feats, obj.targets, obj.grid, space, probes)
-
-
-def _interleave(a: Sequence[int], b: Sequence[int], k: int) -> list[int]:
-    """a[0], b[0], a[1], b[1], ... without repeats, cut to k."""
-    out: list[int] = []
-    for x, y in zip(a, b):
-        out += [x, y]
-    return list(dict.fromkeys([*out, *a, *b]))[:k]
-
-
-def pooled_shortlist(
-    obj: Objective,
-    indexes: Mapping[str, VocabularyIndex],
-    filt: CandidateFilter,
-    k: int,
-    probes: Sequence[Seq],
-    views: Sequence[str],
-    pool: int,
-) -> list[int]:
-    """A shortlist screened by the model itself from a pool drawn from several index views.
-
-    Each view contributes its top ``pool / len(views)`` allowed tokens, taken in turn: ``SPACE``
-    (nearest to the concept vector in that space), ``-SPACE`` (the other end of the same ranking:
-    the concept vector's sign is only as good as the probe, and a model's known words lie far out
-    on either side) and ``distinct`` / ``distinct:SPACE`` (the model's most distinctive tokens,
-    concept-free). The pooled tokens are scored as one-token aliases on the screening images; the
-    best k, best first, are the shortlist.
-    """
-    per = max(1, -(-pool // max(1, len(views))))
-    concepts: dict[str, torch.Tensor] = {}
-    lists: list[list[int]] = []
-    for view in views:
-        if view.startswith("distinct"):
-            space = view.partition(":")[2] or next(iter(indexes))
-            lists.append([int(t) for t in indexes[space].distinct(per, filt.allowed)])
-            continue
-        sign, space = (-1.0, view[1:]) if view.startswith("-") else (1.0, view.lstrip("+"))
-        if space not in concepts:
-            concepts[space] = _concept(obj, space, probes)
-        lists.append([int(t) for t in indexes[space].search(sign * concepts[space], per, allowed=filt.allowed)[0]])
-    pooled: list[int] = []
-    for row in zip(*lists):
-        pooled += row
-    singles = filt.accept([(t,) for t in dict.fromkeys(pooled)][:pool])
-    losses = obj.losses(singles, obj.screen_idx, key="screen")
-    return [singles[i][0] for i in np.argsort(losses, kind="stable")[:k]]
 
 
 def train_images(ts: TargetSet, cfg: SearchConfig, rng: np.random.Generator) -> list[TargetImage]:
@@ -518,96 +408,3 @@ def run(
     tmp.write_text(text)
     os.replace(tmp, out / "report.txt")
     return result
-
-
-# ---------------------------------------------------------------------------------------- report
-def _ap(m: PromptMetrics | dict | None) -> float:
-    if m is None:
-        return math.nan
-    v = m.get("ap") if isinstance(m, dict) else m.ap
-    return math.nan if v is None else float(v)
-
-
-def summarize(f: AliasFile, margin: float = 0.01, ratio: float = 0.9) -> dict:
-    """Win/tie/loss vs the name, the oracle ratio and mean APs on the held-out split."""
-    rows = []
-    for r in f.aliases:
-        a, n, o = _ap(r.test_metrics), _ap(r.baseline_test_metrics), _ap(r.extra.get("oracle_test_metrics"))
-        rows.append(
-            {
-                "category_id": r.category_id,
-                "name": r.category_name,
-                "alias": r.text,
-                "token_ids": r.token_ids,
-                "alias_ap": a,
-                "name_ap": n,
-                "oracle_ap": o,
-                "vs_name": compare(a, n, margin) if not (math.isnan(a) or math.isnan(n)) else "n/a",
-                "oracle_ratio": a / o if o and not math.isnan(o) and o > 0 else math.nan,
-                "forward_passes": r.extra.get("forward_passes"),
-                "wall_time": r.extra.get("wall_time"),
-            }
-        )
-
-    def mean(key: str) -> float:
-        v = [x[key] for x in rows if not math.isnan(x[key])]
-        return float(np.mean(v)) if v else math.nan
-
-    n = len(rows)
-    with_o = [x for x in rows if not math.isnan(x["oracle_ratio"])]
-    return {
-        "categories": n,
-        "win": sum(x["vs_name"] == "win" for x in rows),
-        "tie": sum(x["vs_name"] == "tie" for x in rows),
-        "loss": sum(x["vs_name"] == "loss" for x in rows),
-        "no_baseline": sum(x["vs_name"] == "n/a" for x in rows),
-        "mean_alias_ap": mean("alias_ap"),
-        "mean_name_ap": mean("name_ap"),
-        "mean_oracle_ap": mean("oracle_ap"),
-        f"oracle_ratio_ge_{ratio}": sum(x["oracle_ratio"] >= ratio for x in with_o),
-        "with_oracle": len(with_o),
-        "wall_time": float(np.nansum([x["wall_time"] or 0 for x in rows])),
-        "rows": rows,
-    }
-
-
-def _f(v) -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
-
-
-def format_table(f: AliasFile) -> str:
-    """The held-out table: one row per category."""
-    head = ("id", "name", "alias", "AP alias", "AP name", "AP oracle", "alias/oracle", "vs name", "s")
-    rows = []
-    for x in summarize(f)["rows"]:
-        rows.append(
-            (
-                str(x["category_id"]),
-                (x["name"] or "(none)")[:24],
-                repr(x["alias"])[:28],
-                _f(x["alias_ap"]),
-                _f(x["name_ap"]),
-                _f(x["oracle_ap"]),
-                _f(x["oracle_ratio"]),
-                x["vs_name"],
-                f"{x['wall_time'] or 0:.0f}",
-            )
-        )
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    line = lambda r: "  ".join(v.ljust(w) if i < 3 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))  # noqa: E731
-    return "\n".join([line(head), "  ".join("-" * w for w in widths), *map(line, rows)])
-
-
-def format_summary(s: dict) -> str:
-    n = s["categories"]
-    parts = [
-        f"held-out: alias beats name in {s['win']}/{n} (tie {s['tie']}, loss {s['loss']}"
-        + (f", no name {s['no_baseline']}" if s["no_baseline"] else "")
-        + ")",
-        f"mean AP alias {_f(s['mean_alias_ap'])}, name {_f(s['mean_name_ap'])}, oracle {_f(s['mean_oracle_ap'])}",
-    ]
-    if s["with_oracle"]:
-        key = next(k for k in s if k.startswith("oracle_ratio_ge_"))
-        parts.append(f"alias >= {key.rsplit('_', 1)[1]} x oracle AP in {s[key]}/{s['with_oracle']}")
-    parts.append(f"search time {s['wall_time']:.0f} s")
-    return " | ".join(parts)

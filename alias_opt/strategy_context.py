@@ -22,8 +22,8 @@ from alias_opt.config import SearchConfig, load_config
 from alias_opt.embeddings import ProjectionIndex, VocabularyIndex
 from alias_opt.metrics import DEFAULT_THRESHOLDS, PromptMetrics, Thresholds, predict_text, score_predictions
 from alias_opt.objective import Seq, Step
-from alias_opt.optimizer import allowed_tokens, build_shortlist
 from alias_opt.projection import CandidateFilter
+from alias_opt.shortlist import allowed_tokens, build_shortlist
 from sam3 import ImageFeatures, Sam3Backend
 
 
@@ -153,7 +153,7 @@ def make_context(
 
 
 def shortlist(ctx: Context, cfg: StrategyConfig, k: int | None = None, rounds: int | None = None) -> list[int]:
-    """The concept's top-k allowed tokens (``alias_opt.optimizer.build_shortlist``), charged to the
+    """The concept's top-k allowed tokens (``alias_opt.shortlist.build_shortlist``), charged to the
     budget: its vocabulary probes ground the images outside the objective and are counted here."""
     k = cfg.search.index.shortlist if k is None else k
     rounds = cfg.search.index.probe_rounds if rounds is None else rounds

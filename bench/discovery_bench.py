@@ -1,8 +1,8 @@
 """Discovery benchmark: vocabulary-index recall and per-candidate cost, measured in one run.
 
-(a) recall: for every category of a toy-world dataset, the rank of each training word's token
-    (the category's ``oracle_name``) in the concept's vocabulary ranking, per index space and probe
-    setting; prints recall@K (the shortlist size).
+(a) recall: for every category of a toy-world dataset, whether each training word's token (the
+    category's ``oracle_name``) is in the top-K shortlist, per single index view and for the pooled
+    shortlist screened by the model (what discovery uses); prints recall@K.
 (b) cost: the wall time of scoring discrete candidates on one category's train images as discovery
     does (text encoded once per candidate, cached image features, candidates x images batched, the
     loss), screened and unscreened, next to a naive loop (one candidate at a time, full forward
@@ -27,10 +27,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from alias_opt.config import load_config  # noqa: E402
 from alias_opt.data_loader import CocoDataset  # noqa: E402
-from alias_opt.embeddings import VocabularyIndex  # noqa: E402
 from alias_opt.objective import Objective  # noqa: E402
-from alias_opt.optimizer import allowed_tokens, build_shortlist, encode  # noqa: E402
+from alias_opt.optimizer import encode  # noqa: E402
 from alias_opt.projection import CandidateFilter  # noqa: E402
+from alias_opt.shortlist import allowed_tokens, build_indexes, pooled_shortlist  # noqa: E402
 from sam3 import Sam3Backend  # noqa: E402
 from sam3.preprocess import preprocess  # noqa: E402
 from sam3.toy.world import write_dataset  # noqa: E402
@@ -43,27 +43,32 @@ def _dataset(args) -> Path:
 
 
 def recall(args, backend: Sam3Backend) -> dict:
+    """Training-word recall of the top-k shortlist: per single index view (no model screening) and
+    for the pooled shortlist (views pooled, then screened by the model), as discovery builds it."""
     ds = CocoDataset.open(_dataset(args))
     cfg = load_config(args.config)
     tok = backend.tokenizer
-    spaces = args.spaces.split(",")
+    indexes = build_indexes(backend, cfg)
+    single = [*cfg.index.views]
     rows = []
     for ts in ds.target_sets(seed=args.seed):
         feats = encode(backend, ts.train)
         filt = CandidateFilter(tok, allowed_tokens(backend, cfg, ts.name), cfg.max_len, cfg.roundtrip)
-        words = [tok.encode(w, special=False) for w in ts.oracle_name.split()]
+        words = [tok.encode(w, special=False)[0] for w in ts.oracle_name.split()]
+        name = tuple(tok.encode(ts.name, special=False)) if ts.name else None
+        probes = [()] + ([name] if name else [])
         row = {"category": ts.category_id, "oracle": ts.oracle_name}
-        for space in spaces:
-            vocab = VocabularyIndex.build(backend, space, cfg.index.cache_dir)
-            for rounds in (1, 2):
-                obj = Objective(backend, ts.train, cfg.loss, feats=feats, screen_images=cfg.screen_images)
-                name = tuple(tok.encode(ts.name, special=False)) if ts.name else None
-                probes = [()] + ([name] if name else [])
-                short = build_shortlist(obj, vocab, filt, args.k, probes, rounds, cfg.index.two_sided)
-                row[f"{space}/r{rounds}"] = [w[0] in short for w in words]
+        for view in single:  # one view alone: its top k, unscreened
+            obj = Objective(backend, ts.train, cfg.loss, feats=feats, screen_images=cfg.screen_images)
+            short = pooled_shortlist(obj, indexes, filt, args.k, probes, [view], args.k)
+            row[view] = [w in short for w in words]
+        obj = Objective(backend, ts.train, cfg.loss, feats=feats, screen_images=cfg.screen_images)
+        short = pooled_shortlist(obj, indexes, filt, args.k, probes, cfg.index.views, cfg.index.pool)
+        row["pooled+screened"] = [w in short for w in words]
+        row["ranks"] = [short.index(w) if w in short else None for w in words]
         rows.append(row)
         print(json.dumps(row), flush=True)
-    keys = [k for k in rows[0] if "/" in k]
+    keys = [*single, "pooled+screened"]
     summary = {
         k: {
             "word_recall": float(np.mean([x for r in rows for x in r[k]])),
@@ -71,7 +76,7 @@ def recall(args, backend: Sam3Backend) -> dict:
         }
         for k in keys
     }
-    return {"k": args.k, "categories": len(rows), "recall": summary}
+    return {"k": args.k, "pool": cfg.index.pool, "categories": len(rows), "recall": summary}
 
 
 def cost(args, backend: Sam3Backend) -> dict:
@@ -128,7 +133,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=120)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "default.json"))
-    ap.add_argument("--spaces", default="scoring,key,text")
     ap.add_argument("--k", type=int, default=64, help="shortlist size")
     ap.add_argument("--candidates", type=int, default=64)
     ap.add_argument("--naive", type=int, default=4, help="candidates timed in the naive loop")

@@ -21,7 +21,17 @@ _EXPORTS = {
     "Sam3Tokenizer": "sam3.tokenizer",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [  # a literal list (as _EXPORTS' keys) so that linters see the exports
+    "GroundingOutput",
+    "ImageFeatures",
+    "ImageReadError",
+    "ModelSourceError",
+    "Sam3Backend",
+    "Sam3Tokenizer",
+    "TextFeatures",
+    "load_image",
+    "preprocess",
+]
 
 if TYPE_CHECKING:
     from sam3.backend import Sam3Backend

@@ -56,8 +56,22 @@ def test_alias_beats_unseen_name_on_toy(tmp_path, capsys):
     data = tmp_path / "data"
     write_dataset(data, "renamed", images=100, seed=31)
     out = tmp_path / "out"
-    rc = main_mod.main(["--dataset", str(data), "--output", str(out), "--categories", "1", "14",
-                        "--config", str(REPO / "configs" / "fast.json"), "--device", "cpu", "--no-progress"])
+    rc = main_mod.main(
+        [
+            "--dataset",
+            str(data),
+            "--output",
+            str(out),
+            "--categories",
+            "1",
+            "14",
+            "--config",
+            str(REPO / "configs" / "fast.json"),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "alias beats name" in printed

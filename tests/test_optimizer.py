@@ -97,8 +97,8 @@ def test_strategies_and_budget(world, tiny_backend, index_dir, strategy):
 
 
 def test_pooled_shortlist_is_screened_by_the_model(tiny_backend, index_dir):
-    from alias_opt.optimizer import allowed_tokens, build_indexes, pooled_shortlist
     from alias_opt.projection import CandidateFilter
+    from alias_opt.shortlist import allowed_tokens, build_indexes, pooled_shortlist
     from tests.discovery_helpers import objective
 
     cfg = _cfg(index_dir)

@@ -55,3 +55,10 @@ def test_declared_dependencies():
     assert "pycocotools>=2.0.11" in deps
     dev = " ".join(meta["optional-dependencies"]["dev"])
     assert "pytest" in dev and "ruff" in dev
+
+
+def test_sam3_lazy_exports_match_all():
+    import sam3
+
+    assert sorted(sam3.__all__) == sorted(sam3._EXPORTS)
+    assert all(getattr(sam3, name) is not None for name in ("Sam3Tokenizer", "load_image"))

@@ -1,0 +1,131 @@
+"""The concept's vocabulary shortlist: allowed tokens, index views, pooling and model screening.
+
+Discovery and the strategy comparison start from the same shortlist: the top tokens of one or more
+``VocabularyIndex`` views of the concept vector, pooled, filtered by ``CandidateFilter`` and (for the
+pooled shortlist) screened by the model itself on the objective's screen images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from alias_opt.config import SearchConfig
+from alias_opt.embeddings import VocabularyIndex, concept_vector
+from alias_opt.objective import Objective, Seq
+from alias_opt.projection import CandidateFilter
+from sam3 import Sam3Backend
+
+
+def allowed_tokens(backend: Sam3Backend, cfg: SearchConfig, name: str | None) -> torch.Tensor:
+    """The (V,) allowed-token mask of a category under ``cfg`` (never special tokens)."""
+    block: list[str | int] = [int(b) if isinstance(b, int) or str(b).isdigit() else str(b) for b in cfg.blocklist]
+    return backend.tokenizer.allowed_mask(
+        ascii_only=cfg.ascii_only, blocklist=block, block_words_of=(name or "") if cfg.block_name else ""
+    )
+
+
+def build_shortlist(
+    obj: Objective,
+    vocab: VocabularyIndex,
+    filt: CandidateFilter,
+    k: int,
+    probes: Sequence[Seq],
+    rounds: int = 1,
+    two_sided: bool = False,
+) -> list[int]:
+    """The concept's top-k allowed tokens in the vocabulary index.
+
+    Round 1 probes the model with ``probes`` (the empty prompt and the name); each further round
+    probes with the best single token of the previous shortlist (scored on the screening images)
+    and merges its shortlist into the first, alternating. With ``two_sided`` half of each
+    shortlist comes from the bottom of the ranking (alternating with the top).
+    """
+
+    def search(concept: torch.Tensor) -> list[int]:
+        top = [int(t) for t in vocab.search(concept, k, allowed=filt.allowed)[0]]
+        if not two_sided:
+            return top
+        bottom = [int(t) for t in vocab.search(-concept, k, allowed=filt.allowed)[0]]
+        return _interleave(top, bottom, k)
+
+    concept = _concept(obj, vocab.space, probes)
+    shortlist = search(concept)
+    for _ in range(1, rounds):
+        if vocab.space == "text" or not shortlist:
+            break
+        singles = filt.accept([(t,) for t in shortlist])
+        losses = obj.losses(singles, obj.screen_idx, key="screen")
+        best = singles[int(np.argmin(losses))]
+        concept = _concept(obj, vocab.space, [best])
+        shortlist = _interleave(search(concept), shortlist, k)
+    return shortlist
+
+
+def view_spaces(cfg: SearchConfig) -> list[str]:
+    """The index spaces a config needs: ``index.space`` and every space its views name."""
+    spaces = [cfg.index.space]
+    for view in cfg.index.views:
+        space = view.partition(":")[2] if view.startswith("distinct") else view.lstrip("+-")
+        spaces.append(space or cfg.index.space)
+    return list(dict.fromkeys(spaces))
+
+
+def build_indexes(backend: Sam3Backend, cfg: SearchConfig) -> dict[str, VocabularyIndex]:
+    """The vocabulary indexes of a config, by space, ``index.space`` first (each cached on disk)."""
+    return {s: VocabularyIndex.build(backend, s, cfg.index.cache_dir) for s in view_spaces(cfg)}
+
+
+def _concept(obj: Objective, space: str, probes: Sequence[Seq]) -> torch.Tensor:
+    """The concept vector of ``obj``'s targets; its probe forwards are charged to ``obj``."""
+    if space != "text":
+        obj.counter.forward += len(probes) * obj.n_images
+    return concept_vector(obj.backend, obj.feats, obj.targets, obj.grid, space, probes)
+
+
+def _interleave(a: Sequence[int], b: Sequence[int], k: int) -> list[int]:
+    """a[0], b[0], a[1], b[1], ... without repeats, cut to k."""
+    out: list[int] = []
+    for x, y in zip(a, b):
+        out += [x, y]
+    return list(dict.fromkeys([*out, *a, *b]))[:k]
+
+
+def pooled_shortlist(
+    obj: Objective,
+    indexes: Mapping[str, VocabularyIndex],
+    filt: CandidateFilter,
+    k: int,
+    probes: Sequence[Seq],
+    views: Sequence[str],
+    pool: int,
+) -> list[int]:
+    """A shortlist screened by the model itself from a pool drawn from several index views.
+
+    Each view contributes its top ``pool / len(views)`` allowed tokens, taken in turn: ``SPACE``
+    (nearest to the concept vector in that space), ``-SPACE`` (the other end of the same ranking:
+    the concept vector's sign is only as good as the probe, and a model's known words lie far out
+    on either side) and ``distinct`` / ``distinct:SPACE`` (the model's most distinctive tokens,
+    concept-free). The pooled tokens are scored as one-token aliases on the screening images; the
+    best k, best first, are the shortlist.
+    """
+    per = max(1, -(-pool // max(1, len(views))))
+    concepts: dict[str, torch.Tensor] = {}
+    lists: list[list[int]] = []
+    for view in views:
+        if view.startswith("distinct"):
+            space = view.partition(":")[2] or next(iter(indexes))
+            lists.append([int(t) for t in indexes[space].distinct(per, filt.allowed)])
+            continue
+        sign, space = (-1.0, view[1:]) if view.startswith("-") else (1.0, view.lstrip("+"))
+        if space not in concepts:
+            concepts[space] = _concept(obj, space, probes)
+        lists.append([int(t) for t in indexes[space].search(sign * concepts[space], per, allowed=filt.allowed)[0]])
+    pooled: list[int] = []
+    for row in zip(*lists):
+        pooled += row
+    singles = filt.accept([(t,) for t in dict.fromkeys(pooled)][:pool])
+    losses = obj.losses(singles, obj.screen_idx, key="screen")
+    return [singles[i][0] for i in np.argsort(losses, kind="stable")[:k]]
