@@ -164,6 +164,20 @@ def _merge(obj: Any, data: dict[str, Any], where: str) -> Any:
     return obj
 
 
+def read_config_json(path: str | Path) -> dict[str, Any]:
+    """The JSON object in a config file, or a FileNotFoundError / ValueError that names the file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file not found: {path}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"config file {path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a JSON object, not {type(data).__name__}")
+    return data
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> SearchConfig:
     """Defaults, then the JSON file at ``path`` (if any), then ``overrides`` (nested dicts).
 
@@ -172,15 +186,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     """
     cfg = SearchConfig()
     if path is not None:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"config file not found: {path}") from None
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"config file {path} is not valid JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ValueError(f"config file {path} must hold a JSON object, not {type(data).__name__}")
+        data = read_config_json(path)
         _merge(cfg, {k: v for k, v in data.items() if k != "compare"}, "")
     if overrides:
         _merge(cfg, overrides, "")

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import torch
 
 from alias_opt.budget import BudgetedObjective, BudgetExhausted, count_pairs
-from alias_opt.config import SearchConfig, load_config
+from alias_opt.config import SearchConfig, load_config, read_config_json
 from alias_opt.embeddings import ProjectionIndex, VocabularyIndex
 from alias_opt.metrics import DEFAULT_THRESHOLDS, PromptMetrics, Thresholds, predict_text, score_predictions
 from alias_opt.objective import Seq, Step
@@ -59,14 +58,7 @@ def load_strategy_config(path: str | Path | None = None, overrides: dict | None 
     overrides in the same layout. Unknown keys are errors."""
     data: dict = {}
     if path is not None:
-        try:
-            data = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"config file not found: {path}") from None
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"config file {path} is not valid JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ValueError(f"config file {path} must hold a JSON object")
+        data = read_config_json(path)
     data = deep_merge(data, overrides or {})
     knobs = data.pop("compare", {}) or {}
     cfg = StrategyConfig(search=load_config(None, data))

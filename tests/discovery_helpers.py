@@ -32,3 +32,15 @@ def objective(backend, n_pos: int = 5, n_neg: int = 3, **kw):
 
     arrays, images = synthetic_images(n_pos, n_neg)
     return Objective(backend, images, feats=backend.encode_images(arrays), **kw)
+
+
+def renamed_world(out: Path, n_categories: int, images: int = 24, seed: int = 5) -> tuple[Path, list[int]]:
+    """A small renamed toy world in ``out`` and up to ``n_categories`` category ids that have at
+    least two positive train images (the split of ``target_sets(max_negatives=4)``)."""
+    from alias_opt.data_loader import CocoDataset
+    from sam3.toy.world import write_dataset
+
+    write_dataset(out, "renamed", images=images, seed=seed)
+    ds = CocoDataset.open(out)
+    cats = [ts.category_id for ts in ds.target_sets(max_negatives=4) if sum(t.is_positive for t in ts.train) >= 2]
+    return out, cats[:n_categories]

@@ -34,13 +34,9 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from sam3.toy.world import write_dataset
+    from tests.discovery_helpers import renamed_world
 
-    out = tmp_path_factory.mktemp("world")
-    write_dataset(out, "renamed", images=24, seed=5)
-    ds = CocoDataset.open(out)
-    cats = [ts.category_id for ts in ds.target_sets(max_negatives=4) if sum(t.is_positive for t in ts.train) >= 2]
-    return out, cats[:2]
+    return renamed_world(tmp_path_factory.mktemp("world"), 2)
 
 
 @pytest.fixture(scope="module")
