@@ -125,16 +125,22 @@ def cost(args, backend: Sam3Backend) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=("recall", "cost"))
-    ap.add_argument("--model", default="toy")
-    ap.add_argument("--device", default="auto")
+    ap.add_argument(
+        "what", choices=("recall", "cost"), help="recall: training-word recall of the shortlist; cost: ms per candidate"
+    )
+    ap.add_argument("--model", default="toy", help="model source (default the shipped toy model)")
+    ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    ap.add_argument("--variant", default="renamed")
-    ap.add_argument("--images", type=int, default=120)
-    ap.add_argument("--seed", type=int, default=11)
-    ap.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "default.json"))
+    ap.add_argument("--variant", default="renamed", help="toy-world variant to generate")
+    ap.add_argument("--images", type=int, default=120, help="images in the generated world")
+    ap.add_argument("--seed", type=int, default=11, help="world seed (not one the discovery defaults were tuned on)")
+    ap.add_argument(
+        "--config",
+        help="discovery config JSON",
+        default=str(Path(__file__).resolve().parents[1] / "configs" / "default.json"),
+    )
     ap.add_argument("--k", type=int, default=64, help="shortlist size")
-    ap.add_argument("--candidates", type=int, default=64)
+    ap.add_argument("--candidates", type=int, default=64, help="candidates timed in the batched path")
     ap.add_argument("--naive", type=int, default=4, help="candidates timed in the naive loop")
     args = ap.parse_args(argv)
     if args.threads:
