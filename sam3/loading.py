@@ -50,7 +50,8 @@ def resolve_source(source: str | Path) -> ResolvedSource:
         if not (TOY_DIR / "config.json").is_file():
             raise ModelSourceError(
                 f"the embedded toy model is missing from {TOY_DIR}; train it with "
-                "`python -m sam3.toy.train --out sam3/toy/sam3-toy` or pass --model random:toy"
+                "`python -m sam3.toy.train --out results/toy_train --export-to sam3/toy/sam3-toy` (or restore it "
+                "with `git checkout sam3/toy/sam3-toy`), or pass --model random:toy"
             )
         return ResolvedSource("dir", TOY_DIR, label="toy")
     if text.startswith("random:"):
