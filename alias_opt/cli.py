@@ -18,9 +18,14 @@ def add_runtime_flags(p: argparse.ArgumentParser, threads: bool = True, progress
 
 
 def init_runtime(args: argparse.Namespace) -> None:
-    """Configure logging from -v and torch's CPU threads from --threads (entry points only)."""
+    """Configure logging from -v, progress bars from --no-progress and torch's CPU threads from --threads
+    (entry points only)."""
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if getattr(args, "no_progress", False):  # also transformers' "Loading weights" bar
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     if getattr(args, "threads", None):
         import torch
 
