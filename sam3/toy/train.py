@@ -8,9 +8,10 @@ reaches), runs the vision encoder once per image, and grounds K prompts per imag
                colours/shapes, and 1-3 random vocabulary tokens: no targets, presence 0
 
 The renamed-variant words (``world.RENAMED_WORDS``) are never used, not even as random negatives.
-Loss: ``sam3.toy.set_loss.set_prediction_loss``. AdamW, linear warmup + cosine decay, gradient
-clipping. A checkpoint (model, optimizer, schedule, RNG, step) is written atomically every
-``--ckpt-every`` steps; ``--resume`` continues from it exactly. Losses go to ``DIR/train_log.jsonl``.
+Loss: ``sam3.toy.set_loss.set_prediction_loss``; initialization and export: ``sam3.toy.modeling``.
+AdamW, linear warmup + cosine decay, gradient clipping. A checkpoint (model, optimizer, schedule,
+RNG, step) is written atomically every ``--ckpt-every`` steps; ``--resume`` continues from it
+exactly. Losses go to ``DIR/train_log.jsonl``.
 At the end the model is exported to ``DIR/model`` (or ``--export-to``) in fp16 with the tokenizer
 files: a checkpoint directory that ``Sam3Backend.load`` reads like facebook/sam3.
 
@@ -26,7 +27,6 @@ import json
 import math
 import os
 import random
-import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,8 +39,9 @@ from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
 
 from sam3.configs import named_config
 from sam3.preprocess import preprocess
-from sam3.tokenizer import ASSET_DIR, TOKENIZER_FILES, Sam3Tokenizer
+from sam3.tokenizer import ASSET_DIR, Sam3Tokenizer
 from sam3.toy import world
+from sam3.toy.modeling import export_model, init_model
 from sam3.toy.set_loss import LossWeights, SetTarget, set_prediction_loss
 
 OBJECT_WORD = "object"  # the prompt for every instance
@@ -192,37 +193,6 @@ def forward_pairs(model, pixels: torch.Tensor, img_idx: torch.Tensor, ids: torch
     return model(vision_embeds=vision, input_ids=ids, attention_mask=mask)
 
 
-def init_model(cfg: TrainConfig):
-    """A seeded, freshly initialized Sam3Model of the run's architecture."""
-    from transformers import Sam3Model
-
-    torch.manual_seed(cfg.seed)
-    model = Sam3Model(named_config(cfg.arch))
-    if cfg.reset_convs:
-        for module in model.modules():
-            if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
-                module.reset_parameters()
-    with torch.no_grad():
-        for layer in model.vision_encoder.neck.fpn_layers:
-            layer.proj2.weight.mul_(cfg.fpn_gain)
-            layer.proj2.bias.mul_(cfg.fpn_gain)
-        model.text_projection.weight.mul_(cfg.text_gain)
-        if cfg.pos_std:
-            model.vision_encoder.backbone.embeddings.position_embeddings.normal_(0.0, cfg.pos_std)
-        if cfg.grid_queries:
-            ref = model.detr_decoder.reference_points.weight  # (Q, 4) cxcywh before the sigmoid
-            ref.copy_(torch.logit(grid_boxes(ref.shape[0]), eps=1e-4))
-    return model
-
-
-def grid_boxes(n: int) -> torch.Tensor:
-    """(n, 4) cxcywh boxes on a near-square grid of cells covering the unit square."""
-    cols = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    boxes = [[(c + 0.5) / cols, (r + 0.5) / rows, 1.0 / cols, 1.0 / rows] for r in range(rows) for c in range(cols)][:n]
-    return torch.tensor(boxes)
-
-
 def lr_at(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -257,23 +227,6 @@ def save_checkpoint(path: Path, model, optimizer, step: int, cfg: TrainConfig, e
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
-
-
-def export_model(model, out_dir: Path) -> Path:
-    """Write an HF checkpoint directory: config.json, fp16 model.safetensors, CLIP tokenizer files."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob("*.safetensors"):
-        old.unlink()
-    half = type(model)(model.config)
-    half.load_state_dict(model.state_dict())
-    half = half.to(torch.float16)
-    half.save_pretrained(str(out_dir), safe_serialization=True)
-    for name in TOKENIZER_FILES:
-        shutil.copy2(ASSET_DIR / name, out_dir / name)
-    for f in out_dir.iterdir():
-        f.chmod(0o644)
-    return out_dir
 
 
 def _truncate_log(path: Path, step: int) -> None:

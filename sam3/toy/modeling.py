@@ -1,0 +1,66 @@
+"""Build and export the sam3-toy ``Sam3Model``: the initialization that lets grounding start, and
+the Hugging Face directory (fp16 safetensors + CLIP tokenizer files) that ``Sam3Backend.load`` reads.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from sam3.configs import named_config
+from sam3.tokenizer import ASSET_DIR, TOKENIZER_FILES
+
+if TYPE_CHECKING:
+    from sam3.toy.train import TrainConfig
+
+
+def init_model(cfg: TrainConfig):
+    """A seeded, freshly initialized Sam3Model of the run's architecture."""
+    from transformers import Sam3Model
+
+    torch.manual_seed(cfg.seed)
+    model = Sam3Model(named_config(cfg.arch))
+    if cfg.reset_convs:
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                module.reset_parameters()
+    with torch.no_grad():
+        for layer in model.vision_encoder.neck.fpn_layers:
+            layer.proj2.weight.mul_(cfg.fpn_gain)
+            layer.proj2.bias.mul_(cfg.fpn_gain)
+        model.text_projection.weight.mul_(cfg.text_gain)
+        if cfg.pos_std:
+            model.vision_encoder.backbone.embeddings.position_embeddings.normal_(0.0, cfg.pos_std)
+        if cfg.grid_queries:
+            ref = model.detr_decoder.reference_points.weight  # (Q, 4) cxcywh before the sigmoid
+            ref.copy_(torch.logit(grid_boxes(ref.shape[0]), eps=1e-4))
+    return model
+
+
+def grid_boxes(n: int) -> torch.Tensor:
+    """(n, 4) cxcywh boxes on a near-square grid of cells covering the unit square."""
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    boxes = [[(c + 0.5) / cols, (r + 0.5) / rows, 1.0 / cols, 1.0 / rows] for r in range(rows) for c in range(cols)][:n]
+    return torch.tensor(boxes)
+
+
+def export_model(model, out_dir: Path) -> Path:
+    """Write an HF checkpoint directory: config.json, fp16 model.safetensors, CLIP tokenizer files."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("*.safetensors"):
+        old.unlink()
+    half = type(model)(model.config)
+    half.load_state_dict(model.state_dict())
+    half = half.to(torch.float16)
+    half.save_pretrained(str(out_dir), safe_serialization=True)
+    for name in TOKENIZER_FILES:
+        shutil.copy2(ASSET_DIR / name, out_dir / name)
+    for f in out_dir.iterdir():
+        f.chmod(0o644)
+    return out_dir
