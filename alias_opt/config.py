@@ -133,7 +133,7 @@ class SearchConfig:
         if self.index.space not in spaces:
             raise ValueError(f"index.space must be scoring, text or key; got {self.index.space!r}")
         for view in self.index.views:
-            space = view.partition(":")[2] if view.startswith("distinct") else view.lstrip("+-")
+            _, _, space = parse_view(view)
             if space and space not in spaces:
                 raise ValueError(f"index view {view!r}: use SPACE, -SPACE, distinct or distinct:SPACE with {spaces}")
         if self.index.projection_metric not in ("l2", "cosine"):
@@ -162,6 +162,14 @@ def _merge(obj: Any, data: dict[str, Any], where: str) -> Any:
                 value = float(value)
             setattr(obj, key, value)
     return obj
+
+
+def parse_view(view: str) -> tuple[bool, float, str]:
+    """An ``index.views`` entry as (distinct, sign, space): ``"-key"`` -> (False, -1.0, "key"),
+    ``"distinct:text"`` -> (True, 1.0, "text"); the space is "" for a bare ``"distinct"``."""
+    if view.startswith("distinct"):
+        return True, 1.0, view.partition(":")[2]
+    return False, -1.0 if view.startswith("-") else 1.0, view.lstrip("+-")
 
 
 def read_config_json(path: str | Path) -> dict[str, Any]:

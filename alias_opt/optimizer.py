@@ -127,10 +127,9 @@ def discover(
     ``vocab``: the index of ``cfg.index.space``, or ``build_indexes(backend, cfg)`` (needed when
     ``cfg.index.views`` names other spaces).
     """
-    indexes = dict(vocab) if isinstance(vocab, Mapping) else {vocab.space: vocab}
-    for space in view_spaces(cfg):  # spaces the views need and the caller did not give
-        if space not in indexes:
-            indexes[space] = VocabularyIndex.build(backend, space, cfg.index.cache_dir)
+    given = dict(vocab) if isinstance(vocab, Mapping) else {vocab.space: vocab}
+    # every space the config needs, index.space first; built (from the disk cache) where not given
+    indexes = {s: given.get(s) or VocabularyIndex.build(backend, s, cfg.index.cache_dir) for s in view_spaces(cfg)}
     t0 = time.perf_counter()
     seed = int.from_bytes(hashlib.sha256(f"{cfg.seed}:{ts.category_id}".encode()).digest()[:4], "little")
     rng = np.random.default_rng(seed)

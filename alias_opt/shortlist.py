@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from alias_opt.config import SearchConfig
+from alias_opt.config import SearchConfig, parse_view
 from alias_opt.embeddings import VocabularyIndex, concept_vector
 from alias_opt.objective import Objective, Seq
 from alias_opt.projection import CandidateFilter
@@ -66,10 +66,7 @@ def build_shortlist(
 
 def view_spaces(cfg: SearchConfig) -> list[str]:
     """The index spaces a config needs: ``index.space`` and every space its views name."""
-    spaces = [cfg.index.space]
-    for view in cfg.index.views:
-        space = view.partition(":")[2] if view.startswith("distinct") else view.lstrip("+-")
-        spaces.append(space or cfg.index.space)
+    spaces = [cfg.index.space] + [parse_view(view)[2] or cfg.index.space for view in cfg.index.views]
     return list(dict.fromkeys(spaces))
 
 
@@ -115,11 +112,11 @@ def pooled_shortlist(
     concepts: dict[str, torch.Tensor] = {}
     lists: list[list[int]] = []
     for view in views:
-        if view.startswith("distinct"):
-            space = view.partition(":")[2] or next(iter(indexes))
+        distinct, sign, space = parse_view(view)
+        space = space or next(iter(indexes))  # bare "distinct": the first index (build_indexes: index.space)
+        if distinct:
             lists.append([int(t) for t in indexes[space].distinct(per, filt.allowed)])
             continue
-        sign, space = (-1.0, view[1:]) if view.startswith("-") else (1.0, view.lstrip("+"))
         if space not in concepts:
             concepts[space] = _concept(obj, space, probes)
         lists.append([int(t) for t in indexes[space].search(sign * concepts[space], per, allowed=filt.allowed)[0]])

@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--variant", default="renamed", help="toy-world variant to generate")
     ap.add_argument("--images", type=int, default=120, help="images in the generated world")
-    ap.add_argument("--seed", type=int, default=11, help="world seed (not one the discovery defaults were tuned on)")
+    ap.add_argument("--seed", type=int, default=11, help="world seed of the generated dataset")
     ap.add_argument(
         "--config",
         help="discovery config JSON",

@@ -107,12 +107,14 @@ def presence_matrix(coco: COCO, cat_ids: list[int], img_ids: list[int]) -> np.nd
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="toy")
-    ap.add_argument("--images", type=int, default=200)
+    ap.add_argument("--model", default="toy", help="model source (default the shipped toy model)")
+    ap.add_argument("--images", type=int, default=200, help="held-out images per variant")
     ap.add_argument("--seed", type=int, default=777, help="world seed of the held-out images")
     ap.add_argument("--threshold", type=float, default=0.3, help="detection score threshold (absent concepts)")
-    ap.add_argument("--out", type=Path, default=REPO / "results" / "toy_quality")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--out", type=Path, default=REPO / "results" / "toy_quality", help="datasets, feature cache, quality.json"
+    )
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.time()

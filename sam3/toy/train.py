@@ -220,13 +220,27 @@ def save_checkpoint(path: Path, model, optimizer, step: int, cfg: TrainConfig, e
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "torch_rng": torch.get_rng_state(),
-        "numpy_rng": np.random.get_state(),
+        "numpy_rng": _numpy_rng_state(),
         "python_rng": random.getstate(),
         "elapsed_s": elapsed,
     }
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+def _numpy_rng_state() -> dict:
+    """NumPy's global RNG state in types ``torch.load(weights_only=True)`` accepts."""
+    _, key, pos, has_gauss, gauss = np.random.get_state()
+    return {"key": torch.from_numpy(key.astype(np.int64)), "pos": pos, "has_gauss": has_gauss, "gauss": gauss}
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A training checkpoint, loaded with ``weights_only=True`` (tensors and plain Python values only)."""
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as exc:  # pickle errors of old or foreign files
+        raise ValueError(f"cannot read the training checkpoint {path}: {exc}") from exc
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -265,7 +279,7 @@ def train(
     optimizer = build_optimizer(model, cfg)
     start, elapsed = 0, 0.0
     if resume and ckpt_path.is_file():
-        state = torch.load(ckpt_path, weights_only=False)
+        state = load_checkpoint(ckpt_path)
         saved = TrainConfig(**state["config"])
         if extend_to is not None:
             saved = replace(saved, steps=extend_to)
@@ -276,7 +290,8 @@ def train(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
-        np.random.set_state(state["numpy_rng"])
+        ns = state["numpy_rng"]
+        np.random.set_state(("MT19937", ns["key"].numpy().astype(np.uint32), ns["pos"], ns["has_gauss"], ns["gauss"]))
         random.setstate(state["python_rng"])
         start, elapsed = int(state["step"]), float(state["elapsed_s"])
         _truncate_log(log_path, start)
@@ -342,18 +357,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--steps", type=int, default=None, help=f"total steps (default {TrainConfig.steps}); with --resume: extend to"
     )
-    ap.add_argument("--images-per-step", type=int, default=TrainConfig.images_per_step)
-    ap.add_argument("--prompts-per-image", type=int, default=TrainConfig.prompts_per_image)
-    ap.add_argument("--lr", type=float, default=TrainConfig.lr)
-    ap.add_argument("--warmup", type=int, default=TrainConfig.warmup)
-    ap.add_argument("--seed", type=int, default=TrainConfig.seed)
+    ap.add_argument(
+        "--images-per-step", type=int, default=TrainConfig.images_per_step, help="world images rendered per step"
+    )
+    ap.add_argument(
+        "--prompts-per-image", type=int, default=TrainConfig.prompts_per_image, help="prompts grounded per image"
+    )
+    ap.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak AdamW learning rate")
+    ap.add_argument("--warmup", type=int, default=TrainConfig.warmup, help="linear warmup steps")
+    ap.add_argument("--seed", type=int, default=TrainConfig.seed, help="seed of the init and the training stream")
     ap.add_argument("--arch", default=TrainConfig.arch, help="named architecture (sam3.configs.ARCHS)")
     ap.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
-    ap.add_argument("--ckpt-every", type=int, default=200)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ckpt-every", type=int, default=200, help="steps between checkpoints")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--export-to", type=Path, default=None, help="HF directory to write (default DIR/model)")
     ap.add_argument("--export-only", action="store_true", help="export the checkpoint's weights and stop")
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     cfg = TrainConfig(
         arch=args.arch,
@@ -367,7 +386,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.export_only:
         from transformers import Sam3Model
 
-        state = torch.load(args.out / CKPT_NAME, weights_only=False)
+        state = load_checkpoint(args.out / CKPT_NAME)
         model = Sam3Model(named_config(state["config"]["arch"]))
         model.load_state_dict(state["model"])
         print(f"exported step {state['step']} to {export_model(model, args.export_to or args.out / 'model')}")

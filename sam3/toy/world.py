@@ -271,9 +271,9 @@ def write_dataset(out: str | Path, variant: str = "named", images: int = 100, se
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="output directory (images/ + annotations.json)")
-    ap.add_argument("--variant", default="named", choices=VARIANTS)
-    ap.add_argument("--images", type=int, default=100)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variant", default="named", choices=VARIANTS, help="category table (see the module doc)")
+    ap.add_argument("--images", type=int, default=100, help="number of images")
+    ap.add_argument("--seed", type=int, default=0, help="world seed: the same seed gives the same dataset")
     args = ap.parse_args(argv)
     path = write_dataset(args.out, args.variant, args.images, args.seed)
     print(f"wrote {args.images} images and {path}")
