@@ -45,9 +45,10 @@ class IndexConfig:
     two_sided: bool = False  # shortlist half from each end of the ranking (trained tokens are outliers)
     # pooled shortlist (alias_opt.shortlist.pooled_shortlist): views such as "scoring", "-key",
     # "distinct" each give pool/len(views) tokens; the model screens the pool down to the shortlist.
+    # "distinct:embed": the most distinct rows of the token-embedding table (a model's trained words).
     # Empty: the shortlist is the top of ``space`` alone.
     views: list[str] = field(
-        default_factory=lambda: ["scoring", "-scoring", "key", "-key", "text", "-text", "distinct"]
+        default_factory=lambda: ["scoring", "-scoring", "key", "-key", "text", "-text", "distinct", "distinct:embed"]
     )
     pool: int = 192
     projection_metric: str = "l2"  # l2 | cosine: nearest-token projection of soft embeddings
@@ -133,9 +134,12 @@ class SearchConfig:
         if self.index.space not in spaces:
             raise ValueError(f"index.space must be scoring, text or key; got {self.index.space!r}")
         for view in self.index.views:
-            _, _, space = parse_view(view)
-            if space and space not in spaces:
-                raise ValueError(f"index view {view!r}: use SPACE, -SPACE, distinct or distinct:SPACE with {spaces}")
+            distinct, _, space = parse_view(view)
+            if space and space not in spaces and not (distinct and space == "embed"):
+                raise ValueError(
+                    f"index view {view!r}: use SPACE, -SPACE, distinct or distinct:SPACE with {spaces}"
+                    " (or distinct:embed: the token-embedding table's most distinct rows)"
+                )
         if self.index.projection_metric not in ("l2", "cosine"):
             raise ValueError(f"index.projection_metric must be l2 or cosine; got {self.index.projection_metric!r}")
         if not 0 < self.screen_keep <= 1:

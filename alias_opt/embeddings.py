@@ -8,6 +8,9 @@
     - ``key``: the cross-attention keys of the first DETR-encoder (image <- text fusion) layer at
       the token's position.
     - ``text``: the prompt features pooled over the prompt (same width as the FPN features).
+    - ``embed``: the token-embedding table itself (the text encoder's input). It has no concept
+      vector; its use is ``distinct``: tokens a model was trained on moved far from the bulk of
+      rarely seen ones, so the most distinct rows are the model's known words.
 * ``concept_vector``: what the target masks look like in that space, from SAM 3's own features:
     - ``scoring``: the mean query_proj of decoder queries whose masks match the targets minus that of
       the other queries (and of all queries on negative images), under one or more probe prompts;
@@ -39,7 +42,8 @@ from sam3.cache import default_cache_dir
 
 logger = logging.getLogger(__name__)
 
-SPACES = ("scoring", "key", "text")
+SPACES = ("scoring", "key", "text")  # spaces with a concept vector
+TABLE_SPACES = (*SPACES, "embed")  # spaces a VocabularyIndex can be built in
 INDEX_VERSION = "1"
 
 
@@ -95,7 +99,12 @@ def _atomic_save(path: Path, writer) -> None:
 
 def token_table(backend: Sam3Backend, space: str, cache_dir: str | Path | None = None, batch: int = 4096) -> np.ndarray:
     """(V, C) float32 vector of every single-token prompt SOT + t + EOT in ``space``; cached on disk
-    under ``cache_dir/<model fingerprint>/<space>.npy`` (written atomically)."""
+    under ``cache_dir/<model fingerprint>/<space>.npy`` (written atomically). ``embed``: the
+    token-embedding table (not cached: the model holds it)."""
+    if space == "embed":
+        return np.ascontiguousarray(backend.token_embeddings.detach().float().cpu().numpy(), dtype=np.float32)
+    if space not in SPACES:
+        raise ValueError(f"unknown space {space!r}; choose from {', '.join(TABLE_SPACES)}")
     root = Path(cache_dir) if cache_dir is not None else default_index_dir()
     path = root / backend.fingerprint / f"{space}-v{INDEX_VERSION}.npy"
     if path.is_file():

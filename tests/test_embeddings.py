@@ -105,6 +105,15 @@ def test_distinct_tokens_are_the_outliers():
     assert vi.distinct(2, allowed).tolist() == [7, 250]
 
 
+def test_embed_space_is_the_token_embedding_table(lively_backend, tmp_path):
+    b = lively_backend
+    table = token_table(b, "embed", tmp_path)
+    np.testing.assert_array_equal(table, b.token_embeddings.detach().float().numpy())
+    assert not list(tmp_path.rglob("*.npy"))  # the model holds it: nothing cached
+    with pytest.raises(ValueError, match="unknown space 'nope'"):
+        token_table(b, "nope", tmp_path)
+
+
 @pytest.mark.parametrize("metric", ["l2", "cosine"])
 def test_projection_index(lively_backend, metric):
     E = lively_backend.token_embeddings

@@ -101,7 +101,7 @@ def test_pooled_shortlist_is_screened_by_the_model(tiny_backend, index_dir):
     obj = objective(tiny_backend, screen_images=4)
     filt = CandidateFilter(tiny_backend.tokenizer, allowed_tokens(tiny_backend, cfg, None), 2)
     indexes = build_indexes(tiny_backend, cfg)
-    assert set(indexes) == {"scoring", "key", "text"}
+    assert set(indexes) == {"scoring", "key", "text", "embed"}
     short = pooled_shortlist(obj, indexes, filt, 8, [()], cfg.index.views, pool=21)
     assert len(short) == 8 and all(filt((t,)) == (t,) for t in short)
     losses = [obj.memo[((t,), "screen")] for t in short]
@@ -113,6 +113,9 @@ def test_pooled_shortlist_is_screened_by_the_model(tiny_backend, index_dir):
 def test_bad_view_is_rejected():
     with pytest.raises(ValueError, match="view"):
         load_config(overrides={"index": {"views": ["scoring", "-nope"]}})
+    with pytest.raises(ValueError, match="view 'embed'"):  # the embedding table has no concept vector
+        load_config(overrides={"index": {"views": ["embed"]}})
+    assert load_config(overrides={"index": {"views": ["distinct:embed"]}}).index.views == ["distinct:embed"]
 
 
 def test_resume_after_kill(world, index_dir, tmp_path):

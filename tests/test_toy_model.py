@@ -62,3 +62,14 @@ def test_training_words_segment_and_absent_concepts_stay_silent(toy, index):
     best = max(_iou(masks[0, q].numpy(), inst.mask) for q in hits)
     assert best >= 0.7, f"{prompts[0]!r}: best IoU {best:.2f}"
     assert float(scores[1].max()) <= THRESHOLD, f"absent {prompts[1]!r} scored {float(scores[1].max()):.2f}"
+
+
+def test_its_most_distinct_token_embeddings_are_the_training_words(toy):
+    """Training moved the training words far from the rarely seen rest of the vocabulary: the
+    ``distinct:embed`` shortlist view relies on it."""
+    from alias_opt.embeddings import VocabularyIndex
+
+    tok = toy.tokenizer
+    top = set(VocabularyIndex.build(toy, "embed").distinct(16, tok.allowed_mask()).tolist())
+    words = {tok.encode(w, special=False)[0] for w in (*world.COLOURS, *world.SHAPES)}
+    assert words <= top, sorted(tok.decode([t]) for t in words - top)

@@ -64,3 +64,21 @@ def export_model(model, out_dir: Path) -> Path:
     for f in out_dir.iterdir():
         f.chmod(0o644)
     return out_dir
+
+
+def load_exported(model, directory: Path) -> None:
+    """Load an exported sam3-toy directory's weights into ``model`` (cast to its dtype), all keys required."""
+    from safetensors.torch import load_file
+
+    path = Path(directory) / "model.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: init_from must be a directory written by export_model")
+    dtype = next(model.parameters()).dtype
+    state = {k: v.to(dtype) for k, v in load_file(str(path)).items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{path} does not fit architecture {model.config.__class__.__name__}: "
+            f"missing {sorted(missing)[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {sorted(unexpected)[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )

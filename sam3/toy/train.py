@@ -28,7 +28,7 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,7 @@ from sam3.configs import named_config
 from sam3.preprocess import preprocess
 from sam3.tokenizer import ASSET_DIR, Sam3Tokenizer
 from sam3.toy import world
-from sam3.toy.modeling import export_model, init_model
+from sam3.toy.modeling import export_model, init_model, load_exported
 from sam3.toy.set_loss import LossWeights, SetTarget, set_prediction_loss
 
 OBJECT_WORD = "object"  # the prompt for every instance
@@ -77,6 +77,9 @@ class TrainConfig:
     text_gain: float = 6.0  # scale of the text projection: prompt features of about unit size
     pos_std: float = 0.3  # ViT position embeddings as large as patch embeddings (instance masks need position)
     grid_queries: bool = True  # reference boxes start on a grid over the image (stable matching, as anchors)
+    init_from: str = ""  # an exported sam3-toy HF directory to fine-tune from instead of the fresh init
+    cls_weight: float = 2.0  # weight of the query classification (focal) loss
+    presence_weight: float = 2.0  # weight of the presence BCE loss
 
 
 class PromptSampler:
@@ -275,6 +278,8 @@ def train(
     tokenizer = Sam3Tokenizer(ASSET_DIR)
     sampler = PromptSampler(tokenizer, cfg)
     model = init_model(cfg)
+    if cfg.init_from and not (resume and ckpt_path.is_file()):
+        load_exported(model, Path(cfg.init_from))
     model.train()
     optimizer = build_optimizer(model, cfg)
     start, elapsed = 0, 0.0
@@ -300,7 +305,7 @@ def train(
     grid = model.config.vision_config.backbone_feature_sizes[0]
     mask_size = (int(grid[0]), int(grid[1]))
     image_size = int(model.config.vision_config.backbone_config.image_size)
-    weights = LossWeights()
+    weights = LossWeights(cls=cfg.cls_weight, presence=cfg.presence_weight)
     bar = tqdm(total=cfg.steps, initial=start, desc="train sam3-toy", unit="step", disable=not progress)
     t0 = time.time() - elapsed
     running: dict[str, float] = {}
@@ -351,6 +356,26 @@ def train(
     return model
 
 
+def apply_overrides(cfg: TrainConfig, items: list[str], error) -> TrainConfig:
+    """``cfg`` with ``FIELD=VALUE`` overrides, each value parsed as its field's type."""
+    types = {f.name: type(getattr(cfg, f.name)) for f in fields(cfg)}
+    changes = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in types:
+            error(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(types)}")
+        kind = types[key]
+        try:
+            changes[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+        except ValueError:
+            error(f"--set {item!r}: {value!r} is not a {kind.__name__}")
+    cfg = replace(cfg, **changes)
+    rest = 1.0 - (cfg.p_concept + cfg.p_colour + cfg.p_shape + cfg.p_object)
+    if rest < -1e-9:
+        error(f"prompt mix p_concept + p_colour + p_shape + p_object = {1 - rest:.3f} > 1")
+    return cfg
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Train sam3-toy on the shapes world.")
     ap.add_argument("--out", required=True, type=Path, help="run directory (checkpoint, log, exported model)")
@@ -373,6 +398,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--export-to", type=Path, default=None, help="HF directory to write (default DIR/model)")
     ap.add_argument("--export-only", action="store_true", help="export the checkpoint's weights and stop")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override any TrainConfig field, e.g. --set p_concept=0.6 --set init_from=sam3/toy/sam3-toy",
+    )
     args = ap.parse_args(argv)
     cfg = TrainConfig(
         arch=args.arch,
@@ -383,6 +415,7 @@ def main(argv: list[str] | None = None) -> None:
         warmup=args.warmup,
         seed=args.seed,
     )
+    cfg = apply_overrides(cfg, args.set, ap.error)
     if args.export_only:
         from transformers import Sam3Model
 
