@@ -43,8 +43,9 @@ def _dataset(args) -> Path:
 
 
 def recall(args, backend: Sam3Backend) -> dict:
-    """Training-word recall of the top-k shortlist: per single index view (no model screening) and
-    for the pooled shortlist (views pooled, then screened by the model), as discovery builds it."""
+    """Training-word recall of the top-k shortlist: per single index view (no model screening), of the
+    whole pool, and of the pooled shortlist (views pooled, then screened by the model), as discovery
+    builds it."""
     ds = CocoDataset.open(_dataset(args))
     cfg = load_config(args.config)
     tok = backend.tokenizer
@@ -63,12 +64,14 @@ def recall(args, backend: Sam3Backend) -> dict:
             short = pooled_shortlist(obj, indexes, filt, args.k, probes, [view], args.k)
             row[view] = [w in short for w in words]
         obj = Objective(backend, ts.train, cfg.loss, feats=feats, screen_images=cfg.screen_images)
-        short = pooled_shortlist(obj, indexes, filt, args.k, probes, cfg.index.views, cfg.index.pool)
+        pool = pooled_shortlist(obj, indexes, filt, cfg.index.pool, probes, cfg.index.views, cfg.index.pool)
+        short = pool[: args.k]
+        row["pool"] = [w in pool for w in words]
         row["pooled+screened"] = [w in short for w in words]
         row["ranks"] = [short.index(w) if w in short else None for w in words]
         rows.append(row)
         print(json.dumps(row), flush=True)
-    keys = [*single, "pooled+screened"]
+    keys = [*single, "pool", "pooled+screened"]
     summary = {
         k: {
             "word_recall": float(np.mean([x for r in rows for x in r[k]])),
