@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from sam3 import Sam3Backend
@@ -71,3 +72,38 @@ def test_resume_can_extend_a_finished_run(tmp_path):
     assert state["step"] == 6 and state["config"]["steps"] == 6
     steps = [json.loads(line)["step"] for line in (tmp_path / train.LOG_NAME).read_text().splitlines()]
     assert steps == list(range(6))
+
+
+def test_fine_tune_starts_from_an_exported_model(tmp_path):
+    base = train.train(tmp_path / "base", CFG, **RUN)
+    ft_cfg = train.apply_overrides(CFG, [f"init_from={tmp_path / 'base' / 'model'}", "steps=1"], _raise)
+    tuned = train.init_model(ft_cfg)  # a fresh init differs from the base weights ...
+    key = "detr_decoder.reference_points.weight"
+    train.load_exported(tuned, tmp_path / "base" / "model")  # ... the export's (fp16) weights replace it
+    torch.testing.assert_close(tuned.state_dict()[key], base.state_dict()[key], atol=1e-3, rtol=1e-3)
+    fresh = train.init_model(ft_cfg)
+    model = train.train(tmp_path / "ft", ft_cfg, **RUN)
+
+    def dist(a, b):
+        return sum(float((x - y).abs().max()) for x, y in zip(a.parameters(), b.parameters()))
+
+    assert 0 < dist(model, tuned) < 0.2 * dist(model, fresh)  # one step from the base weights
+    with pytest.raises(FileNotFoundError, match="written by export_model"):
+        train.load_exported(fresh, tmp_path)
+    with pytest.raises(ValueError, match="does not fit"):  # a tiny export into the toy architecture
+        train.load_exported(train.init_model(train.TrainConfig(arch="toy")), tmp_path / "base" / "model")
+
+
+def _raise(msg: str):
+    raise ValueError(msg)
+
+
+def test_overrides_are_typed_and_checked():
+    cfg = train.apply_overrides(train.TrainConfig(), ["cls_weight=4", "grid_queries=false", "steps=7"], _raise)
+    assert (cfg.cls_weight, cfg.grid_queries, cfg.steps) == (4.0, False, 7)
+    with pytest.raises(ValueError, match="FIELD one of"):
+        train.apply_overrides(cfg, ["nope=1"], _raise)
+    with pytest.raises(ValueError, match="not of type int"):
+        train.apply_overrides(cfg, ["steps=many"], _raise)
+    with pytest.raises(ValueError, match="prompt mix"):
+        train.apply_overrides(cfg, ["p_concept=0.9"], _raise)

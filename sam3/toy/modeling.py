@@ -75,7 +75,10 @@ def load_exported(model, directory: Path) -> None:
         raise FileNotFoundError(f"{path} not found: init_from must be a directory written by export_model")
     dtype = next(model.parameters()).dtype
     state = {k: v.to(dtype) for k, v in load_file(str(path)).items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise ValueError(f"{path} does not fit architecture of the run: {exc}") from None
     if missing or unexpected:
         raise ValueError(
             f"{path} does not fit architecture {model.config.__class__.__name__}: "

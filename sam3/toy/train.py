@@ -368,7 +368,7 @@ def apply_overrides(cfg: TrainConfig, items: list[str], error) -> TrainConfig:
         try:
             changes[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
         except ValueError:
-            error(f"--set {item!r}: {value!r} is not a {kind.__name__}")
+            error(f"--set {item!r}: {value!r} is not of type {kind.__name__}")
     cfg = replace(cfg, **changes)
     rest = 1.0 - (cfg.p_concept + cfg.p_colour + cfg.p_shape + cfg.p_object)
     if rest < -1e-9:
