@@ -116,6 +116,7 @@ class SearchConfig:
     rerank: int = 4  # final candidates re-ranked by train-split AP (alias_opt.metrics)
     rerank_tolerance: float = 0.01  # candidates within this train AP of the best: the lowest loss wins
     scan_size: int = 64  # shortlist singles scored by the scan phase
+    extend_bases: int = 2  # evolution strategies: the best singles extended by every scanned token (0: off)
     loss: LossConfig = field(default_factory=LossConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     soft: SoftConfig = field(default_factory=SoftConfig)

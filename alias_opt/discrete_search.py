@@ -4,6 +4,8 @@
 * gradient-guided single swaps, GCG-style (``alias_opt.gcg``);
 * evolutionary search (``alias_opt.evolution``);
 * ``scan``: score single tokens (e.g. the concept's shortlist), best first;
+* ``extend``: greedy one-token extensions of the best sequences (a concept named by two words whose
+  single tokens each match only part of it, "red" + "square", is found by pairing, not by singles);
 * ``random_search``: random allowed sequences until the budget or a count is spent (a baseline).
 
 Every candidate goes through the ``CandidateFilter`` (allowed tokens, no specials, round trip) and
@@ -30,6 +32,8 @@ __all__ = [
     "gcg",
     "project_sequences",
     "random_search",
+    "extensions",
+    "extend",
     "random_sequences",
     "sample_swaps",
     "scan",
@@ -52,6 +56,30 @@ def scan(obj: Objective, tokens: Sequence[int], filt: CandidateFilter, screen: b
     res = timer.result(cands, n=len(cands))
     res.candidates = res.candidates + screened
     return res
+
+
+def extensions(bases: Sequence[Seq], tokens: Sequence[int]) -> list[Seq]:
+    """Every base with one token of ``tokens`` appended, then prepended; no repeats, base order kept.
+
+    Args:
+        bases: sequences to extend, best first.
+        tokens: token ids to add.
+    Returns:
+        the candidates ``(*base, t)`` and ``(t, *base)`` for each base and token, in that order.
+    """
+    out = [c for b in bases for t in tokens for c in ((*b, int(t)), (int(t), *b))]
+    return list(dict.fromkeys(out))
+
+
+def extend(
+    obj: Objective, bases: Sequence[Seq], tokens: Sequence[int], filt: CandidateFilter, n: int = 8
+) -> SearchResult:
+    """Score all one-token extensions of ``bases`` by ``tokens`` together (screened); the best ``n`` come back."""
+    timer = PhaseTimer(obj, "extend")
+    cands = filt.accept(extensions(bases, tokens))
+    losses = obj.score(cands) if cands else np.zeros(0)
+    obj.record("extend", 0, float(np.min(losses)) if len(losses) else float("inf"), scored=len(cands))
+    return timer.result(cands, n=n)
 
 
 def random_search(

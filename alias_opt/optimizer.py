@@ -3,7 +3,8 @@
     run(dataset, output, model="toy", cfg=load_config("configs/fast.json"))
 
 Per category (``discover``): build the ``Objective`` on the train images, the concept's vocabulary
-shortlist, then the strategy's phases (default ``pez+evolution``: shortlist scan -> PEZ soft prompt
+shortlist, then the strategy's phases (default ``pez+evolution``: shortlist scan -> one-token extensions
+of the best singles -> PEZ soft prompt
 -> evolutionary search), re-rank the best few candidates (and the natural name, so the alias is
 never worse on train than the name) by train-split COCO AP, and score the winner, the name and,
 for the report only, the dataset's ``oracle_name`` on the held-out test split.
@@ -36,7 +37,7 @@ from tqdm.auto import tqdm
 
 from alias_opt.config import SearchConfig
 from alias_opt.data_loader import CocoDataset, TargetImage, TargetSet
-from alias_opt.discrete_search import random_search, scan
+from alias_opt.discrete_search import extend, random_search, scan
 from alias_opt.embeddings import ProjectionIndex, VocabularyIndex
 from alias_opt.evolution import Mutator, evolve, seed_population
 from alias_opt.export import (
@@ -180,6 +181,9 @@ def discover(
         phases.append(scan(obj, shortlist[: cfg.scan_size], filt))
     ranked_singles = [t[0] for t in phases[0].candidates] if phases else shortlist
     ranked_singles += [t for t in shortlist if t not in ranked_singles]
+    if cfg.extend_bases and s in ("pez+evolution", "evolution"):
+        bases = [(t,) for t in ranked_singles[: cfg.extend_bases]]
+        phases.append(extend(obj, bases, shortlist[: cfg.scan_size], filt))
 
     if s in ("soft", "projection", "pez", "pez+gcg", "pez+evolution"):
         lengths = [min(n, cfg.max_len) for n in cfg.soft.lengths] or [cfg.max_len]

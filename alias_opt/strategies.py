@@ -17,7 +17,8 @@ Names (``NAMES``):
     projection       the same soft prompt, projected once to the nearest tokens at the end
     pez              shortlist scan, then PEZ (projected forward, continuous update), restarted
     pez+gcg          scan, PEZ on ``soft_fraction`` of the budget, then GCG swaps from the best, restarted
-    pez+evolution    scan, PEZ on ``soft_fraction`` of the budget, then evolution (the default pipeline)
+    pez+evolution    scan, one-token extensions of the best singles, PEZ on ``soft_fraction`` of the
+                     budget, then evolution (the default pipeline)
     random-evolution the public attempt's recipe: a population of random allowed tokens, mutation and
                      crossover, no gradients, no shortlist
     random           random allowed sequences of length 1..max_len
@@ -37,7 +38,7 @@ from dataclasses import replace
 import numpy as np
 
 from alias_opt.budget import BudgetedObjective, BudgetExhausted, capped
-from alias_opt.discrete_search import random_search, scan
+from alias_opt.discrete_search import extend, random_search, scan
 from alias_opt.evolution import Mutator, evolve, seed_population
 from alias_opt.gcg import gcg
 from alias_opt.metrics import evaluate_prompts
@@ -201,6 +202,9 @@ def pez_evolution(ctx: Context, budget: int, rng: np.random.Generator, cfg: Stra
     obj, s = ctx.obj, cfg.search
     start = obj.counter.cost
     ranked = _ranked_singles(ctx, cfg, budget)
+    if s.extend_bases:  # as discover: the best singles extended by every scanned shortlist token
+        with capped(obj, obj.counter.cost + SCAN_SHARE * budget):
+            extend(obj, [(t,) for t in ranked[: s.extend_bases]], shortlist(ctx, cfg)[: s.scan_size], ctx.filt)
     with capped(obj, start + cfg.soft_fraction * budget):
         _pez_restarts(ctx, cfg, rng, ranked)
     seeds = [sq for sq, _ in obj.ranked(s.evolution.population)] + ([ctx.name_seq] if ctx.name_seq else [])

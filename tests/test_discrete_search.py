@@ -12,6 +12,8 @@ from alias_opt.discrete_search import (
     Mutator,
     crossover,
     evolve,
+    extend,
+    extensions,
     gcg,
     random_search,
     sample_swaps,
@@ -113,6 +115,20 @@ def test_seed_population_pairs(filt):
     singles = [(320,), (736,), (7117,)]
     pop = seed_population([(1125, 539)], singles, n_pairs=2, filt=filt)
     assert pop[0] == (1125, 539) and (320, 736) in pop and (736, 320) in pop and (320, 7117) not in pop
+
+
+def test_extensions_append_then_prepend():
+    assert extensions([(5,), (6, 7)], [9, 5]) == [(5, 9), (9, 5), (5, 5), (6, 7, 9), (9, 6, 7), (6, 7, 5), (5, 6, 7)]
+    assert extensions([], [1, 2]) == [] and extensions([(1,)], []) == []
+
+
+def test_extend_scores_the_extensions_and_returns_the_best(obj, filt):
+    res = extend(obj, [(320,), (736,)], [7117, 1125, 539], filt, n=3)
+    cands = filt.accept(extensions([(320,), (736,)], [7117, 1125, 539]))
+    assert len(cands) >= 8 and all((c, "screen") in obj.memo for c in cands)
+    full = {c: obj.memo[(c, "full")] for c in cands if (c, "full") in obj.memo}
+    assert res.candidates == sorted(full, key=full.get)[:3] and res.loss == pytest.approx(min(full.values()))
+    assert res.phase == "extend" and res.forward_passes == obj.counter.forward
 
 
 def test_memo_and_screening(obj):

@@ -69,7 +69,7 @@ def test_run_writes_outputs(world, tiny_backend, index_dir, tmp_path):
         assert (out / "categories" / f"{rec.category_id}.json").is_file()
         lines = (out / rec.extra["history"]).read_text().splitlines()
         rows = [json.loads(x) for x in lines]
-        assert {"scan", "pez", "evolution", "rerank"} <= {r["phase"] for r in rows}
+        assert {"scan", "extend", "pez", "evolution", "rerank"} <= {r["phase"] for r in rows}
         assert all({"step", "loss", "best", "forward_passes", "wall_time"} <= set(r) for r in rows)
         assert [r["forward_passes"] for r in rows] == sorted(r["forward_passes"] for r in rows)
         assert (out / rec.extra["soft_prompt"]).is_file()
