@@ -85,7 +85,7 @@ def test_fine_tune_starts_from_an_exported_model(tmp_path):
     model = train.train(tmp_path / "ft", ft_cfg, **RUN)
 
     def dist(a, b):
-        return sum(float((x - y).abs().max()) for x, y in zip(a.parameters(), b.parameters()))
+        return sum(float((x - y).abs().max().detach()) for x, y in zip(a.parameters(), b.parameters()))
 
     assert 0 < dist(model, tuned) < 0.2 * dist(model, fresh)  # one step from the base weights
     with pytest.raises(FileNotFoundError, match="written by export_model"):
