@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 STRATEGIES = ("soft", "projection", "pez", "pez+gcg", "pez+evolution", "evolution", "random", "scan")
+SPACES = ("scoring", "key", "text")  # index spaces with a concept vector (alias_opt.embeddings)
+TABLE_SPACES = (*SPACES, "embed")  # spaces a VocabularyIndex can be built in ("embed": distinct views only)
 
 
 @dataclass
@@ -131,14 +133,13 @@ class SearchConfig:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose from {', '.join(STRATEGIES)}")
         if not 1 <= self.max_len <= 30:
             raise ValueError(f"max_len must be in 1..30 (context 32 = SOT + alias + EOT); got {self.max_len}")
-        spaces = ("scoring", "text", "key")
-        if self.index.space not in spaces:
+        if self.index.space not in SPACES:
             raise ValueError(f"index.space must be scoring, text or key; got {self.index.space!r}")
         for view in self.index.views:
             distinct, _, space = parse_view(view)
-            if space and space not in spaces and not (distinct and space == "embed"):
+            if space and space not in (TABLE_SPACES if distinct else SPACES):
                 raise ValueError(
-                    f"index view {view!r}: use SPACE, -SPACE, distinct or distinct:SPACE with {spaces}"
+                    f"index view {view!r}: use SPACE, -SPACE, distinct or distinct:SPACE with {SPACES}"
                     " (or distinct:embed: the token-embedding table's most distinct rows)"
                 )
         if self.index.projection_metric not in ("l2", "cosine"):

@@ -36,14 +36,13 @@ import faiss
 import numpy as np
 import torch
 
+from alias_opt.config import SPACES, TABLE_SPACES
 from alias_opt.losses import hungarian, pairwise_costs
 from sam3 import ImageFeatures, Sam3Backend
 from sam3.cache import default_cache_dir
 
 logger = logging.getLogger(__name__)
 
-SPACES = ("scoring", "key", "text")  # spaces with a concept vector
-TABLE_SPACES = (*SPACES, "embed")  # spaces a VocabularyIndex can be built in
 INDEX_VERSION = "1"
 
 

@@ -76,12 +76,7 @@ def load_exported(model, directory: Path) -> None:
     dtype = next(model.parameters()).dtype
     state = {k: v.to(dtype) for k, v in load_file(str(path)).items()}
     try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatches
-        raise ValueError(f"{path} does not fit architecture of the run: {exc}") from None
-    if missing or unexpected:
-        raise ValueError(
-            f"{path} does not fit architecture {model.config.__class__.__name__}: "
-            f"missing {sorted(missing)[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected {sorted(unexpected)[:5]}{'...' if len(unexpected) > 5 else ''}"
-        )
+        model.load_state_dict(state)  # strict: missing, unexpected and mis-shaped weights all raise
+    except RuntimeError as exc:
+        detail = str(exc) if len(str(exc)) <= 600 else str(exc)[:600] + " ..."
+        raise ValueError(f"{path} does not fit architecture {model.config.__class__.__name__}: {detail}") from None
