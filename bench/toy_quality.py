@@ -57,14 +57,14 @@ def predict(backend: Sam3Backend, coco: COCO, root: Path, prompts: dict[int, str
         for k, cid in enumerate(cat_ids):
             out = backend.ground(text.select([k]), feats)
             scores = (out.query_logits.sigmoid() * out.presence_logits.sigmoid()[..., None])[0].float()  # (I, Q)
-            max_score[k] = scores.max(1).values.numpy()
+            max_score[k] = scores.max(1).values.cpu().numpy()
             for j, info in enumerate(infos):
                 keep = torch.nonzero(scores[j] >= min_score).flatten()
                 if keep.numel() == 0:
                     continue
                 logits = out.mask_logits[0, j, keep].float()[None]  # (1, n, h, w)
                 up = F.interpolate(logits, size=(info["height"], info["width"]), mode="bilinear", align_corners=False)
-                binary = (up[0] > 0).numpy().astype(np.uint8)
+                binary = (up[0] > 0).cpu().numpy().astype(np.uint8)
                 for q, m in zip(keep.tolist(), binary):
                     if not m.any():
                         continue
@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--out", type=Path, default=REPO / "results" / "toy_quality", help="datasets, feature cache, quality.json"
     )
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--device", default="cpu", help="torch device of the model, e.g. cuda (default cpu)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.time()
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not (root / "annotations.json").is_file():
             world.write_dataset(root, variant, args.images, args.seed)
         data[variant] = (root, quiet_coco(root / "annotations.json"))
-    backend = Sam3Backend.load(args.model, device="cpu", cache_dir=args.out / "feature_cache")
+    backend = Sam3Backend.load(args.model, device=args.device, cache_dir=args.out / "feature_cache")
     report: dict = {"model": args.model, "fingerprint": backend.fingerprint, "seed": args.seed, "images": args.images}
     for variant, (root, coco) in data.items():
         prompts = {c: coco.cats[c]["name"] for c in coco.cats}

@@ -107,3 +107,23 @@ def test_overrides_are_typed_and_checked():
         train.apply_overrides(cfg, ["steps=many"], _raise)
     with pytest.raises(ValueError, match="prompt mix"):
         train.apply_overrides(cfg, ["p_concept=0.9"], _raise)
+
+
+def test_cuda_device_is_refused_without_cuda(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit):
+        train.main(["--out", str(tmp_path), "--steps", "1", "--device", "cuda"])
+    assert "no CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / train.CKPT_NAME).exists()  # refused before anything was written
+
+
+@pytest.mark.gpu
+def test_cuda_training_matches_cpu_and_exports(tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    cfg = train.TrainConfig(arch="tiny", steps=2, images_per_step=2, prompts_per_image=3, warmup=1)
+    runs = {d: train.train(tmp_path / d, cfg, device=d, **RUN) for d in ("cpu", "cuda")}
+    first = {d: json.loads((tmp_path / d / train.LOG_NAME).read_text().splitlines()[0]) for d in runs}
+    assert first["cuda"]["loss"] == pytest.approx(first["cpu"]["loss"], rel=1e-3)  # same init, same batch
+    assert next(runs["cuda"].parameters()).device.type == "cpu"  # handed back on the CPU after export
+    Sam3Backend.load(str(tmp_path / "cuda" / "model"), device="cpu", use_cache=False)
