@@ -127,3 +127,11 @@ def test_cuda_training_matches_cpu_and_exports(tmp_path):
     assert first["cuda"]["loss"] == pytest.approx(first["cpu"]["loss"], rel=1e-3)  # same init, same batch
     assert next(runs["cuda"].parameters()).device.type == "cpu"  # handed back on the CPU after export
     Sam3Backend.load(str(tmp_path / "cuda" / "model"), device="cpu", use_cache=False)
+
+
+def test_a_damaged_checkpoint_is_named_in_the_error(tmp_path):
+    bad = tmp_path / train.CKPT_NAME
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read the training checkpoint"):
+        train.train(tmp_path, CFG, resume=True, **RUN)
+    assert bad.read_bytes() == b"not a checkpoint"  # left as it was, nothing overwritten

@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import random
 import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -41,6 +39,7 @@ from sam3.configs import named_config
 from sam3.preprocess import preprocess
 from sam3.tokenizer import ASSET_DIR, Sam3Tokenizer
 from sam3.toy import world
+from sam3.toy.checkpoint import load_checkpoint, restore_rng, save_checkpoint, truncate_log
 from sam3.toy.modeling import export_model, init_model, load_exported
 from sam3.toy.set_loss import LossWeights, SetTarget, set_prediction_loss
 
@@ -216,43 +215,6 @@ def build_optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
 
 
-def save_checkpoint(path: Path, model, optimizer, step: int, cfg: TrainConfig, elapsed: float) -> None:
-    state = {
-        "step": step,
-        "config": cfg.__dict__,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "numpy_rng": _numpy_rng_state(),
-        "python_rng": random.getstate(),
-        "elapsed_s": elapsed,
-    }
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def _numpy_rng_state() -> dict:
-    """NumPy's global RNG state in types ``torch.load(weights_only=True)`` accepts."""
-    _, key, pos, has_gauss, gauss = np.random.get_state()
-    return {"key": torch.from_numpy(key.astype(np.int64)), "pos": pos, "has_gauss": has_gauss, "gauss": gauss}
-
-
-def load_checkpoint(path: Path) -> dict:
-    """A training checkpoint, loaded with ``weights_only=True`` (tensors and plain Python values only)."""
-    try:
-        return torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as exc:  # pickle errors of old or foreign files
-        raise ValueError(f"cannot read the training checkpoint {path}: {exc}") from exc
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    if not path.is_file():
-        return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] < step]
-    path.write_text("".join(ln + "\n" for ln in keep))
-
-
 def train(
     out: Path,
     cfg: TrainConfig,
@@ -297,12 +259,9 @@ def train(
             sampler = PromptSampler(tokenizer, cfg)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        ns = state["numpy_rng"]
-        np.random.set_state(("MT19937", ns["key"].numpy().astype(np.uint32), ns["pos"], ns["has_gauss"], ns["gauss"]))
-        random.setstate(state["python_rng"])
+        restore_rng(state)
         start, elapsed = int(state["step"]), float(state["elapsed_s"])
-        _truncate_log(log_path, start)
+        truncate_log(log_path, start)
     elif log_path.exists():
         log_path.unlink()
     grid = model.config.vision_config.backbone_feature_sizes[0]
