@@ -17,6 +17,7 @@ files: a checkpoint directory that ``Sam3Backend.load`` reads like facebook/sam3
 
     python -m sam3.toy.train --out results/toy_train --steps 6000
     python -m sam3.toy.train --out results/toy_train --resume
+    python -m sam3.toy.train --out results/toy_train --steps 6000 --device cuda
     python -m sam3.toy.train --out results/toy_train --export-only --export-to sam3/toy/sam3-toy
 """
 
@@ -235,7 +236,7 @@ def train(
     finished or interrupted run to a new total number of steps; the cosine schedule is recomputed for
     the new total (a warm restart of the learning rate). ``device`` runs the model there (e.g.
     ``cuda``); images and prompts are still made on the CPU, and a CUDA run matches a CPU run only up
-    to floating-point differences.
+    to floating-point differences. Resume is exact on the CPU; CUDA's RNG state is not saved.
     """
     torch.set_num_threads(threads)
     out.mkdir(parents=True, exist_ok=True)
