@@ -60,6 +60,10 @@ class SetTarget:
     def __len__(self) -> int:
         return int(self.masks.shape[0])
 
+    def to(self, device: str | torch.device) -> SetTarget:
+        """The same target on ``device`` (itself where it is there already)."""
+        return SetTarget(self.masks.to(device), self.boxes.to(device))
+
 
 @dataclass
 class LossOutput:

@@ -276,9 +276,8 @@ def train(
         for step in range(start, cfg.steps):
             pixels, prompts, img_idx, targets = make_batch(sampler, cfg, step, image_size, mask_size)
             ids, mask = pad_prompts(prompts, tokenizer)
-            if device != "cpu":
-                pixels, img_idx, ids, mask = (t.to(device) for t in (pixels, img_idx, ids, mask))
-                targets = [SetTarget(t.masks.to(device), t.boxes.to(device)) for t in targets]
+            pixels, img_idx, ids, mask = (t.to(device) for t in (pixels, img_idx, ids, mask))  # no-op on the CPU
+            targets = [t.to(device) for t in targets]
             for g in optimizer.param_groups:
                 g["lr"] = lr_at(step, cfg)
             out_ = forward_pairs(model, pixels, img_idx, ids, mask)
