@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -135,3 +136,25 @@ def test_a_damaged_checkpoint_is_named_in_the_error(tmp_path):
     with pytest.raises(ValueError, match="cannot read the training checkpoint"):
         train.train(tmp_path, CFG, resume=True, **RUN)
     assert bad.read_bytes() == b"not a checkpoint"  # left as it was, nothing overwritten
+
+
+def test_toy24_predicts_masks_at_half_the_toy_side():
+    """`toy24` differs from the shipped `toy` only in mask resolution (24x24 instead of 48x48)."""
+    from sam3.configs import named_config
+
+    shipped = json.loads((Path(train.__file__).parent / "sam3-toy" / "config.json").read_text())
+    shipped = shipped.get("vision_config") or shipped["detector_config"]["vision_config"]
+    toy = named_config("toy").vision_config
+    assert toy.scale_factors == shipped["scale_factors"]
+    assert toy.backbone_feature_sizes == shipped["backbone_feature_sizes"]
+    cfg = train.TrainConfig(arch="toy24", images_per_step=1, prompts_per_image=2)
+    model = train.init_model(cfg).eval()
+    assert model.config.vision_config.backbone_feature_sizes[0] == [24, 24]
+    tok = Sam3Tokenizer()
+    pixels, prompts, img_idx, targets = train.make_batch(train.PromptSampler(tok, cfg), cfg, 0, 168, (24, 24))
+    ids, mask = train.pad_prompts(prompts, tok)
+    with torch.no_grad():
+        out = train.forward_pairs(model, pixels, img_idx, ids, mask)
+    assert out.pred_masks.shape == (2, 24, 24, 24)  # (pairs, queries, H, W)
+    assert out.semantic_seg.shape[-2:] == (24, 24)
+    assert all(t.masks.shape[-2:] == (24, 24) for t in targets)
