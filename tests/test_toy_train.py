@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from sam3 import Sam3Backend
+from sam3.configs import named_config
 from sam3.tokenizer import Sam3Tokenizer
 from sam3.toy import train, world
 
@@ -140,8 +141,6 @@ def test_a_damaged_checkpoint_is_named_in_the_error(tmp_path):
 
 def test_toy24_predicts_masks_at_half_the_toy_side():
     """`toy24` differs from the shipped `toy` only in mask resolution (24x24 instead of 48x48)."""
-    from sam3.configs import named_config
-
     shipped = json.loads((Path(train.__file__).parent / "sam3-toy" / "config.json").read_text())
     shipped = shipped.get("vision_config") or shipped["detector_config"]["vision_config"]
     toy = named_config("toy").vision_config
@@ -151,7 +150,8 @@ def test_toy24_predicts_masks_at_half_the_toy_side():
     model = train.init_model(cfg).eval()
     assert model.config.vision_config.backbone_feature_sizes[0] == [24, 24]
     tok = Sam3Tokenizer()
-    pixels, prompts, img_idx, targets = train.make_batch(train.PromptSampler(tok, cfg), cfg, 0, 168, (24, 24))
+    image_size, mask_size = train.batch_sizes(model.config)  # as train() sizes its batches
+    pixels, prompts, img_idx, targets = train.make_batch(train.PromptSampler(tok, cfg), cfg, 0, image_size, mask_size)
     ids, mask = train.pad_prompts(prompts, tok)
     with torch.no_grad():
         out = train.forward_pairs(model, pixels, img_idx, ids, mask)

@@ -174,6 +174,12 @@ def make_batch(sampler: PromptSampler, cfg: TrainConfig, step: int, image_size: 
     return pixels, prompts, torch.tensor(img_idx), targets
 
 
+def batch_sizes(config) -> tuple[int, tuple[int, int]]:
+    """The input side and the (H, W) of the predicted masks (and so of the targets) of a ``Sam3Config``."""
+    grid = config.vision_config.backbone_feature_sizes[0]
+    return int(config.vision_config.backbone_config.image_size), (int(grid[0]), int(grid[1]))
+
+
 def pad_prompts(prompts: list[list[int]], tokenizer: Sam3Tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
     """SOT + ids + EOT, padded with EOT to the longest; mask True at real tokens (as the backend does)."""
     rows = [[tokenizer.sot_id, *p, tokenizer.eot_id] for p in prompts]
@@ -265,9 +271,7 @@ def train(
         truncate_log(log_path, start)
     elif log_path.exists():
         log_path.unlink()
-    grid = model.config.vision_config.backbone_feature_sizes[0]
-    mask_size = (int(grid[0]), int(grid[1]))
-    image_size = int(model.config.vision_config.backbone_config.image_size)
+    image_size, mask_size = batch_sizes(model.config)
     weights = LossWeights(cls=cfg.cls_weight, presence=cfg.presence_weight)
     bar = tqdm(total=cfg.steps, initial=start, desc="train sam3-toy", unit="step", disable=not progress)
     t0 = time.time() - elapsed
