@@ -9,7 +9,9 @@ several machines against one database (e.g. ``postgresql://...``; SQLite only fo
 machine) shares the trials, and a restarted worker continues the study. Every finished trial is
 committed when it ends; a worker killed mid-trial loses only that trial: the heartbeat marks it FAIL
 after ``--grace`` seconds without a beat and ``RetryHeartbeatStaleTrialCallback`` queues its
-parameters again. TPE ignores failed trials, so they do not poison the study. ``--trials`` is the
+parameters again (a worker killed before its trial's first beat, a few milliseconds after the trial
+starts, leaves that trial RUNNING: optuna cannot tell it from one just starting elsewhere). TPE ignores
+failed trials, so they do not poison the study. ``--trials`` is the
 number of finished (complete or pruned) trials the study should reach, counted over all workers.
 
 A trial runs the strategy with the sampled settings (``SPACES``) on every category and seed with the

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -87,6 +89,13 @@ def test_study_resumes_from_its_storage(world, tmp_path, monkeypatch, capsys):
     assert len(optuna.load_study(study_name="sam3-alias:random", storage=url).trials) == 3
 
 
+def _running_beats(db: Path) -> int:
+    """Running trials of the study database ``db`` with a heartbeat on record."""
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        sql = "SELECT COUNT(*) FROM trials JOIN trial_heartbeats USING (trial_id) WHERE trials.state = 'RUNNING'"
+        return con.execute(sql).fetchone()[0]
+
+
 def test_killed_worker_loses_only_its_running_trial(world, tmp_path):
     out, config = tmp_path / "tune", _config(tmp_path)
     env = {**os.environ, "SAM3_ALIAS_CACHE": str(tmp_path / "features"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -104,8 +113,8 @@ def test_killed_worker_loses_only_its_running_trial(world, tmp_path):
             states = [t.state for t in optuna.load_study(study_name="sam3-alias:random", storage=url).trials]
         except (KeyError, Exception):  # the study or its tables may not exist yet
             continue
-        if TrialState.COMPLETE in states and TrialState.RUNNING in states:
-            break
+        if TrialState.COMPLETE in states and TrialState.RUNNING in states and _running_beats(out / "study.db"):
+            break  # a trial runs and has beaten once: before its first beat it could never become stale
     assert proc.poll() is None, "the worker ended early: " + proc.stderr.read().decode()[-2000:]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
