@@ -33,13 +33,13 @@ def time_steps(arch: str, steps: int, warmup: int) -> np.ndarray:
     rows = []
     for step in range(warmup + steps):
         t = [time.perf_counter()]
-        pixels, prompts, img_idx, targets = train.make_batch(sampler, cfg, step, image_size, mask_size)
-        ids, mask = train.pad_prompts(prompts, tok)
+        batch = train.make_batch(sampler, cfg, step, image_size, mask_size)
+        ids, mask = train.pad_prompts(batch.prompts, tok)
         t.append(time.perf_counter())
-        out = train.forward_pairs(model, pixels, img_idx, ids, mask)
+        out = train.forward_pairs(model, batch.pixels, batch.img_idx, ids, mask)
         t.append(time.perf_counter())
         preds = (out.pred_logits, out.pred_boxes, out.pred_masks, out.presence_logits, out.semantic_seg)
-        loss = set_prediction_loss(*preds, targets, LossWeights())
+        loss = set_prediction_loss(*preds, batch.targets, LossWeights())
         t.append(time.perf_counter())
         opt.zero_grad(set_to_none=True)
         loss.total.backward()

@@ -151,10 +151,10 @@ def test_toy24_predicts_masks_at_half_the_toy_side():
     assert model.config.vision_config.backbone_feature_sizes[0] == [24, 24]
     tok = Sam3Tokenizer()
     image_size, mask_size = train.batch_sizes(model.config)  # as train() sizes its batches
-    pixels, prompts, img_idx, targets = train.make_batch(train.PromptSampler(tok, cfg), cfg, 0, image_size, mask_size)
-    ids, mask = train.pad_prompts(prompts, tok)
+    batch = train.make_batch(train.PromptSampler(tok, cfg), cfg, 0, image_size, mask_size)
+    ids, mask = train.pad_prompts(batch.prompts, tok)
     with torch.no_grad():
-        out = train.forward_pairs(model, pixels, img_idx, ids, mask)
+        out = train.forward_pairs(model, batch.pixels, batch.img_idx, ids, mask)
     assert out.pred_masks.shape == (2, 24, 24, 24)  # (pairs, queries, H, W)
     assert out.semantic_seg.shape[-2:] == (24, 24)
-    assert all(t.masks.shape[-2:] == (24, 24) for t in targets)
+    assert all(t.masks.shape[-2:] == (24, 24) for t in batch.targets)

@@ -50,6 +50,32 @@ def test_render_is_deterministic_by_seed():
     assert not (a.rgb.shape == c.rgb.shape and np.array_equal(a.rgb, c.rgb))
 
 
+def _shares(a: tuple[str, str], b: tuple[str, str]) -> bool:
+    return bool(set(a) & set(b))
+
+
+def test_related_concepts_are_in_image_distractors():
+    rng = np.random.default_rng(0)
+    always = [world._related_concepts(rng, 4, 1.0) for _ in range(200)]
+    for picks in always:
+        assert len(set(picks)) == 4
+        concepts = [world.CONCEPTS[i] for i in picks]
+        assert all(any(_shares(concepts[j], c) for c in concepts[:j]) for j in range(1, 4))
+    rng = np.random.default_rng(0)
+    never = [[world.CONCEPTS[i] for i in world._related_concepts(rng, 2, 0.0)] for _ in range(400)]
+    share = np.mean([_shares(a, b) for a, b in never])
+    assert 0.25 < share < 0.5  # chance: 7 of the 19 other concepts share a colour or shape
+
+
+def test_training_world_options_keep_the_default_world():
+    default = world.render_image(world.image_rng(3, 7))
+    explicit = world.render_image(world.image_rng(3, 7), max_concepts=3, p_related=0.0)
+    assert np.array_equal(default.rgb, explicit.rgb)
+    images = [world.render_image(world.image_rng(9, k), max_concepts=5) for k in range(60)]
+    counts = [len({i.concept for i in img.instances}) for img in images]
+    assert max(counts) >= 4 and min(counts) >= 1
+
+
 def test_write_dataset_is_deterministic(tmp_path):
     p1 = world.write_dataset(tmp_path / "a", "named", images=3, seed=11)
     p2 = world.write_dataset(tmp_path / "b", "named", images=3, seed=11)

@@ -135,15 +135,28 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     return np.clip(np.rint(bg), 0, 255).astype(np.uint8)
 
 
-def render_image(rng: np.random.Generator, height: int | None = None, width: int | None = None) -> WorldImage:
-    """One world image: 1-3 concepts with 1-3 instances each (placements that do not fit are dropped)."""
+def render_image(
+    rng: np.random.Generator,
+    height: int | None = None,
+    width: int | None = None,
+    max_concepts: int = 3,
+    p_related: float = 0.0,
+) -> WorldImage:
+    """One world image: 1-``max_concepts`` concepts with 1-3 instances each (placements that do not
+    fit are dropped). With ``p_related`` > 0, each concept after the first shares a colour or a shape
+    with an earlier one with that probability (in-image distractors for training); the defaults are
+    the held-out world, and draw exactly what they always drew.
+    """
     if height is None:
         height = int(rng.integers(MIN_SIDE, MAX_SIDE + 1))
     if width is None:
         width = int(rng.integers(MIN_SIDE, MAX_SIDE + 1))
     rgb = _background(rng, height, width)
-    n_concepts = int(rng.integers(1, 4))
-    chosen = rng.choice(len(CONCEPTS), size=n_concepts, replace=False)
+    n_concepts = int(rng.integers(1, max_concepts + 1))
+    if p_related > 0:
+        chosen = _related_concepts(rng, n_concepts, p_related)
+    else:
+        chosen = rng.choice(len(CONCEPTS), size=n_concepts, replace=False)
     plan: list[tuple[str, str]] = []
     for ci in chosen:
         plan += [CONCEPTS[ci]] * int(rng.choice([1, 1, 2, 2, 3]))
@@ -174,6 +187,18 @@ def render_image(rng: np.random.Generator, height: int | None = None, width: int
         kept.append((colour, shape, m))
     instances = [Instance(c, s, v, int(f.sum())) for (c, s, f), v in zip(kept, visible)]
     return WorldImage(rgb, instances)
+
+
+def _related_concepts(rng: np.random.Generator, n: int, p_related: float) -> list[int]:
+    """``n`` distinct concept indices; each after the first shares a colour or shape with an earlier
+    one with probability ``p_related`` (when such a concept is left)."""
+    chosen = [int(rng.integers(len(CONCEPTS)))]
+    while len(chosen) < n:
+        free = [i for i in range(len(CONCEPTS)) if i not in chosen]
+        related = [i for i in free if any(set(CONCEPTS[i]) & set(CONCEPTS[j]) for j in chosen)]
+        pool = related if related and rng.random() < p_related else free
+        chosen.append(pool[int(rng.integers(len(pool)))])
+    return chosen
 
 
 def image_rng(seed: int, index: int) -> np.random.Generator:
