@@ -76,15 +76,21 @@ def predict(backend: Sam3Backend, coco: COCO, root: Path, prompts: dict[int, str
     return results, max_score, cat_ids, img_ids
 
 
-def per_category_ap(coco: COCO, results: list[dict]) -> dict[int, dict[str, float]]:
-    """COCO mask AP and AP50 per category (precision array of one COCOeval run)."""
+def coco_eval(coco: COCO, results: list[dict]) -> COCOeval | None:
+    """One COCOeval (segm) run over ``results``, evaluated and accumulated; None without results."""
     if not results:
-        return {c: {"ap": 0.0, "ap50": 0.0} for c in coco.cats}
+        return None
     with contextlib.redirect_stdout(io.StringIO()):
-        dt = coco.loadRes(results)
-        ev = COCOeval(coco, dt, iouType="segm")
+        ev = COCOeval(coco, coco.loadRes(results), iouType="segm")
         ev.evaluate()
         ev.accumulate()
+    return ev
+
+
+def per_category_ap(coco: COCO, ev: COCOeval | None) -> dict[int, dict[str, float]]:
+    """COCO mask AP and AP50 per category (precision array of one COCOeval run)."""
+    if ev is None:
+        return {c: {"ap": 0.0, "ap50": 0.0} for c in coco.cats}
     prec = ev.eval["precision"]  # (T, R, K, A, M)
     out = {}
     for k, cid in enumerate(ev.params.catIds):
@@ -94,6 +100,38 @@ def per_category_ap(coco: COCO, results: list[dict]) -> dict[int, dict[str, floa
         ap50 = float(np.mean(p50[p50 > -1])) if (p50 > -1).any() else 0.0
         out[cid] = {"ap": max(ap, 0.0), "ap50": max(ap50, 0.0)}
     return out
+
+
+def ap50_losses(coco: COCO, ev: COCOeval | None, threshold: float) -> dict[str, float]:
+    """Where AP50 is lost: recall at IoU 0.5 of all detections (score >= 0.01; low recall = masks
+    or localization), and the detections above ``threshold`` that match no instance (IoU 0.5),
+    split by what they cover: another instance of the prompted concept already matched
+    (*duplicate*), an instance of another concept (*confusion*: grounding), or neither (*junk*)."""
+    if ev is None:
+        return {"recall50": 0.0, "true": 0, "duplicate": 0, "confusion": 0, "junk": 0}
+    anns: dict[int, list[dict]] = {}
+    for a in coco.anns.values():
+        anns.setdefault(a["image_id"], []).append(a)
+    counts = {"true": 0, "duplicate": 0, "confusion": 0, "junk": 0}
+    for e in ev.evalImgs:
+        if e is None or e["aRng"] != ev.params.areaRng[0]:
+            continue
+        for d_id, matched, score in zip(e["dtIds"], e["dtMatches"][0], e["dtScores"]):
+            if score < threshold:
+                continue
+            if matched > 0:
+                counts["true"] += 1
+                continue
+            det = ev.cocoDt.anns[d_id]
+            kind = "junk"
+            for a in anns.get(det["image_id"], []):
+                iou = float(mask_utils.iou([det["segmentation"]], [coco.annToRLE(a)], [0])[0, 0])
+                if iou >= 0.5:
+                    kind = "duplicate" if a["category_id"] == det["category_id"] else "confusion"
+                    break
+            counts[kind] += 1
+    recall = ev.eval["recall"][0, :, 0, -1]  # (K,) at IoU 0.5, all areas, 100 detections
+    return {"recall50": float(np.mean(recall[recall > -1])), **counts}
 
 
 def presence_matrix(coco: COCO, cat_ids: list[int], img_ids: list[int]) -> np.ndarray:
@@ -130,7 +168,8 @@ def main(argv: list[str] | None = None) -> dict:
     for variant, (root, coco) in data.items():
         prompts = {c: coco.cats[c]["name"] for c in coco.cats}
         results, max_score, cat_ids, img_ids = predict(backend, coco, root, prompts)
-        aps = per_category_ap(coco, results)
+        ev = coco_eval(coco, results)
+        aps = per_category_ap(coco, ev)
         entry = {
             "mean_ap50": float(np.mean([aps[c]["ap50"] for c in cat_ids])),
             "mean_ap": float(np.mean([aps[c]["ap"] for c in cat_ids])),
@@ -146,6 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
             )
             entry["images_with_no_absent_false_detection"] = float(np.mean(~(fired & absent).any(0)))
             entry["present_detected"] = float(fired[present].mean())
+            entry["ap50_losses"] = ap50_losses(coco, ev, args.threshold)
         report[variant] = entry
     report["seconds"] = round(time.time() - t0, 1)
     named, renamed = report["named"], report["renamed"]
@@ -169,6 +209,12 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"renamed mean AP50 {renamed['mean_ap50']:.3f} (AP {renamed['mean_ap']:.3f})"
         f"   bar <= {BARS['renamed_ap50_max']}"
+    )
+    lost = named["ap50_losses"]
+    print(
+        f"named   recall@IoU.5 of all detections {lost['recall50']:.3f}; detections > {args.threshold}: "
+        f"{lost['true']} true, {lost['duplicate']} duplicate, {lost['confusion']} on another concept, "
+        f"{lost['junk']} junk"
     )
     print(f"pass: {report['pass']}  ({report['seconds']} s)")
     return report
