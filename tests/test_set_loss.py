@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sam3.toy.set_loss import LossWeights, SetTarget, hungarian_match, set_prediction_loss
+from sam3.toy.set_loss import LossWeights, SetTarget, aux_layer_loss, hungarian_match, set_prediction_loss
 
 Q, H, W = 6, 16, 16
 BIG = 30.0
@@ -104,3 +104,21 @@ def test_matching_is_one_to_one_with_more_targets_than_queries():
     q_idx, t_idx = hungarian_match(logits, qboxes, qmasks, target)
     assert len(q_idx) == Q and len(set(q_idx.tolist())) == Q and len(set(t_idx.tolist())) == Q
     assert np.all(t_idx < 8)
+
+
+def test_aux_layer_loss_matches_on_class_and_boxes_alone():
+    """An intermediate decoder layer has no masks: it is matched on class and box costs, and a
+    perfect (swapped-order) prediction costs nothing while a box error or a missed presence costs."""
+    target = _target()
+    logits, boxes, _ = _prediction(target, {5: 0, 2: 1})
+    q_idx, t_idx = hungarian_match(logits, boxes, None, target)
+    assert dict(zip(q_idx.tolist(), t_idx.tolist())) == {5: 0, 2: 1}
+    present = torch.tensor([[BIG]])
+    assert float(aux_layer_loss(logits[None], boxes[None], present, [target])) < 1e-3
+    shifted = boxes.clone()
+    shifted[5] += 0.1
+    assert float(aux_layer_loss(logits[None], shifted[None], present, [target])) > 1.0
+    assert float(aux_layer_loss(logits[None], boxes[None], -present, [target])) > 10.0
+    empty = SetTarget(torch.zeros(0, H, W), torch.zeros(0, 4))
+    nothing = torch.full((1, Q), -BIG)
+    assert float(aux_layer_loss(nothing, boxes[None], -present, [empty])) < 1e-3

@@ -12,6 +12,7 @@ from sam3 import Sam3Backend
 from sam3.configs import named_config
 from sam3.tokenizer import Sam3Tokenizer
 from sam3.toy import train, world
+from sam3.toy.set_loss import LossWeights
 
 CFG = train.TrainConfig(arch="tiny", steps=4, images_per_step=2, prompts_per_image=3, warmup=2)
 RUN = dict(ckpt_every=2, log_every=1, threads=1, progress=False)
@@ -158,3 +159,29 @@ def test_toy24_predicts_masks_at_half_the_toy_side():
     assert out.pred_masks.shape == (2, 24, 24, 24)  # (pairs, queries, H, W)
     assert out.semantic_seg.shape[-2:] == (24, 24)
     assert all(t.masks.shape[-2:] == (24, 24) for t in batch.targets)
+
+
+def test_aux_layer_outputs_rebuild_the_last_layer_and_train(tmp_path):
+    """forward_pairs_aux rebuilds each decoder layer's predictions the way Sam3Model builds the last
+    one's (checked on the last), and a run with auxiliary losses trains and logs them."""
+    cfg = train.TrainConfig(arch="tiny", images_per_step=2, prompts_per_image=3)
+    tok = Sam3Tokenizer()
+    model = train.init_model(cfg).eval()
+    image_size, mask_size = train.batch_sizes(model.config)
+    batch = train.make_batch(train.PromptSampler(tok, cfg), cfg, 0, image_size, mask_size)
+    ids, mask = train.pad_prompts(batch.prompts, tok)
+    with torch.no_grad():
+        out, layers = train.forward_pairs_aux(model, batch.pixels, batch.img_idx, ids, mask)
+    assert len(layers) == model.config.detr_decoder_config.num_layers
+    last = layers[-1]
+    torch.testing.assert_close(last.logits, out.pred_logits)
+    torch.testing.assert_close(last.boxes, out.pred_boxes)
+    torch.testing.assert_close(last.presence, out.presence_logits)
+    assert not torch.allclose(layers[0].boxes, last.boxes)  # a different layer, not a copy
+    run_cfg = train.TrainConfig(arch="tiny", steps=2, images_per_step=2, prompts_per_image=3, warmup=1, aux_weight=1.0)
+    train.train(tmp_path, run_cfg, **RUN)
+    rows = [json.loads(x) for x in (tmp_path / train.LOG_NAME).read_text().splitlines()]
+    assert all(r["aux"] > 0 for r in rows)
+    weighted = sum(getattr(LossWeights(), k) * rows[0][k] for k in ("box_l1", "giou", "mask_focal", "mask_dice"))
+    weighted += 2.0 * rows[0]["cls"] + 2.0 * rows[0]["presence"] + LossWeights().semantic * rows[0]["semantic"]
+    assert rows[0]["loss"] == pytest.approx(weighted + rows[0]["aux"], rel=1e-4)

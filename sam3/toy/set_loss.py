@@ -108,14 +108,15 @@ def _pairwise_dice(pred: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
 def hungarian_match(
     logits: torch.Tensor,
     boxes: torch.Tensor,
-    masks: torch.Tensor,
+    masks: torch.Tensor | None,
     target: SetTarget,
     weights: LossWeights = LossWeights(),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Match queries to the target instances of one pair.
 
     Args:
-        logits: (Q,) query logits; boxes: (Q, 4) xyxy; masks: (Q, h, w) mask logits.
+        logits: (Q,) query logits; boxes: (Q, 4) xyxy; masks: (Q, h, w) mask logits, or None to
+            match on the class and box costs alone (an intermediate decoder layer has no masks).
 
     Returns:
         (query indices, target indices), each of length min(Q, N).
@@ -123,17 +124,17 @@ def hungarian_match(
     n = len(target)
     if n == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    logits, boxes, masks = logits.float(), boxes.float(), masks.float()
-    pm = masks.flatten(1)
-    tm = target.masks.flatten(1).to(pm)
+    logits, boxes = logits.float(), boxes.float()
     tb = target.boxes.to(boxes)
     cost = (
         weights.cost_cls * _focal_class_cost(logits)[:, None]
         + weights.cost_box_l1 * torch.cdist(boxes, tb, p=1)
         - weights.cost_giou * generalized_box_iou(boxes, tb)
-        + weights.cost_mask * _pairwise_mask_focal(pm, tm)
-        + weights.cost_dice * _pairwise_dice(pm, tm)
     )
+    if masks is not None:
+        pm = masks.float().flatten(1)
+        tm = target.masks.flatten(1).to(pm)
+        cost = cost + weights.cost_mask * _pairwise_mask_focal(pm, tm) + weights.cost_dice * _pairwise_dice(pm, tm)
     q_idx, t_idx = linear_sum_assignment(cost.cpu().numpy())
     return q_idx.astype(np.int64), t_idx.astype(np.int64)
 
@@ -217,3 +218,44 @@ def set_prediction_loss(
     }
     total = sum(getattr(weights, k) * v for k, v in terms.items())
     return LossOutput(total, {k: float(v.detach()) for k, v in terms.items()}, matches)
+
+
+def aux_layer_loss(
+    query_logits: torch.Tensor,
+    boxes: torch.Tensor,
+    presence_logits: torch.Tensor,
+    targets: list[SetTarget],
+    weights: LossWeights = LossWeights(),
+) -> torch.Tensor:
+    """DETR's auxiliary loss of an intermediate decoder layer, which predicts no masks: its own
+    Hungarian matching on the class and box costs, then focal classification, L1 + GIoU boxes and
+    presence BCE with the weights of ``set_prediction_loss``.
+
+    Args:
+        query_logits: (B, Q); boxes: (B, Q, 4) xyxy normalized; presence_logits: (B,) or (B, 1).
+        targets: B ``SetTarget``.
+
+    Returns:
+        The weighted loss (a scalar tensor).
+    """
+    B, Q = query_logits.shape
+    matches = [hungarian_match(query_logits[b], boxes[b], None, targets[b], weights) for b in range(B)]
+    num = float(max(sum(len(t) for t in targets), 1))
+    cls_target = torch.zeros_like(query_logits)
+    for b, (qi, _) in enumerate(matches):
+        cls_target[b, torch.as_tensor(qi, dtype=torch.long)] = 1.0
+    total = weights.cls * sigmoid_focal_loss(query_logits, cls_target, num, FOCAL_ALPHA, FOCAL_GAMMA) * Q
+    presence_target = torch.tensor([float(len(t) > 0) for t in targets], device=query_logits.device)
+    total = total + weights.presence * F.binary_cross_entropy_with_logits(
+        presence_logits.reshape(B), presence_target.to(presence_logits)
+    )
+    if any(len(qi) for qi, _ in matches):
+        b_idx = torch.cat([torch.full((len(qi),), b, dtype=torch.long) for b, (qi, _) in enumerate(matches)])
+        q_idx = torch.cat([torch.as_tensor(qi, dtype=torch.long) for qi, _ in matches])
+        src = boxes[b_idx, q_idx]
+        tgt = torch.cat([t.boxes[torch.as_tensor(ti, dtype=torch.long)] for t, (_, ti) in zip(targets, matches)]).to(
+            src
+        )
+        total = total + weights.box_l1 * F.l1_loss(src, tgt, reduction="none").sum() / num
+        total = total + weights.giou * (1 - torch.diag(generalized_box_iou(src, tgt))).sum() / num
+    return total

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
+from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput, box_cxcywh_to_xyxy, inverse_sigmoid
 
 from sam3.configs import named_config
 from sam3.tokenizer import ASSET_DIR, Sam3Tokenizer
@@ -49,7 +49,7 @@ from sam3.toy.batch import (  # noqa: F401  (re-exported: the step's data is par
 )
 from sam3.toy.checkpoint import load_checkpoint, restore_rng, save_checkpoint, truncate_log
 from sam3.toy.modeling import export_model, init_model, load_exported
-from sam3.toy.set_loss import LossWeights, set_prediction_loss
+from sam3.toy.set_loss import LossWeights, aux_layer_loss, set_prediction_loss
 
 CKPT_NAME = "checkpoint.pt"
 LOG_NAME = "train_log.jsonl"
@@ -85,6 +85,7 @@ class TrainConfig:
     init_from: str = ""  # an exported sam3-toy HF directory to fine-tune from instead of the fresh init
     cls_weight: float = 2.0  # weight of the query classification (focal) loss
     presence_weight: float = 2.0  # weight of the presence BCE loss
+    aux_weight: float = 0.0  # weight of DETR's auxiliary losses on the decoder layers before the last (0: none)
     # training images (the held-out world keeps the defaults 3 and 0.0)
     world_max_concepts: int = 3  # concepts per training image: 1 to this many
     p_related_concept: float = 0.0  # a further concept shares a colour or shape with an earlier one
@@ -98,6 +99,46 @@ def forward_pairs(model, pixels: torch.Tensor, img_idx: torch.Tensor, ids: torch
         fpn_position_encoding=tuple(x.index_select(0, img_idx) for x in vis.fpn_position_encoding),
     )
     return model(vision_embeds=vision, input_ids=ids, attention_mask=mask)
+
+
+@dataclass
+class LayerOutputs:
+    """The predictions of one DETR decoder layer before the last, for B pairs."""
+
+    logits: torch.Tensor  # (B, Q) query logits
+    boxes: torch.Tensor  # (B, Q, 4) xyxy normalized
+    presence: torch.Tensor  # (B, 1) presence logits
+
+
+def forward_pairs_aux(model, pixels, img_idx, ids, mask):
+    """``forward_pairs``, and the predictions of every decoder layer (for DETR's auxiliary losses
+    on the layers before the last), built from the decoder's per-layer outputs (captured by forward
+    hooks) with the model's own box head and scoring, as ``Sam3Model.forward`` builds the last one's.
+
+    Returns:
+        (the model's output, a list of ``LayerOutputs``, first layer first; the last one is the
+        model's own ``pred_logits`` / ``pred_boxes`` / ``presence_logits``)
+    """
+    seen = {}
+    hooks = [
+        model.detr_encoder.register_forward_hook(lambda _m, _a, out: seen.__setitem__("encoder", out)),
+        model.detr_decoder.register_forward_hook(lambda _m, _a, out: seen.__setitem__("decoder", out)),
+    ]
+    try:
+        out = forward_pairs(model, pixels, img_idx, ids, mask)
+    finally:
+        for h in hooks:
+            h.remove()
+    dec, text = seen["decoder"], seen["encoder"].text_features
+    layers = []
+    for i in range(dec.intermediate_hidden_states.shape[0]):
+        hidden = dec.intermediate_hidden_states[i]  # (B, Q, D)
+        cxcywh = (inverse_sigmoid(dec.reference_boxes[i]) + model.detr_decoder.box_head(hidden)).sigmoid()
+        logits = model.dot_product_scoring(
+            decoder_hidden_states=hidden[None], text_features=text, text_mask=mask.bool()
+        )
+        layers.append(LayerOutputs(logits.squeeze(-1)[0], box_cxcywh_to_xyxy(cxcywh), dec.presence_logits[i]))
+    return out, layers
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -182,7 +223,11 @@ def train(
             targets = [t.to(device) for t in batch.targets]  # no-op on the CPU
             for g in optimizer.param_groups:
                 g["lr"] = lr_at(step, cfg)
-            out_ = forward_pairs(model, pixels, img_idx, ids, mask)
+            if cfg.aux_weight:
+                out_, layers = forward_pairs_aux(model, pixels, img_idx, ids, mask)
+                layers = layers[:-1]  # the last layer is the main loss's
+            else:
+                out_, layers = forward_pairs(model, pixels, img_idx, ids, mask), []
             loss = set_prediction_loss(
                 out_.pred_logits,
                 out_.pred_boxes,
@@ -192,11 +237,15 @@ def train(
                 targets,
                 weights,
             )
+            total, terms = loss.total, dict(loss.terms)
+            if layers:
+                aux = sum(aux_layer_loss(x.logits, x.boxes, x.presence, targets, weights) for x in layers)
+                total, terms["aux"] = total + cfg.aux_weight * aux, float(aux.detach())
             optimizer.zero_grad(set_to_none=True)
-            loss.total.backward()
+            total.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
-            rec = {"step": step, "loss": float(loss.total.detach()), **loss.terms}
+            rec = {"step": step, "loss": float(total.detach()), **terms}
             for k, v in rec.items():
                 if k != "step":
                     running[k] = 0.95 * running.get(k, v) + 0.05 * v
