@@ -9,6 +9,11 @@ every category name on every image, and prints:
                    threshold (score = sigmoid(query) * sigmoid(presence) > 0.3)
     renamed AP50   the same AP50 with the renamed (never-trained) category names as prompts
 
+and, to see where the named AP50 is lost: the presence AUC (does the best score per (concept,
+image) tell present from absent concepts: grounding), the recall at IoU 0.5 of all detections
+(masks), and the detections above the threshold that match nothing: duplicates, confusions with
+another concept, junk (``ap50_losses``).
+
     python bench/toy_quality.py                      # the shipped model, 200 images, seed 777
     python bench/toy_quality.py --model results/toy_run1/model --images 100
 """
@@ -29,6 +34,7 @@ import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+from scipy.stats import mannwhitneyu
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -185,6 +191,10 @@ def main(argv: list[str] | None = None) -> dict:
             )
             entry["images_with_no_absent_false_detection"] = float(np.mean(~(fired & absent).any(0)))
             entry["present_detected"] = float(fired[present].mean())
+            # grounding: how well the best score per (concept, image) tells present from absent
+            entry["presence_auc"] = float(
+                mannwhitneyu(max_score[present], max_score[absent]).statistic / (present.sum() * absent.sum())
+            )
             entry["ap50_losses"] = ap50_losses(coco, ev, args.threshold)
         report[variant] = entry
     report["seconds"] = round(time.time() - t0, 1)
@@ -210,6 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"renamed mean AP50 {renamed['mean_ap50']:.3f} (AP {renamed['mean_ap']:.3f})"
         f"   bar <= {BARS['renamed_ap50_max']}"
     )
+    print(f"named   presence AUC (best score, concept present vs absent) {named['presence_auc']:.3f}")
     lost = named["ap50_losses"]
     print(
         f"named   recall@IoU.5 of all detections {lost['recall50']:.3f}; detections > {args.threshold}: "
