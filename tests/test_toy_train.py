@@ -110,6 +110,12 @@ def test_overrides_are_typed_and_checked():
         train.apply_overrides(cfg, ["steps=many"], _raise)
     with pytest.raises(ValueError, match="prompt mix"):
         train.apply_overrides(cfg, ["p_concept=0.9"], _raise)
+    with pytest.raises(ValueError, match="world_max_concepts=0"):
+        train.apply_overrides(cfg, ["world_max_concepts=0"], _raise)
+    with pytest.raises(ValueError, match="p_related_concept=1.5"):
+        train.apply_overrides(cfg, ["p_related_concept=1.5"], _raise)
+    ok = train.apply_overrides(cfg, ["world_max_concepts=4", "p_related_concept=0.6", "aux_weight=1"], _raise)
+    assert (ok.world_max_concepts, ok.p_related_concept, ok.aux_weight) == (4, 0.6, 1.0)
 
 
 def test_cuda_device_is_refused_without_cuda(tmp_path, monkeypatch, capsys):

@@ -37,6 +37,7 @@ from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput, box_
 
 from sam3.configs import named_config
 from sam3.tokenizer import ASSET_DIR, Sam3Tokenizer
+from sam3.toy import world
 from sam3.toy.batch import (  # noqa: F401  (re-exported: the step's data is part of train's interface)
     OBJECT_WORD,
     TRAIN_STREAM,
@@ -290,6 +291,10 @@ def apply_overrides(cfg: TrainConfig, items: list[str], error) -> TrainConfig:
     rest = 1.0 - (cfg.p_concept + cfg.p_colour + cfg.p_shape + cfg.p_object)
     if rest < -1e-9:
         error(f"prompt mix p_concept + p_colour + p_shape + p_object = {1 - rest:.3f} > 1")
+    if not 1 <= cfg.world_max_concepts <= len(world.CONCEPTS):
+        error(f"world_max_concepts={cfg.world_max_concepts}: must be 1 to {len(world.CONCEPTS)} (the world's concepts)")
+    if not 0.0 <= cfg.p_related_concept <= 1.0 or cfg.aux_weight < 0:
+        error(f"p_related_concept={cfg.p_related_concept} must be in [0, 1], aux_weight={cfg.aux_weight} >= 0")
     return cfg
 
 
