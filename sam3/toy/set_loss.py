@@ -148,6 +148,39 @@ def _semantic_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return bce + dice.mean()
 
 
+def _query_terms(
+    query_logits: torch.Tensor,
+    boxes: torch.Tensor,
+    presence_logits: torch.Tensor,
+    targets: list[SetTarget],
+    matches: list[tuple[np.ndarray, np.ndarray]],
+    num: float,
+) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
+    """The class, box and presence terms of one decoder layer given its matching, and the
+    (pair, query) indices of the matched queries (None when nothing is matched)."""
+    B, Q = query_logits.shape
+    cls_target = torch.zeros_like(query_logits)
+    for b, (qi, _) in enumerate(matches):
+        cls_target[b, torch.as_tensor(qi, dtype=torch.long)] = 1.0
+    presence_target = torch.tensor([float(len(t) > 0) for t in targets], device=query_logits.device)
+    zero = query_logits.sum() * 0.0
+    terms = {
+        "cls": sigmoid_focal_loss(query_logits, cls_target, num, FOCAL_ALPHA, FOCAL_GAMMA) * Q,
+        "box_l1": zero,
+        "giou": zero,
+        "presence": F.binary_cross_entropy_with_logits(presence_logits.reshape(B), presence_target.to(presence_logits)),
+    }
+    if not any(len(qi) for qi, _ in matches):
+        return terms, None
+    b_idx = torch.cat([torch.full((len(qi),), b, dtype=torch.long) for b, (qi, _) in enumerate(matches)])
+    q_idx = torch.cat([torch.as_tensor(qi, dtype=torch.long) for qi, _ in matches])
+    src = boxes[b_idx, q_idx]
+    tgt = torch.cat([t.boxes[torch.as_tensor(ti, dtype=torch.long)] for t, (_, ti) in zip(targets, matches)]).to(src)
+    terms["box_l1"] = F.l1_loss(src, tgt, reduction="none").sum() / num
+    terms["giou"] = (1 - torch.diag(generalized_box_iou(src, tgt))).sum() / num
+    return terms, (b_idx, q_idx)
+
+
 def set_prediction_loss(
     query_logits: torch.Tensor,
     boxes: torch.Tensor,
@@ -168,54 +201,30 @@ def set_prediction_loss(
     Returns:
         LossOutput: the weighted total, each (unweighted) term as a float, and the matches.
     """
-    B, Q = query_logits.shape
+    B = query_logits.shape[0]
     h, w = mask_logits.shape[-2:]
-    presence_logits = presence_logits.reshape(B)
     semantic_logits = semantic_logits.reshape(B, *semantic_logits.shape[-2:])
     matches = [hungarian_match(query_logits[b], boxes[b], mask_logits[b], targets[b], weights) for b in range(B)]
-    n_total = sum(len(t) for t in targets)
-    num = float(max(n_total, 1))
-
-    cls_target = torch.zeros_like(query_logits)
-    for b, (qi, _) in enumerate(matches):
-        cls_target[b, torch.as_tensor(qi, dtype=torch.long)] = 1.0
-    loss_cls = sigmoid_focal_loss(query_logits, cls_target, num, FOCAL_ALPHA, FOCAL_GAMMA) * Q
-
-    presence_target = torch.tensor([float(len(t) > 0) for t in targets], device=query_logits.device)
-    loss_presence = F.binary_cross_entropy_with_logits(presence_logits, presence_target.to(presence_logits))
+    num = float(max(sum(len(t) for t in targets), 1))
+    terms, matched = _query_terms(query_logits, boxes, presence_logits, targets, matches, num)
 
     sem_target = torch.stack(
         [t.masks.amax(0) if len(t) else torch.zeros(h, w, device=mask_logits.device) for t in targets]
     ).to(semantic_logits)
     if sem_target.shape[-2:] != semantic_logits.shape[-2:]:
         sem_target = F.interpolate(sem_target[:, None], size=semantic_logits.shape[-2:], mode="area")[:, 0]
-    loss_semantic = _semantic_loss(semantic_logits, sem_target)
+    terms["semantic"] = _semantic_loss(semantic_logits, sem_target)
 
-    zero = query_logits.sum() * 0.0
-    loss_l1 = loss_giou = loss_mfocal = loss_dice = zero
-    if n_total:
-        b_idx = torch.cat([torch.full((len(qi),), b, dtype=torch.long) for b, (qi, _) in enumerate(matches)])
-        q_idx = torch.cat([torch.as_tensor(qi, dtype=torch.long) for qi, _ in matches])
-        src_boxes = boxes[b_idx, q_idx]
-        src_masks = mask_logits[b_idx, q_idx].flatten(1)
-        tgt_boxes = torch.cat([t.boxes[torch.as_tensor(ti, dtype=torch.long)] for t, (_, ti) in zip(targets, matches)])
+    terms["mask_focal"] = terms["mask_dice"] = query_logits.sum() * 0.0
+    if matched is not None:
+        src_masks = mask_logits[matched].flatten(1)
         tgt_masks = torch.cat([t.masks[torch.as_tensor(ti, dtype=torch.long)] for t, (_, ti) in zip(targets, matches)])
-        tgt_boxes = tgt_boxes.to(src_boxes)
         tgt_masks = tgt_masks.flatten(1).to(src_masks)
-        loss_l1 = F.l1_loss(src_boxes, tgt_boxes, reduction="none").sum() / num
-        loss_giou = (1 - torch.diag(generalized_box_iou(src_boxes, tgt_boxes))).sum() / num
-        loss_mfocal = sigmoid_focal_loss(src_masks, tgt_masks, num, FOCAL_ALPHA, FOCAL_GAMMA)
-        loss_dice = dice_loss(src_masks, tgt_masks, num)
+        terms["mask_focal"] = sigmoid_focal_loss(src_masks, tgt_masks, num, FOCAL_ALPHA, FOCAL_GAMMA)
+        terms["mask_dice"] = dice_loss(src_masks, tgt_masks, num)
 
-    terms = {
-        "cls": loss_cls,
-        "box_l1": loss_l1,
-        "giou": loss_giou,
-        "mask_focal": loss_mfocal,
-        "mask_dice": loss_dice,
-        "presence": loss_presence,
-        "semantic": loss_semantic,
-    }
+    order = ("cls", "box_l1", "giou", "mask_focal", "mask_dice", "presence", "semantic")  # the log's and the sum's
+    terms = {k: terms[k] for k in order}
     total = sum(getattr(weights, k) * v for k, v in terms.items())
     return LossOutput(total, {k: float(v.detach()) for k, v in terms.items()}, matches)
 
@@ -228,8 +237,8 @@ def aux_layer_loss(
     weights: LossWeights = LossWeights(),
 ) -> torch.Tensor:
     """DETR's auxiliary loss of an intermediate decoder layer, which predicts no masks: its own
-    Hungarian matching on the class and box costs, then focal classification, L1 + GIoU boxes and
-    presence BCE with the weights of ``set_prediction_loss``.
+    Hungarian matching on the class and box costs, then the class, box and presence terms of
+    ``set_prediction_loss`` with its weights.
 
     Args:
         query_logits: (B, Q); boxes: (B, Q, 4) xyxy normalized; presence_logits: (B,) or (B, 1).
@@ -238,24 +247,8 @@ def aux_layer_loss(
     Returns:
         The weighted loss (a scalar tensor).
     """
-    B, Q = query_logits.shape
+    B = query_logits.shape[0]
     matches = [hungarian_match(query_logits[b], boxes[b], None, targets[b], weights) for b in range(B)]
     num = float(max(sum(len(t) for t in targets), 1))
-    cls_target = torch.zeros_like(query_logits)
-    for b, (qi, _) in enumerate(matches):
-        cls_target[b, torch.as_tensor(qi, dtype=torch.long)] = 1.0
-    total = weights.cls * sigmoid_focal_loss(query_logits, cls_target, num, FOCAL_ALPHA, FOCAL_GAMMA) * Q
-    presence_target = torch.tensor([float(len(t) > 0) for t in targets], device=query_logits.device)
-    total = total + weights.presence * F.binary_cross_entropy_with_logits(
-        presence_logits.reshape(B), presence_target.to(presence_logits)
-    )
-    if any(len(qi) for qi, _ in matches):
-        b_idx = torch.cat([torch.full((len(qi),), b, dtype=torch.long) for b, (qi, _) in enumerate(matches)])
-        q_idx = torch.cat([torch.as_tensor(qi, dtype=torch.long) for qi, _ in matches])
-        src = boxes[b_idx, q_idx]
-        tgt = torch.cat([t.boxes[torch.as_tensor(ti, dtype=torch.long)] for t, (_, ti) in zip(targets, matches)]).to(
-            src
-        )
-        total = total + weights.box_l1 * F.l1_loss(src, tgt, reduction="none").sum() / num
-        total = total + weights.giou * (1 - torch.diag(generalized_box_iou(src, tgt))).sum() / num
-    return total
+    terms, _ = _query_terms(query_logits, boxes, presence_logits, targets, matches, num)
+    return sum(getattr(weights, k) * v for k, v in terms.items())

@@ -105,7 +105,7 @@ def forward_pairs(model, pixels: torch.Tensor, img_idx: torch.Tensor, ids: torch
 
 @dataclass
 class LayerOutputs:
-    """The predictions of one DETR decoder layer before the last, for B pairs."""
+    """The predictions of one DETR decoder layer, for B pairs."""
 
     logits: torch.Tensor  # (B, Q) query logits
     boxes: torch.Tensor  # (B, Q, 4) xyxy normalized
