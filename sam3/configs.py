@@ -89,6 +89,9 @@ class ArchSpec:
 # `toy`: the architecture of the shipped sam3-toy model (sam3/toy/train.py).
 # `toy24`: `toy` with 24x24 instead of 48x48 masks (FPN scales 2, 1, 0.5): a training step costs about
 #   0.54x; it trains in an hour on 2 CPU cores but below the quality bars (README, "The embedded model").
+# `toy24d`: `toy24` with `toy`'s two pixel-decoder stages (FPN scales 2, 2, 1, 0.5: the second stage at
+#   24x24); a candidate, not yet trained end to end: its stage-1 presence and semantic losses fall below
+#   `toy24`'s plateau within 3,000 steps (README); a step costs about 1.1x `toy24`'s.
 # `full`: facebook/sam3's sizes (random weights; GPU benchmarks only).
 ARCHS: dict[str, ArchSpec | None] = {
     "tiny": ArchSpec(
@@ -103,6 +106,7 @@ ARCHS: dict[str, ArchSpec | None] = {
     ),
     "toy": ArchSpec(),
     "toy24": ArchSpec(scale_factors=(2.0, 1.0, 0.5)),
+    "toy24d": ArchSpec(scale_factors=(2.0, 2.0, 1.0, 0.5)),
     "full": None,
 }
 

@@ -167,6 +167,24 @@ def test_toy24_predicts_masks_at_half_the_toy_side():
     assert all(t.masks.shape[-2:] == (24, 24) for t in batch.targets)
 
 
+def test_toy24d_has_two_pixel_decoder_stages_at_24x24():
+    """`toy24d` keeps toy24's 24x24 masks but adds back toy's second pixel-decoder stage."""
+    sizes = named_config("toy24d").vision_config.backbone_feature_sizes
+    assert sizes == [[24, 24], [24, 24], [12, 12]]  # the levels the pixel decoder sees (the last FPN level is dropped)
+    assert named_config("toy24").vision_config.backbone_feature_sizes[:2] == [[24, 24], [12, 12]]
+    cfg = train.TrainConfig(arch="toy24d", images_per_step=1, prompts_per_image=2)
+    model = train.init_model(cfg).eval()
+    tok = Sam3Tokenizer()
+    image_size, mask_size = train.batch_sizes(model.config)
+    assert tuple(mask_size) == (24, 24)
+    batch = train.make_batch(train.PromptSampler(tok, cfg), cfg, 0, image_size, mask_size)
+    ids, mask = train.pad_prompts(batch.prompts, tok)
+    with torch.no_grad():
+        out = train.forward_pairs(model, batch.pixels, batch.img_idx, ids, mask)
+    assert out.pred_masks.shape == (2, 24, 24, 24)  # (pairs, queries, H, W)
+    assert out.semantic_seg.shape[-2:] == (24, 24)
+
+
 def test_aux_layer_outputs_rebuild_the_last_layer_and_train(tmp_path):
     """forward_pairs_aux rebuilds each decoder layer's predictions the way Sam3Model builds the last
     one's (checked on the last), and a run with auxiliary losses trains and logs them."""
