@@ -146,6 +146,19 @@ def test_a_damaged_checkpoint_is_named_in_the_error(tmp_path):
     assert bad.read_bytes() == b"not a checkpoint"  # left as it was, nothing overwritten
 
 
+def _one_batch_forward(arch: str):
+    """A fresh `arch` model, the mask size train() would use, one 1-image x 2-prompt batch and its outputs."""
+    cfg = train.TrainConfig(arch=arch, images_per_step=1, prompts_per_image=2)
+    model = train.init_model(cfg).eval()
+    tok = Sam3Tokenizer()
+    image_size, mask_size = train.batch_sizes(model.config)  # as train() sizes its batches
+    batch = train.make_batch(train.PromptSampler(tok, cfg), cfg, 0, image_size, mask_size)
+    ids, mask = train.pad_prompts(batch.prompts, tok)
+    with torch.no_grad():
+        out = train.forward_pairs(model, batch.pixels, batch.img_idx, ids, mask)
+    return model, mask_size, batch, out
+
+
 def test_toy24_predicts_masks_at_half_the_toy_side():
     """`toy24` differs from the shipped `toy` only in mask resolution (24x24 instead of 48x48)."""
     shipped = json.loads((Path(train.__file__).parent / "sam3-toy" / "config.json").read_text())
@@ -153,15 +166,8 @@ def test_toy24_predicts_masks_at_half_the_toy_side():
     toy = named_config("toy").vision_config
     assert toy.scale_factors == shipped["scale_factors"]
     assert toy.backbone_feature_sizes == shipped["backbone_feature_sizes"]
-    cfg = train.TrainConfig(arch="toy24", images_per_step=1, prompts_per_image=2)
-    model = train.init_model(cfg).eval()
+    model, _, batch, out = _one_batch_forward("toy24")
     assert model.config.vision_config.backbone_feature_sizes[0] == [24, 24]
-    tok = Sam3Tokenizer()
-    image_size, mask_size = train.batch_sizes(model.config)  # as train() sizes its batches
-    batch = train.make_batch(train.PromptSampler(tok, cfg), cfg, 0, image_size, mask_size)
-    ids, mask = train.pad_prompts(batch.prompts, tok)
-    with torch.no_grad():
-        out = train.forward_pairs(model, batch.pixels, batch.img_idx, ids, mask)
     assert out.pred_masks.shape == (2, 24, 24, 24)  # (pairs, queries, H, W)
     assert out.semantic_seg.shape[-2:] == (24, 24)
     assert all(t.masks.shape[-2:] == (24, 24) for t in batch.targets)
@@ -172,15 +178,8 @@ def test_toy24d_has_two_pixel_decoder_stages_at_24x24():
     sizes = named_config("toy24d").vision_config.backbone_feature_sizes
     assert sizes == [[24, 24], [24, 24], [12, 12]]  # the levels the pixel decoder sees (the last FPN level is dropped)
     assert named_config("toy24").vision_config.backbone_feature_sizes[:2] == [[24, 24], [12, 12]]
-    cfg = train.TrainConfig(arch="toy24d", images_per_step=1, prompts_per_image=2)
-    model = train.init_model(cfg).eval()
-    tok = Sam3Tokenizer()
-    image_size, mask_size = train.batch_sizes(model.config)
+    _, mask_size, _, out = _one_batch_forward("toy24d")
     assert tuple(mask_size) == (24, 24)
-    batch = train.make_batch(train.PromptSampler(tok, cfg), cfg, 0, image_size, mask_size)
-    ids, mask = train.pad_prompts(batch.prompts, tok)
-    with torch.no_grad():
-        out = train.forward_pairs(model, batch.pixels, batch.img_idx, ids, mask)
     assert out.pred_masks.shape == (2, 24, 24, 24)  # (pairs, queries, H, W)
     assert out.semantic_seg.shape[-2:] == (24, 24)
 
