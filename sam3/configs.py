@@ -86,12 +86,13 @@ class ArchSpec:
 
 
 # `tiny`: the fastest config that still exercises every module (unit tests).
-# `toy`: the architecture of the shipped sam3-toy model (sam3/toy/train.py).
-# `toy24`: `toy` with 24x24 instead of 48x48 masks (FPN scales 2, 1, 0.5): a training step costs about
-#   0.54x; it trains in an hour on 2 CPU cores but below the quality bars (README, "The embedded model").
-# `toy24d`: `toy24` with `toy`'s two pixel-decoder stages (FPN scales 2, 2, 1, 0.5: the second stage at
-#   24x24); a candidate, not yet trained end to end: its stage-1 presence and semantic losses fall below
-#   `toy24`'s plateau within 3,000 steps (README); a step costs about 1.1x `toy24`'s.
+# `toy`: 168 px input, 4-layer ViT, 2-layer CLIP text encoder, 24 queries, 48x48 masks (the default
+#   ArchSpec); the shipped sam3-toy's architecture until its 133-min recipe was replaced (README).
+# `toy24`: `toy` with 24x24 masks and one pixel-decoder stage (FPN scales 2, 1, 0.5): a step costs about
+#   0.6x `toy`'s, but its stage 1 never grounds the prompts, so its quality is left to chance (README).
+# `toy24d`: the shipped sam3-toy (sam3/toy/train.py's default): `toy24` with `toy`'s two pixel-decoder
+#   stages (FPN scales 2, 2, 1, 0.5: the second at 24x24); its stage 1 grounds, and the two-stage recipe
+#   meets the quality bars in about 54 min on 2 CPU cores (README, "The embedded model").
 # `full`: facebook/sam3's sizes (random weights; GPU benchmarks only).
 ARCHS: dict[str, ArchSpec | None] = {
     "tiny": ArchSpec(

@@ -160,12 +160,8 @@ def _one_batch_forward(arch: str):
 
 
 def test_toy24_predicts_masks_at_half_the_toy_side():
-    """`toy24` differs from the shipped `toy` only in mask resolution (24x24 instead of 48x48)."""
-    shipped = json.loads((Path(train.__file__).parent / "sam3-toy" / "config.json").read_text())
-    shipped = shipped.get("vision_config") or shipped["detector_config"]["vision_config"]
-    toy = named_config("toy").vision_config
-    assert toy.scale_factors == shipped["scale_factors"]
-    assert toy.backbone_feature_sizes == shipped["backbone_feature_sizes"]
+    """`toy24` differs from `toy` only in mask resolution (24x24 instead of 48x48)."""
+    assert named_config("toy").vision_config.backbone_feature_sizes[0] == [48, 48]
     model, _, batch, out = _one_batch_forward("toy24")
     assert model.config.vision_config.backbone_feature_sizes[0] == [24, 24]
     assert out.pred_masks.shape == (2, 24, 24, 24)  # (pairs, queries, H, W)
@@ -174,7 +170,14 @@ def test_toy24_predicts_masks_at_half_the_toy_side():
 
 
 def test_toy24d_has_two_pixel_decoder_stages_at_24x24():
-    """`toy24d` keeps toy24's 24x24 masks but adds back toy's second pixel-decoder stage."""
+    """`toy24d` (the shipped sam3-toy's architecture and train()'s default) keeps toy24's 24x24 masks
+    but adds back toy's second pixel-decoder stage."""
+    shipped = json.loads((Path(train.__file__).parent / "sam3-toy" / "config.json").read_text())
+    shipped = shipped.get("vision_config") or shipped["detector_config"]["vision_config"]
+    toy24d = named_config("toy24d").vision_config
+    assert train.TrainConfig().arch == "toy24d"
+    assert toy24d.scale_factors == shipped["scale_factors"]
+    assert toy24d.backbone_feature_sizes == shipped["backbone_feature_sizes"]
     sizes = named_config("toy24d").vision_config.backbone_feature_sizes
     assert sizes == [[24, 24], [24, 24], [12, 12]]  # the levels the pixel decoder sees (the last FPN level is dropped)
     assert named_config("toy24").vision_config.backbone_feature_sizes[:2] == [[24, 24], [12, 12]]

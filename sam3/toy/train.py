@@ -16,7 +16,7 @@ exactly. Losses go to ``DIR/train_log.jsonl``.
 At the end the model is exported to ``DIR/model`` (or ``--export-to``) in fp16 with the tokenizer
 files: a checkpoint directory that ``Sam3Backend.load`` reads like facebook/sam3.
 
-    python -m sam3.toy.train --out results/toy_train --steps 6000
+    python -m sam3.toy.train --out results/toy_train                  # stage 1 of the shipped recipe
     python -m sam3.toy.train --out results/toy_train --resume
     python -m sam3.toy.train --out results/toy_train --steps 6000 --device cuda
     python -m sam3.toy.train --out results/toy_train --export-only --export-to sam3/toy/sam3-toy
@@ -59,8 +59,8 @@ LOG_NAME = "train_log.jsonl"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    arch: str = "toy"
-    steps: int = 10000
+    arch: str = "toy24d"  # named architecture (sam3.configs.ARCHS); toy24d is the shipped sam3-toy's
+    steps: int = 8000  # total optimizer steps (8,000: stage 1 of the shipped recipe, README)
     images_per_step: int = 4
     prompts_per_image: int = 6
     lr: float = 1e-3
