@@ -178,8 +178,8 @@ def test_toy24d_has_two_pixel_decoder_stages_at_24x24():
     assert train.TrainConfig().arch == "toy24d"
     assert toy24d.scale_factors == shipped["scale_factors"]
     assert toy24d.backbone_feature_sizes == shipped["backbone_feature_sizes"]
-    sizes = named_config("toy24d").vision_config.backbone_feature_sizes
-    assert sizes == [[24, 24], [24, 24], [12, 12]]  # the levels the pixel decoder sees (the last FPN level is dropped)
+    # the levels the pixel decoder sees (the last FPN level is dropped)
+    assert toy24d.backbone_feature_sizes == [[24, 24], [24, 24], [12, 12]]
     assert named_config("toy24").vision_config.backbone_feature_sizes[:2] == [[24, 24], [12, 12]]
     _, mask_size, _, out = _one_batch_forward("toy24d")
     assert tuple(mask_size) == (24, 24)
