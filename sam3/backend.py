@@ -27,6 +27,7 @@ from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
 from sam3.cache import FeatureCache, default_cache_dir
 from sam3.features import GroundingOutput, ImageFeatures, TextFeatures
 from sam3.loading import (
+    HASH_MEMO_NAME,
     ResolvedSource,
     build_model,
     fingerprint,
@@ -63,8 +64,10 @@ class Sam3Backend:
         self.source = source
         self.device = device
         self.dtype = dtype
-        self.fingerprint = fingerprint(source, dtype)
-        self.cache = FeatureCache(cache_dir or default_cache_dir(), self.fingerprint) if use_cache else None
+        cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
+        # weight files are hashed in full once; the digest is remembered beside the feature cache
+        self.fingerprint = fingerprint(source, dtype, memo=cache_root / HASH_MEMO_NAME if use_cache else None)
+        self.cache = FeatureCache(cache_root, self.fingerprint) if use_cache else None
         cfg = model.config
         self.image_size: int = int(cfg.vision_config.backbone_config.image_size)
         self.patch_size: int = int(cfg.vision_config.backbone_config.patch_size)
@@ -190,7 +193,10 @@ class Sam3Backend:
 
     # ------------------------------------------------------------------ images
     def encode_images(self, images: Sequence[ImageLike], batch_size: int = 8, progress: bool = False) -> ImageFeatures:
-        """Vision features of images, computed once and cached on disk (fp16).
+        """Vision features of images, computed once and cached on disk.
+
+        Entries are stored in the dtype they were computed in (the backend's), so features read
+        back from the cache are bitwise the ones a cold run computes.
 
         Args:
             images: paths, PIL images or arrays (see ``sam3.preprocess.load_image``).
@@ -206,9 +212,9 @@ class Sam3Backend:
         levels: list[list[torch.Tensor] | None] = [None] * len(rgbs)
         todo = []
         for i, key in enumerate(keys):
-            stored = self.cache.get(key) if self.cache is not None else None
+            stored = self.cache.get(key, self.dtype) if self.cache is not None else None
             if stored is not None:
-                levels[i] = [stored[f"fpn{k}"].to(self.device, self.dtype) for k in range(len(stored))]
+                levels[i] = [stored[f"fpn{k}"].to(self.device) for k in range(len(stored))]
             else:
                 todo.append(i)
         bar = tqdm(total=len(todo), desc="encode images", unit="img", disable=not progress or not todo)
@@ -218,7 +224,7 @@ class Sam3Backend:
             for j, i in enumerate(chunk):
                 levels[i] = [lvl[j] for lvl in fpn]
                 if self.cache is not None:
-                    self.cache.put(keys[i], {f"fpn{k}": lvl[j].half() for k, lvl in enumerate(fpn)})
+                    self.cache.put(keys[i], {f"fpn{k}": lvl[j] for k, lvl in enumerate(fpn)})
             bar.update(len(chunk))
         bar.close()
         fpn = [torch.stack([lv[k] for lv in levels]) for k in range(len(levels[0]))] if levels else []

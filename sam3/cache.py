@@ -3,6 +3,9 @@
 Entries are written to a temporary file and renamed into place, so a crash never leaves a
 half-written entry under the final name. Every entry carries a CRC of its bytes and its own key;
 a truncated, corrupt or foreign file is detected on read, deleted and reported as a miss.
+Tensors are stored as given: the backend stores features in the dtype it computed them in, so a
+warm run reads back bitwise what a cold run computed (version 1 stored fp16 copies of fp32
+features, so warm and cold runs differed; its entries are dropped and recomputed).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"
 
 
 def default_cache_dir() -> Path:
@@ -48,8 +51,11 @@ class FeatureCache:
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.safetensors"
 
-    def get(self, key: str) -> dict[str, torch.Tensor] | None:
-        """The stored tensors for ``key``, or None (missing or invalid; invalid files are removed)."""
+    def get(self, key: str, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor] | None:
+        """The stored tensors for ``key``, or None (missing or invalid; invalid files are removed).
+
+        With ``dtype``, an entry holding tensors of another dtype is invalid too.
+        """
         path = self.path(key)
         if not path.is_file():
             self.misses += 1
@@ -59,10 +65,15 @@ class FeatureCache:
 
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
+            if meta.get("version") != CACHE_VERSION:  # an older layout: quietly recompute
+                logger.debug("feature cache entry %s has version %s; recomputing", path, meta.get("version"))
+                path.unlink(missing_ok=True)
+                self.misses += 1
+                return None
             tensors = load_file(str(path))
             ok = (
-                meta.get("version") == CACHE_VERSION
-                and meta.get("key") == key
+                meta.get("key") == key
+                and (dtype is None or all(t.dtype == dtype for t in tensors.values()))
                 and meta.get("fingerprint") == self.fingerprint
                 and meta.get("crc") == _crc(tensors)
             )

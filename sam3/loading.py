@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,23 +119,89 @@ def tokenizer_dir(source: ResolvedSource) -> Path:
     return ASSET_DIR
 
 
-def fingerprint(source: ResolvedSource, dtype: torch.dtype) -> str:
-    """Identity of the weights (and compute dtype), for cache keys and provenance."""
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+HASH_MEMO_NAME = "weight-hashes.json"
+_memo_in_process: dict[str, dict] = {}
+
+
+def weight_files(path: Path) -> list[Path]:
+    """The weight files of a checkpoint directory (every one is hashed into the fingerprint)."""
+    return sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+
+
+def _stat_key(path: Path) -> tuple[str, dict]:
+    st = path.stat()
+    return str(path.resolve()), {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _read_memo(memo: Path | None) -> dict[str, dict]:
+    if memo is None or not memo.is_file():
+        return {}
+    try:
+        data = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_memo(memo: Path, entries: dict[str, dict]) -> None:
+    """Merge ``entries`` into the memo file, atomically (a concurrent writer may win; then a later
+    run hashes the file once more, nothing worse)."""
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        data = {**_read_memo(memo), **entries}
+        fd, tmp = tempfile.mkstemp(dir=memo.parent, prefix=".tmp-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=0, sort_keys=True)
+        os.replace(tmp, memo)
+    except OSError as exc:  # a read-only cache is not an error: the next run hashes again
+        logger.debug("cannot write the weight-hash memo %s: %s", memo, exc)
+
+
+def file_digest(path: Path, memo: Path | None = None) -> str:
+    """SHA-256 of all bytes of ``path``, remembered by (resolved path, size, mtime).
+
+    The digest is computed once per file version; later calls whose path, size and mtime are
+    unchanged reuse it, from this process or from the ``memo`` JSON file (written atomically).
+    A file rewritten with the same size and a restored mtime is not noticed (as in make/rsync).
+    """
+    key, stat = _stat_key(path)
+    for entries in (_memo_in_process, _read_memo(memo)):
+        hit = entries.get(key)
+        if isinstance(hit, dict) and all(hit.get(k) == v for k, v in stat.items()) and "sha256" in hit:
+            _memo_in_process[key] = hit
+            return str(hit["sha256"])
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    _, after = _stat_key(path)
+    entry = {**stat, "sha256": h.hexdigest()}
+    if after == stat:  # not modified while it was read
+        _memo_in_process[key] = entry
+        if memo is not None:
+            _write_memo(memo, {key: entry})
+    return entry["sha256"]
+
+
+def fingerprint(source: ResolvedSource, dtype: torch.dtype, memo: Path | None = None) -> str:
+    """Identity of the weights (and compute dtype), for cache keys and provenance.
+
+    For a checkpoint directory: config.json and every byte of every weight file (by name and
+    SHA-256; see ``file_digest`` for how a digest is remembered, in ``memo`` if given). The
+    directory's own path does not count, so a copy of a checkpoint has the same fingerprint.
+    """
     h = hashlib.sha256(str(dtype).encode())
     if source.kind == "random":
         h.update(f"random:{source.arch}@{source.seed}".encode())
         h.update(named_config(source.arch).to_json_string(use_diff=False).encode())
         return h.hexdigest()[:16]
     assert source.path is not None
-    h.update((source.path / "config.json").read_bytes())
-    for weights in sorted(source.path.glob("*.safetensors")) + sorted(source.path.glob("*.bin")):
-        size = weights.stat().st_size
-        h.update(f"{weights.name}:{size}".encode())
-        with open(weights, "rb") as f:  # head (safetensors header) and tail: fast on 3 GB files
-            h.update(f.read(1 << 20))
-            if size > 2 << 20:
-                f.seek(size - (1 << 20))
-                h.update(f.read())
+    cfg = source.path / "config.json"
+    if cfg.is_file():
+        h.update(cfg.read_bytes())
+    for weights in weight_files(source.path):
+        h.update(f"{weights.name}:{file_digest(weights, memo)}".encode())
     return h.hexdigest()[:16]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 from sam3 import Sam3Backend
 from sam3.cache import FeatureCache
@@ -34,7 +35,7 @@ def test_corrupt_entries_are_detected_and_recomputed(tmp_path):
     assert backend.cache.misses == 2 and backend.cache.hits == 0
     assert torch.allclose(again.fpn[0], first.fpn[0], atol=1e-2)
     fresh = FeatureCache(tmp_path, backend.fingerprint).get(first.keys[0])  # rewritten whole and valid
-    assert fresh is not None and torch.equal(fresh["fpn0"], first.fpn[0][0].half())
+    assert fresh is not None and torch.equal(fresh["fpn0"], first.fpn[0][0])
     data = bytearray(path.read_bytes())
 
     data[-5] ^= 0xFF  # a flipped byte inside the tensor data
@@ -64,3 +65,18 @@ def test_cache_can_be_disabled(tmp_path):
     backend = Sam3Backend.load("random:tiny", cache_dir=tmp_path, use_cache=False)
     backend.encode_images([_img(1)])
     assert backend.cache is None and not any(tmp_path.rglob("*.safetensors"))
+
+
+def test_entries_of_another_dtype_or_version_are_misses(tmp_path):
+    cache = FeatureCache(tmp_path, "fp")
+    cache.put("abcd", {"fpn0": torch.randn(2, 3)})
+    assert cache.get("abcd", torch.float32) is not None
+    assert cache.get("abcd", torch.float16) is None and cache.misses == 1  # removed as invalid
+    cache.put("abcd", {"fpn0": torch.randn(2, 3)})
+    path = cache.path("abcd")
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    save_file(load_file(str(path)), str(path), metadata={**meta, "version": "1"})  # the fp16-era layout
+    assert cache.get("abcd") is None and not path.exists()

@@ -130,3 +130,47 @@ def test_hub_id_from_local_cache(monkeypatch, tmp_path, checkpoint_dir):
     assert resolve_source("acme/sam3-mini").path == snap
     b = Sam3Backend.load("acme/sam3-mini", use_cache=False)
     assert b.tokenizer.encode("circle", special=False) == [7117]
+
+
+def test_fingerprint_covers_every_weight_byte_and_remembers_the_hash(checkpoint_dir, tmp_path, monkeypatch):
+    """One byte changed anywhere in the weights changes the fingerprint (the whole file is hashed);
+    the digest is remembered by path, size and mtime, and reused while those are unchanged."""
+    import hashlib
+    import os
+
+    from sam3 import loading
+
+    monkeypatch.setattr(loading, "_memo_in_process", {})
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(checkpoint_dir, ckpt)
+    weights = ckpt / "model.safetensors"
+    memo = tmp_path / "memo" / loading.HASH_MEMO_NAME
+    source = resolve_source(ckpt)
+    base = loading.fingerprint(source, torch.float32, memo=memo)
+    entry = json.loads(memo.read_text())[str(weights.resolve())]
+    assert entry["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert entry["size"] == weights.stat().st_size
+    assert loading.fingerprint(resolve_source(checkpoint_dir), torch.float32) == base  # the path does not count
+    assert loading.fingerprint(source, torch.bfloat16, memo=memo) != base
+
+    calls = []
+    real_sha = hashlib.sha256
+    monkeypatch.setattr(loading.hashlib, "sha256", lambda *a: calls.append(a) or real_sha(*a))
+    data = bytearray(weights.read_bytes())
+    middle = len(data) // 2  # far from the header and the tail (the file is several MB)
+    assert len(data) > 4 << 20
+    data[middle] ^= 0x01
+    st = weights.stat()
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))  # same path, size and mtime: the memo is trusted
+    monkeypatch.setattr(loading, "_memo_in_process", {})  # a new process, reading the memo file
+    calls.clear()
+    assert loading.fingerprint(source, torch.float32, memo=memo) == base
+    assert len(calls) == 1  # the fingerprint's own hash only: no weight file was re-hashed
+
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # a newer mtime: hashed again
+    changed = loading.fingerprint(source, torch.float32, memo=memo)
+    assert changed != base and len(calls) == 3
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    monkeypatch.setattr(loading, "_memo_in_process", {})
+    assert loading.fingerprint(source, torch.float32) == changed  # without a memo: the full hash sees the byte
