@@ -126,6 +126,8 @@ def test_toy_named_world_scores_high(tmp_path):
             sys.executable,
             "-m",
             "sam3.toy.world",
+            "--world",
+            "v1",
             "--out",
             str(data),
             "--variant",

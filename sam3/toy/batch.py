@@ -113,15 +113,29 @@ class Batch:
     targets: list[SetTarget]  # B targets, masks at the model's mask size
 
 
+def make_sampler(tokenizer: Sam3Tokenizer, cfg: TrainConfig):
+    """The prompt sampler of ``cfg.world``: ``PromptSampler`` (v1) or ``prompts_v2.PromptSamplerV2``."""
+    if cfg.world == "v2":
+        from sam3.toy.prompts_v2 import PromptSamplerV2
+
+        return PromptSamplerV2(tokenizer, cfg)
+    return PromptSampler(tokenizer, cfg)
+
+
 def make_batch(
     sampler: PromptSampler, cfg: TrainConfig, step: int, image_size: int, mask_size: tuple[int, int]
 ) -> Batch:
     """Step ``step``'s images (``cfg.images_per_step``), K prompts per image and their targets."""
     rng = step_rng(cfg.seed, step)
-    imgs = [
-        world.render_image(rng, max_concepts=cfg.world_max_concepts, p_related=cfg.p_related_concept)
-        for _ in range(cfg.images_per_step)
-    ]
+    if cfg.world == "v2":
+        from sam3.toy.prompts_v2 import training_image
+
+        imgs = [training_image(rng, cfg) for _ in range(cfg.images_per_step)]
+    else:
+        imgs = [
+            world.render_image(rng, max_concepts=cfg.world_max_concepts, p_related=cfg.p_related_concept)
+            for _ in range(cfg.images_per_step)
+        ]
     prompts, img_idx, targets = [], [], []
     for i, img in enumerate(imgs):
         for ids, inst in sampler.sample(rng, img, cfg.prompts_per_image):

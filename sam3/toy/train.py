@@ -46,6 +46,7 @@ from sam3.toy.batch import (  # noqa: F401  (re-exported: the step's data is par
     batch_sizes,
     instance_targets,
     make_batch,
+    make_sampler,
     pad_prompts,
     step_rng,
 )
@@ -91,6 +92,13 @@ class TrainConfig:
     # training images (the held-out world keeps the defaults 3 and 0.0)
     world_max_concepts: int = 3  # concepts per training image: 1 to this many
     p_related_concept: float = 0.0  # a further concept shares a colour or shape with an earlier one
+    # world v2 (sam3.toy.prompts_v2): 4 attributes, >= 300 trained words; the p_* mix above is v1's
+    world: str = "v1"  # "v1": 20 colour x shape concepts; "v2": shapes world v2 and its vocabulary
+    v2_p_positive: float = 0.45  # a present instance's attributes, any subset: its matches are targets
+    v2_p_hard: float = 0.3  # the same with one named attribute changed (mostly absent)
+    v2_p_generic: float = 0.05  # a generic noun ("shapes"): every instance
+    v2_p_distractor: float = 0.15  # one or two distractor words: nothing (the rest: random tokens)
+    v2_p_near_miss: float = 0.5  # a training instance copies an earlier one with one attribute changed
 
 
 def forward_pairs(model, pixels: torch.Tensor, img_idx: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor):
@@ -189,7 +197,7 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = out / CKPT_NAME, out / LOG_NAME
     tokenizer = Sam3Tokenizer(ASSET_DIR)
-    sampler = PromptSampler(tokenizer, cfg)
+    sampler = make_sampler(tokenizer, cfg)
     model = init_model(cfg)
     if cfg.init_from and not (resume and ckpt_path.is_file()):
         load_exported(model, Path(cfg.init_from))
@@ -204,7 +212,7 @@ def train(
         if saved != cfg:
             print(f"resuming with the checkpoint's config (command-line changes other than --steps ignored): {saved}")
             cfg = saved
-            sampler = PromptSampler(tokenizer, cfg)
+            sampler = make_sampler(tokenizer, cfg)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         restore_rng(state)
@@ -291,6 +299,11 @@ def apply_overrides(cfg: TrainConfig, items: list[str], error) -> TrainConfig:
     rest = 1.0 - (cfg.p_concept + cfg.p_colour + cfg.p_shape + cfg.p_object)
     if rest < -1e-9:
         error(f"prompt mix p_concept + p_colour + p_shape + p_object = {1 - rest:.3f} > 1")
+    if cfg.world not in ("v1", "v2"):
+        error(f"world={cfg.world!r}: must be v1 or v2")
+    mix_v2 = cfg.v2_p_positive + cfg.v2_p_hard + cfg.v2_p_generic + cfg.v2_p_distractor
+    if mix_v2 > 1 + 1e-9 or not 0.0 <= cfg.v2_p_near_miss <= 1.0:
+        error(f"world-v2 prompt mix sums to {mix_v2:.3f} > 1, or v2_p_near_miss={cfg.v2_p_near_miss} not in [0, 1]")
     if not 1 <= cfg.world_max_concepts <= len(world.CONCEPTS):
         error(f"world_max_concepts={cfg.world_max_concepts}: must be 1 to {len(world.CONCEPTS)} (the world's concepts)")
     if not 0.0 <= cfg.p_related_concept <= 1.0 or cfg.aux_weight < 0:

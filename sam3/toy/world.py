@@ -13,8 +13,8 @@ Dataset variants (category tables over the same images, see ``variant_categories
 Every category carries ``oracle_name``: the training words (a list of phrases for composite), so
 reports can compare an alias with the words the model was trained on. Optimizers must not read it.
 
-CLI:
-    python -m sam3.toy.world --out DIR --variant named --images 200 --seed 7
+CLI (world v2, ``sam3.toy.world2``, unless ``--world v1``):
+    python -m sam3.toy.world --out DIR --world v1 --variant named --images 200 --seed 7
 """
 
 from __future__ import annotations
@@ -294,13 +294,37 @@ def write_dataset(out: str | Path, variant: str = "named", images: int = 100, se
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    from sam3.toy import render, world2
+
+    ap = argparse.ArgumentParser(description="Write a shapes-world COCO dataset (world v2 by default).")
     ap.add_argument("--out", required=True, help="output directory (images/ + annotations.json)")
-    ap.add_argument("--variant", default="named", choices=VARIANTS, help="category table (see the module doc)")
+    ap.add_argument(
+        "--world",
+        default="v2",
+        choices=("v1", "v2"),
+        help="v2: 4 attributes and a real vocabulary (sam3.toy.world2); v1: the 20 colour x shape concepts",
+    )
+    ap.add_argument(
+        "--variant",
+        default="named",
+        choices=sorted(set(VARIANTS) | set(world2.VARIANTS)),
+        help="category table: named, renamed, nameless, composite; policy (v2 only)",
+    )
     ap.add_argument("--images", type=int, default=100, help="number of images")
     ap.add_argument("--seed", type=int, default=0, help="world seed: the same seed gives the same dataset")
+    ap.add_argument(
+        "--style",
+        default="train",
+        choices=sorted(render.STYLES),
+        help="v2 only: nuisance ranges; 'shifted' lies outside the training ranges",
+    )
     args = ap.parse_args(argv)
-    path = write_dataset(args.out, args.variant, args.images, args.seed)
+    if args.world == "v2":
+        path = world2.write_dataset(args.out, args.variant, args.images, args.seed, args.style)
+    elif args.variant not in VARIANTS or args.style != "train":
+        ap.error(f"--world v1 has the variants {', '.join(VARIANTS)} and only --style train")
+    else:
+        path = write_dataset(args.out, args.variant, args.images, args.seed)
     print(f"wrote {args.images} images and {path}")
 
 
