@@ -1,0 +1,51 @@
+"""Inert-token pruning and readability, driven with tiny fake scores."""
+
+from __future__ import annotations
+
+from alias_opt.search.prune import has_inert_token, is_word, prune_inert, readability
+
+RED, CIRCLE, HOST, FERT = 1, 2, 3, 4
+
+
+def fake_score(seqs):
+    """Train AP: 'red' and 'circle' each matter; 'host' and 'fert' are filler (fert costs 0.004)."""
+    out = []
+    for s in seqs:
+        v = 0.1 + 0.4 * (RED in s) + 0.4 * (CIRCLE in s) - 0.004 * (FERT not in s and len(s) > 0)
+        out.append(v)
+    return out
+
+
+def test_prune_drops_only_inert_tokens():
+    r = prune_inert([RED, HOST, CIRCLE], fake_score)
+    assert r.seq == (RED, CIRCLE) and r.dropped == (HOST,) and r.score == r.start_score
+    r = prune_inert([RED, FERT, HOST, CIRCLE], fake_score, tolerance=0.0)
+    assert r.seq == (RED, FERT, CIRCLE)  # removing fert costs 0.004 > 0
+    r = prune_inert([RED, FERT, HOST, CIRCLE], fake_score, tolerance=0.01)
+    assert r.seq == (RED, CIRCLE) and set(r.dropped) == {FERT, HOST}
+    assert r.start_score - r.score <= 0.01
+    assert prune_inert([HOST], fake_score).seq == (HOST,)  # never empty
+
+
+def test_tolerance_is_against_the_start_not_cumulative():
+    def score(seqs):  # every token removed costs 0.006
+        return [1.0 - 0.006 * (5 - len(s)) for s in seqs]
+
+    r = prune_inert([1, 2, 3, 4, 5], score, tolerance=0.01)
+    assert len(r.seq) == 4 and r.start_score - r.score <= 0.01
+
+
+def test_has_inert_token():
+    assert has_inert_token([RED, HOST, CIRCLE], fake_score)
+    assert not has_inert_token([RED, CIRCLE], fake_score)
+    assert not has_inert_token([RED], fake_score)
+
+
+def test_readability_prefers_words():
+    assert is_word("red</w>") and not is_word("fer") and not is_word("【</w>") and not is_word("a1</w>")
+    words = readability(["red</w>", "circle</w>"])
+    fragment = readability(["red</w>", "cir", "cle</w>"])
+    odd = readability(["red</w>", "【</w>"])
+    assert words == (0, 0, 2) and fragment == (1, 0, 3) and odd == (1, 1, 2)
+    assert sorted([odd, fragment, words]) == [words, fragment, odd]
+    assert readability(["red</w>"]) < words  # shorter first among words
