@@ -1,0 +1,112 @@
+"""Many processes, one run: ``torch.distributed`` as ``torchrun`` starts it, and CPU threads that share a machine.
+
+``torchrun --nproc-per-node N main.py ...`` sets RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE /
+MASTER_ADDR / MASTER_PORT; ``init_from_env`` joins the process group (gloo on CPU, NCCL on CUDA)
+and returns a ``DistContext``; without those variables it is a one-process context and nothing is
+initialized. Work is split by ``shard`` (round robin, so every rank's share is fixed by the item
+list alone), per-rank results come back to every rank with ``gather`` (``all_gather_object``), and
+one rank (``is_main``) writes merged outputs. Nothing here moves data or schedules work itself.
+
+``cpu_threads`` picks the torch thread count from the cores this process may use (its CPU
+affinity, not the machine's core count) divided among the ranks that share the node, so N ranks
+on one machine do not oversubscribe it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+import torch.distributed as dist
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands in a run."""
+
+    rank: int = 0  # global rank
+    world_size: int = 1  # number of processes
+    local_rank: int = 0  # rank on this node
+    local_world_size: int = 1  # processes on this node
+    backend: str | None = None  # "gloo" / "nccl" when a process group is up, else None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.backend is not None and self.world_size > 1
+
+    def shard(self, items: Sequence[T]) -> list[T]:
+        """This rank's share of ``items``: every ``world_size``-th item from ``rank``."""
+        return list(items[self.rank :: self.world_size])
+
+    def gather(self, obj: T) -> list[T]:
+        """Every rank's ``obj``, in rank order (a list of one without a process group)."""
+        if not self.distributed:
+            return [obj]
+        out: list = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum ``tensor`` over ranks in place (a no-op alone); returns it."""
+        if self.distributed:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+
+def init_from_env(device: str = "cpu") -> DistContext:
+    """Join the process group ``torchrun`` describes in the environment, or run alone.
+
+    Args:
+        device: the run's device; NCCL when it is CUDA, else gloo.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext()
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    backend = "nccl" if str(device).startswith("cuda") else "gloo"
+    if not dist.is_initialized():
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend=backend)
+    logger.info("rank %d of %d (%s)", rank, world, backend)
+    return DistContext(rank, world, local_rank, local_world, backend)
+
+
+def close(ctx: DistContext) -> None:
+    """Leave the process group (at the end of a run)."""
+    if ctx.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def cpu_threads(requested: int | None = None, local_world_size: int = 1) -> int:
+    """Torch CPU threads: ``requested`` if given, else this process's share of the usable cores."""
+    if requested is not None:
+        if requested < 1:
+            raise ValueError(f"--threads must be >= 1, got {requested}")
+        return requested
+    return max(1, usable_cores() // max(1, local_world_size))
