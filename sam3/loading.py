@@ -5,6 +5,9 @@ Sources:
     ``random:NAME[@SEED]``   a named architecture (``sam3.configs.ARCHS``) with seeded random weights.
     a directory              a Hugging Face checkpoint (config.json + safetensors + tokenizer files),
                              e.g. a local copy of facebook/sam3.
+    ``sam3.pt`` or its folder  Meta's original checkpoint (``sam3`` package / facebook/sam3's sam3.pt),
+                             remapped into transformers' layout (``sam3.meta_checkpoint``); the
+                             architecture is the folder's config.json, else facebook/sam3's.
     ``owner/name``           a hub id already in the local Hugging Face cache (never downloaded).
 """
 
@@ -37,8 +40,8 @@ class ModelSourceError(ValueError):
 class ResolvedSource:
     """Where weights come from."""
 
-    kind: str  # "dir" or "random"
-    path: Path | None  # checkpoint directory for kind == "dir"
+    kind: str  # "dir", "meta" or "random"
+    path: Path | None  # checkpoint directory for kind == "dir"; the .pt file for kind == "meta"
     arch: str = ""  # architecture name for kind == "random"
     seed: int = 0  # weight seed for kind == "random"
     label: str = ""  # what the user asked for
@@ -67,7 +70,14 @@ def resolve_source(source: str | Path) -> ResolvedSource:
     path = Path(text).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise ModelSourceError(f"model source {path} is a file; pass the checkpoint directory that holds it")
+            if path.suffix in META_SUFFIXES:
+                return ResolvedSource("meta", path, label=text)
+            raise ModelSourceError(
+                f"model source {path} is a file; pass the checkpoint directory that holds it (or Meta's sam3.pt itself)"
+            )
+        meta = _meta_weights_in(path)
+        if meta is not None:
+            return ResolvedSource("meta", meta, label=text)
         return ResolvedSource("dir", path, label=text)
     if text.count("/") == 1 and not text.startswith((".", "/", "~")):
         return ResolvedSource("dir", _from_hub_cache(text), label=text)
@@ -75,6 +85,24 @@ def resolve_source(source: str | Path) -> ResolvedSource:
         f"model source {text!r} not found: pass a checkpoint directory, a hub id already in the local "
         "Hugging Face cache, 'toy', or 'random:tiny'"
     )
+
+
+META_SUFFIXES = (".pt", ".pth")
+
+
+def _meta_weights_in(path: Path) -> Path | None:
+    """Meta's checkpoint file in a directory that has no Hugging Face weights (``sam3.pt`` first)."""
+    if any(path.glob("*.safetensors")) or any(path.glob("*.bin")):
+        return None
+    found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in META_SUFFIXES)
+    if not found:
+        return None
+    preferred = [p for p in found if p.name == "sam3.pt"]
+    if len(found) > 1 and not preferred:
+        raise ModelSourceError(
+            f"{path} holds several PyTorch checkpoints ({', '.join(p.name for p in found)}); pass one"
+        )
+    return (preferred or found)[0]
 
 
 def _from_hub_cache(repo_id: str) -> Path:
@@ -110,11 +138,12 @@ def read_checkpoint_config(path: Path) -> dict:
 
 def tokenizer_dir(source: ResolvedSource) -> Path:
     """Directory of the tokenizer files: the checkpoint's own, else the bundled CLIP files."""
-    if source.path is not None and (
-        (source.path / "vocab.json").is_file() or (source.path / "tokenizer.json").is_file()
-    ):
-        return source.path
-    if source.kind == "dir":
+    folder = source.path.parent if source.kind == "meta" and source.path is not None else source.path
+    if folder is not None and ((folder / "vocab.json").is_file() or (folder / "tokenizer.json").is_file()):
+        return folder
+    if source.kind == "meta":
+        logger.info("no tokenizer files beside %s; using the bundled CLIP BPE vocabulary", source.path)
+    elif source.kind == "dir":
         logger.warning("%s has no tokenizer files; using the bundled CLIP BPE vocabulary", source.path)
     return ASSET_DIR
 
@@ -197,10 +226,16 @@ def fingerprint(source: ResolvedSource, dtype: torch.dtype, memo: Path | None = 
         h.update(named_config(source.arch).to_json_string(use_diff=False).encode())
         return h.hexdigest()[:16]
     assert source.path is not None
-    cfg = source.path / "config.json"
+    if source.kind == "meta":
+        h.update(b"meta-checkpoint")
+        cfg = source.path.parent / "config.json"
+        files = [source.path]
+    else:
+        cfg = source.path / "config.json"
+        files = weight_files(source.path)
     if cfg.is_file():
         h.update(cfg.read_bytes())
-    for weights in weight_files(source.path):
+    for weights in files:
         h.update(f"{weights.name}:{file_digest(weights, memo)}".encode())
     return h.hexdigest()[:16]
 
@@ -213,6 +248,9 @@ def build_model(source: ResolvedSource, dtype: torch.dtype, device: torch.device
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(source.seed)
             model = Sam3Model(named_config(source.arch))
+    elif source.kind == "meta":
+        assert source.path is not None
+        model = build_from_meta_checkpoint(source.path)
     else:
         assert source.path is not None
         read_checkpoint_config(source.path)
@@ -241,6 +279,78 @@ def build_model(source: ResolvedSource, dtype: torch.dtype, device: torch.device
     model.requires_grad_(False)
     model.eval()
     return model.to(device=device, dtype=dtype)
+
+
+def meta_checkpoint_config(folder: Path):
+    """The ``Sam3Config`` for a Meta checkpoint: the folder's config.json (``sam3`` or ``sam3_video``),
+    else transformers' default, which is facebook/sam3's architecture."""
+    from transformers import Sam3Config
+
+    if (folder / "config.json").is_file():
+        read_checkpoint_config(folder)  # checks that it is a SAM 3 config
+        return Sam3Config.from_pretrained(str(folder), local_files_only=True)
+    logger.info("no config.json beside the checkpoint in %s; assuming facebook/sam3's architecture", folder)
+    return Sam3Config()
+
+
+def build_from_meta_checkpoint(path: Path):
+    """A float32 ``Sam3Model`` holding the weights of Meta's ``sam3.pt`` (see ``sam3.meta_checkpoint``).
+
+    Raises:
+        ModelSourceError: unreadable file, or weights that do not fit the architecture (the message
+            names the missing, unexpected and wrongly shaped keys).
+    """
+    from transformers import Sam3Model
+
+    from sam3.meta_checkpoint import POSITION_KEY, detector_state_dict, fit_position_embeddings, remap
+
+    config = meta_checkpoint_config(path.parent)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError (not plain tensors), EOFError (truncated), RuntimeError, ...
+        raise ModelSourceError(f"cannot read {path} as a PyTorch checkpoint of tensors: {exc}") from exc
+    if not isinstance(checkpoint, dict):
+        raise ModelSourceError(f"{path} holds a {type(checkpoint).__name__}, not a state dict")
+    remapped = remap(detector_state_dict(checkpoint))
+    state = remapped.state_dict
+    with torch.device("meta"):  # shapes only, no memory
+        expected = {k: v.shape for k, v in Sam3Model(config).state_dict().items()}
+    if POSITION_KEY in expected:
+        fit_position_embeddings(state, expected[POSITION_KEY])
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(remapped.unknown) + sorted(k for k in state if k not in expected)
+    mismatched = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k])}"
+        for k in sorted(state)
+        if k in expected and state[k].shape != expected[k]
+    ]
+    if missing or unexpected or mismatched:
+        arch = (
+            "the config.json beside it" if (path.parent / "config.json").is_file() else "facebook/sam3's architecture"
+        )
+        parts = [f"{path} does not fit SAM 3 ({arch}):"]
+        if missing:
+            parts.append(f"{len(missing)} missing weights, e.g. {', '.join(missing[:6])}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected weights, e.g. {', '.join(unexpected[:6])}")
+        if mismatched:
+            parts.append(f"{len(mismatched)} of the wrong shape, e.g. {'; '.join(mismatched[:4])}")
+        raise ModelSourceError(" ".join(parts))
+    if remapped.ignored:
+        logger.info(
+            "ignored %d tensors of %s the image model does not use (tracker, rotary tables, point prompts)",
+            len(remapped.ignored),
+            path.name,
+        )
+    model, info = Sam3Model.from_pretrained(
+        None, config=config, state_dict=state, dtype=torch.float32, output_loading_info=True
+    )
+    left = [k for k in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(k)]
+    if left:  # checked above; this is transformers' own view, for safety
+        raise ModelSourceError(
+            f"transformers reports {', '.join(f'{k}: {list(info[k])[:4]}' for k in left)} for {path}"
+        )
+    return model
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
