@@ -16,10 +16,10 @@ import logging
 import sys
 
 from alias_opt.cli import add_runtime_flags, init_runtime, user_error
-from alias_opt.data_loader import CocoDataset, DatasetError
-from alias_opt.evaluation import EvaluationReport, PromptSpec, evaluate_target_sets
+from alias_opt.data.loader import CocoDataset, DatasetError
+from alias_opt.eval.evaluation import EvaluationReport, PromptSpec, evaluate_target_sets
+from alias_opt.eval.metrics import Thresholds
 from alias_opt.export import AliasFileError, dataset_hash, read_aliases
-from alias_opt.metrics import Thresholds
 
 logger = logging.getLogger("evaluate")
 

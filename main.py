@@ -129,9 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     init_runtime(args)
 
     from alias_opt.config import load_config
-    from alias_opt.data_loader import DatasetError
-    from alias_opt.optimizer import run
-    from alias_opt.run_summary import format_summary, format_table, summarize
+    from alias_opt.data.loader import DatasetError
+    from alias_opt.discover import run
+    from alias_opt.eval.summary import format_summary, format_table, summarize
     from sam3 import ModelSourceError
 
     overrides: dict = {}

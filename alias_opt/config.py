@@ -14,14 +14,13 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
-STRATEGIES = ("soft", "projection", "pez", "pez+gcg", "pez+evolution", "evolution", "random", "scan")
-SPACES = ("scoring", "key", "text")  # index spaces with a concept vector (alias_opt.embeddings)
+SPACES = ("scoring", "key", "text")  # index spaces with a concept vector (alias_opt.search.embeddings)
 TABLE_SPACES = (*SPACES, "embed")  # spaces a VocabularyIndex can be built in ("embed": distinct views only)
 
 
 @dataclass
 class LossConfig:
-    """Weights of the set-level mask loss (see ``alias_opt.losses``)."""
+    """Weights of the set-level mask loss (see ``alias_opt.search.losses``)."""
 
     dice: float = 1.0  # dice on Hungarian-matched masks
     mask_focal: float = 10.0  # sigmoid focal on matched masks (per-pixel mean, hence the weight)
@@ -39,13 +38,13 @@ class LossConfig:
 
 @dataclass
 class IndexConfig:
-    """Vocabulary shortlist and projection indexes (see ``alias_opt.embeddings``)."""
+    """Vocabulary shortlist and projection indexes (see ``alias_opt.search.embeddings``)."""
 
     space: str = "scoring"  # scoring | text | key: the space tokens and the concept are compared in
     shortlist: int = 64  # tokens in the concept's shortlist
     probe_rounds: int = 2  # scoring space: re-probe the decoder with the best shortlist token
     two_sided: bool = False  # shortlist half from each end of the ranking (trained tokens are outliers)
-    # pooled shortlist (alias_opt.shortlist.pooled_shortlist): views such as "scoring", "-key",
+    # pooled shortlist (alias_opt.search.shortlist.pooled_shortlist): views such as "scoring", "-key",
     # "distinct" each give pool/len(views) tokens; the model screens the pool down to the shortlist.
     # "distinct:embed": the most distinct rows of the token-embedding table (a model's trained words).
     # Empty: the shortlist is the top of ``space`` alone.
@@ -59,7 +58,7 @@ class IndexConfig:
 
 @dataclass
 class SoftConfig:
-    """Soft prompt phase (see ``alias_opt.soft_prompt``)."""
+    """Soft prompt phase (see ``alias_opt.search.soft_prompt``)."""
 
     restarts: int = 4  # soft prompts optimised together (one batch)
     inits: list[str] = field(default_factory=lambda: ["shortlist", "name", "random"])  # cycled over restarts
@@ -73,7 +72,7 @@ class SoftConfig:
 
 @dataclass
 class GcgConfig:
-    """Gradient-guided token swaps (see ``alias_opt.gcg``)."""
+    """Gradient-guided token swaps (see ``alias_opt.search.gcg``)."""
 
     steps: int = 8
     topk: int = 32  # tokens per position from the one-hot gradient
@@ -83,7 +82,7 @@ class GcgConfig:
 
 @dataclass
 class EvolutionConfig:
-    """Evolutionary search (see ``alias_opt.evolution``)."""
+    """Evolutionary search (see ``alias_opt.search.evolution``)."""
 
     population: int = 32
     generations: int = 12
@@ -96,8 +95,24 @@ class EvolutionConfig:
 
 
 @dataclass
+class StrategyOptions:
+    """How phases share a forward-pass budget, and the settings of the strategies that only stop at one
+    (see ``alias_opt.search.strategies``)."""
+
+    soft_fraction: float = 0.4  # with a budget: share of it spent by the end of the PEZ phase (pez+gcg, pez+evolution)
+    scan_share: float = 0.25  # with a budget: most of it the shortlist scan, and the extension phase, may each use
+    optuna_batch: int = 8  # TPE trials asked, then scored together in one batched call
+    optuna_startup: int = 16  # random trials before TPE builds its model
+    optuna_screen: bool = True  # screen TPE proposals on a few images before all (like the other phases)
+    optuna_trials: int = 256  # TPE trials without a budget (with one, the budget is the stop)
+    scan_chunk: int = 256  # tokens per scoring call of the whole-vocabulary scan (vocab-scan)
+    random_batch: int = 32  # sequences per scoring call of random search
+    random_candidates: int = 512  # random sequences scored without a budget (with one, the budget is the stop)
+
+
+@dataclass
 class SearchConfig:
-    """Everything ``main.py`` and the optimizer read."""
+    """Everything ``main.py``, the comparison and tuning read (one schema; ``load_config``)."""
 
     strategy: str = "pez+evolution"
     seed: int = 0
@@ -115,7 +130,7 @@ class SearchConfig:
     screen_images: int = 6  # candidates are first scored on this many train images ...
     screen_keep: float = 0.25  # ... and the best fraction of them on all
     budget: int = 0  # forward-equivalents (pair forwards + 2 x pair backwards) per category; 0: none
-    rerank: int = 4  # final candidates re-ranked by train-split AP (alias_opt.metrics)
+    rerank: int = 4  # final candidates re-ranked by train-split AP (alias_opt.eval.metrics)
     rerank_tolerance: float = 0.01  # candidates within this train AP of the best: the lowest loss wins
     scan_size: int = 64  # shortlist singles scored by the scan phase
     extend_bases: int = 2  # evolution strategies: the best singles extended by every scanned token (0: off)
@@ -124,13 +139,16 @@ class SearchConfig:
     soft: SoftConfig = field(default_factory=SoftConfig)
     gcg: GcgConfig = field(default_factory=GcgConfig)
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
+    options: StrategyOptions = field(default_factory=StrategyOptions)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def validate(self) -> SearchConfig:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {self.strategy!r}; choose from {', '.join(STRATEGIES)}")
+        from alias_opt.search.strategies import NAMES  # the one registry of strategy names
+
+        if self.strategy not in NAMES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; choose from {', '.join(NAMES)}")
         if not 1 <= self.max_len <= 30:
             raise ValueError(f"max_len must be in 1..30 (context 32 = SOT + alias + EOT); got {self.max_len}")
         if self.index.space not in SPACES:
@@ -146,6 +164,15 @@ class SearchConfig:
             raise ValueError(f"index.projection_metric must be l2 or cosine; got {self.index.projection_metric!r}")
         if not 0 < self.screen_keep <= 1:
             raise ValueError("screen_keep must be in (0, 1]")
+        o = self.options
+        for key in ("soft_fraction", "scan_share"):
+            if not 0 < getattr(o, key) < 1:
+                raise ValueError(f"options.{key} must be in (0, 1); got {getattr(o, key)}")
+        for key in ("optuna_batch", "optuna_trials", "scan_chunk", "random_batch", "random_candidates"):
+            if getattr(o, key) < 1:
+                raise ValueError(f"options.{key} must be at least 1")
+        if self.budget < 0:
+            raise ValueError(f"budget must be >= 0 forward-equivalents (0: none); got {self.budget}")
         return self
 
 
@@ -163,11 +190,20 @@ def _merge(obj: Any, data: dict[str, Any], where: str) -> Any:
                 raise ValueError(f"config key {where}{key} must be an object")
             _merge(current, value, f"{where}{key}.")
         else:
-            kind = hints[key]
-            if kind is float and isinstance(value, int):
-                value = float(value)
-            setattr(obj, key, value)
+            setattr(obj, key, _typed(hints[key], value, f"{where}{key}"))
     return obj
+
+
+def _typed(kind: Any, value: Any, where: str) -> Any:
+    """``value`` checked against a bool / int / float field (an int is a valid float)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is bool and not isinstance(value, bool):
+        raise ValueError(f"config key {where} must be true or false; got {value!r}")
+    if kind is int and not (number and value == int(value)):
+        raise ValueError(f"config key {where} must be an integer; got {value!r}")
+    if kind is float and not number:
+        raise ValueError(f"config key {where} must be a number; got {value!r}")
+    return int(value) if kind is int else float(value) if kind is float else value
 
 
 def parse_view(view: str) -> tuple[bool, float, str]:
@@ -192,16 +228,20 @@ def read_config_json(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> SearchConfig:
-    """Defaults, then the JSON file at ``path`` (if any), then ``overrides`` (nested dicts).
+def deep_merge(a: dict, b: dict) -> dict:
+    """``a`` updated by ``b``, nested objects merged key by key."""
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
-    A top-level ``"compare"`` object (strategy-comparison knobs, read by
-    ``alias_opt.strategy_context``) is skipped, so compare and tuning configs also drive discovery.
-    """
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> SearchConfig:
+    """The one config loader (``main.py``, the comparison, tuning): the defaults, then the JSON file at
+    ``path`` (if any), then ``overrides`` (nested dicts in the same layout). Unknown keys are errors."""
     cfg = SearchConfig()
     if path is not None:
-        data = read_config_json(path)
-        _merge(cfg, {k: v for k, v in data.items() if k != "compare"}, "")
+        _merge(cfg, read_config_json(path), "")
     if overrides:
         _merge(cfg, overrides, "")
     return cfg.validate()

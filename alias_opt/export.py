@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alias_opt.metrics import PromptMetrics
+from alias_opt.eval.metrics import PromptMetrics
 
 SCHEMA_VERSION = 1
 MAX_ALIAS_TOKENS = 30
@@ -281,7 +281,7 @@ def dataset_hash(path: str | Path) -> str:
 
     Images are not hashed (too slow for large sets); the JSON names them and their sizes.
     """
-    from alias_opt.data_loader import find_annotation_file
+    from alias_opt.data.loader import find_annotation_file
 
     h = hashlib.sha256()
     with open(find_annotation_file(path), "rb") as f:

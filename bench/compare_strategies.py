@@ -19,7 +19,7 @@ sys.path.insert(0, str(REPO))
 
 def pick_categories(dataset: Path, n: int, split_seed: int, min_pos: int = 2) -> list[int]:
     """The first ``n`` category ids with at least ``min_pos`` positive images in train and in test."""
-    from alias_opt.data_loader import CocoDataset
+    from alias_opt.data.loader import CocoDataset
 
     sets = CocoDataset.open(dataset).target_sets(seed=split_seed)
     good = [

@@ -26,11 +26,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from alias_opt.config import load_config  # noqa: E402
-from alias_opt.data_loader import CocoDataset  # noqa: E402
-from alias_opt.objective import Objective  # noqa: E402
-from alias_opt.optimizer import encode  # noqa: E402
-from alias_opt.projection import CandidateFilter  # noqa: E402
-from alias_opt.shortlist import allowed_tokens, build_indexes, pooled_shortlist  # noqa: E402
+from alias_opt.data.loader import CocoDataset  # noqa: E402
+from alias_opt.discover import encode  # noqa: E402
+from alias_opt.search.objective import Objective  # noqa: E402
+from alias_opt.search.projection import CandidateFilter  # noqa: E402
+from alias_opt.search.shortlist import allowed_tokens, build_indexes, pooled_shortlist  # noqa: E402
 from sam3 import Sam3Backend  # noqa: E402
 from sam3.preprocess import preprocess  # noqa: E402
 from sam3.toy.world import write_dataset  # noqa: E402
@@ -108,7 +108,7 @@ def cost(args, backend: Sam3Backend) -> dict:
     obj.score(cands)
     dt = time.perf_counter() - t
     out["screened_ms_per_candidate"] = 1000 * dt / n
-    out["screened_pairs_per_candidate"] = obj.counter.forward / n
+    out["screened_pairs_per_candidate"] = obj.usage().forward / n
 
     rgbs = [im.image.load() for im in images]
     k = max(1, min(args.naive, n))

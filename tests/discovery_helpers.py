@@ -1,4 +1,4 @@
-"""Small synthetic target sets for the discovery tests (alias_opt.objective and the search phases)."""
+"""Small synthetic target sets for the discovery tests (alias_opt.search.objective and the search phases)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alias_opt.data_loader import ImageEntry, TargetImage
+from alias_opt.data.loader import ImageEntry, TargetImage
 
 
 def synthetic_images(n_pos: int = 5, n_neg: int = 3, size: tuple[int, int] = (40, 48), seed: int = 0):
@@ -28,7 +28,7 @@ def synthetic_images(n_pos: int = 5, n_neg: int = 3, size: tuple[int, int] = (40
 
 
 def objective(backend, n_pos: int = 5, n_neg: int = 3, **kw):
-    from alias_opt.objective import Objective
+    from alias_opt.search.objective import Objective
 
     arrays, images = synthetic_images(n_pos, n_neg)
     return Objective(backend, images, feats=backend.encode_images(arrays), **kw)
@@ -37,7 +37,7 @@ def objective(backend, n_pos: int = 5, n_neg: int = 3, **kw):
 def renamed_world(out: Path, n_categories: int, images: int = 24, seed: int = 5) -> tuple[Path, list[int]]:
     """A small renamed toy world in ``out`` and up to ``n_categories`` category ids that have at
     least two positive train images (the split of ``target_sets(max_negatives=4)``)."""
-    from alias_opt.data_loader import CocoDataset
+    from alias_opt.data.loader import CocoDataset
     from sam3.toy.world import write_dataset
 
     write_dataset(out, "renamed", images=images, seed=seed)

@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from alias_opt.compare import CompareSetup, load_soft_prompt, main, parse_list, run_comparison
-from alias_opt.compare_cells import soft_score_sum
-from alias_opt.compare_summary import nanmean, sd
-from alias_opt.data_loader import CocoDataset
-from alias_opt.metrics import compare
-from alias_opt.strategies import load_strategy_config, soft_metrics
+from alias_opt.compare.cells import soft_score_sum
+from alias_opt.compare.summary import nanmean, sd
+from alias_opt.config import load_config
+from alias_opt.data.loader import CocoDataset
+from alias_opt.eval.metrics import compare
+from alias_opt.search.soft_prompt import soft_metrics
 
 BUDGET = 400
 STRATEGIES = ["soft", "random", "pez+evolution"]
@@ -25,10 +26,10 @@ TINY = {
     "scan_size": 8,
     "rerank": 2,
     "max_negatives": 4,
-    "index": {"shortlist": 10, "probe_rounds": 1},
+    "index": {"shortlist": 10, "probe_rounds": 1, "pool": 20},
     "soft": {"restarts": 2, "steps": 3, "batch_images": 4, "eval_every": 2},
     "evolution": {"population": 8, "generations": 2, "shortlist_pairs": 3},
-    "compare": {"random_batch": 8},
+    "options": {"random_batch": 8},
 }
 
 
@@ -41,8 +42,8 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory):
-    c = load_strategy_config(overrides=TINY)
-    c.search.index.cache_dir = str(tmp_path_factory.mktemp("index"))
+    c = load_config(overrides=TINY)
+    c.index.cache_dir = str(tmp_path_factory.mktemp("index"))
     return c
 
 
@@ -161,16 +162,16 @@ def test_cli_errors(tmp_path, world, capsys):
     assert main(["--dataset", str(tmp_path / "none"), "--output", str(tmp_path), "--model", "random:tiny"]) == 2
     assert main(["--dataset", str(data), "--output", str(tmp_path), "--budget", "0"]) == 2
     cfg = tmp_path / "bad.json"
-    cfg.write_text(json.dumps({"compare": {"nope": 1}}))
+    cfg.write_text(json.dumps({"options": {"nope": 1}}))
     assert main(["--dataset", str(data), "--output", str(tmp_path), "--config", str(cfg)]) == 2
-    assert "unknown config key compare.'nope'" in capsys.readouterr().err
+    assert "unknown config key options.'nope'" in capsys.readouterr().err
 
 
 def test_cli_run_writes_report(tmp_path, world, cfg, monkeypatch):
     data, cats = world
     monkeypatch.setenv("SAM3_ALIAS_CACHE", str(tmp_path / "features"))
     conf = tmp_path / "c.json"
-    conf.write_text(json.dumps({**TINY, "index": {**TINY["index"], "cache_dir": cfg.search.index.cache_dir}}))
+    conf.write_text(json.dumps({**TINY, "index": {**TINY["index"], "cache_dir": cfg.index.cache_dir}}))
     out = tmp_path / "out"
     argv = ["--dataset", str(data), "--output", str(out), "--model", "random:tiny", "--device", "cpu"]
     argv += ["--strategies", "random,scan", "--budget", "300", "--seeds", "3", "--categories", str(cats[0])]

@@ -1,4 +1,4 @@
-"""alias_opt.data_loader: real fixture files and every loader quirk of the issue."""
+"""alias_opt.data.loader: real fixture files and every loader quirk of the issue."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alias_opt.data_loader import CocoDataset, DatasetError, ImageReadError, TargetImage, find_annotation_file
+from alias_opt.data.loader import CocoDataset, DatasetError, ImageReadError, TargetImage, find_annotation_file
 from tests.coco_synth import rect_mask, rle_of, write_coco
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools.*")
@@ -301,7 +301,7 @@ def test_split_is_deterministic_and_half(tmp_path):
 
 
 def test_target_image_from_dense_masks():
-    from alias_opt.data_loader import ImageEntry
+    from alias_opt.data.loader import ImageEntry
 
     entry = ImageEntry(5, tmp := __import__("pathlib").Path("x.png"), H, W)
     m = np.stack([rect_mask(H, W, 0, 0, 4, 4), rect_mask(H, W, 5, 5, 9, 9)])

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from alias_opt.config import EvolutionConfig, GcgConfig
-from alias_opt.discrete_search import (
+from alias_opt.search.discrete import (
     CandidateFilter,
     Mutator,
     crossover,
@@ -22,8 +22,8 @@ from alias_opt.discrete_search import (
     token_gradients,
     top_tokens,
 )
-from alias_opt.embeddings import ProjectionIndex
-from alias_opt.projection import embed_prompts, project_sequences
+from alias_opt.search.embeddings import ProjectionIndex
+from alias_opt.search.projection import embed_prompts, project_sequences
 from tests.discovery_helpers import objective
 
 
@@ -125,10 +125,10 @@ def test_extensions_append_then_prepend():
 def test_extend_scores_the_extensions_and_returns_the_best(obj, filt):
     res = extend(obj, [(320,), (736,)], [7117, 1125, 539], filt, n=3)
     cands = filt.accept(extensions([(320,), (736,)], [7117, 1125, 539]))
-    assert len(cands) >= 8 and all((c, "screen") in obj.memo for c in cands)
-    full = {c: obj.memo[(c, "full")] for c in cands if (c, "full") in obj.memo}
+    assert len(cands) >= 8 and all(obj.screen_loss_of(c) is not None for c in cands)
+    full = {c: obj.loss_of(c) for c in cands if obj.loss_of(c) is not None}
     assert res.candidates == sorted(full, key=full.get)[:3] and res.loss == pytest.approx(min(full.values()))
-    assert res.phase == "extend" and res.forward_passes == obj.counter.forward
+    assert res.phase == "extend" and res.forward_passes == obj.usage().forward
 
 
 def test_memo_and_screening(obj):
@@ -136,10 +136,10 @@ def test_memo_and_screening(obj):
     seqs = [(320 + i,) for i in range(8)]
     obj.score(seqs)
     screen = len(obj.screen_idx)
-    assert obj.counter.forward == 8 * screen + 2 * n  # 25% of 8 survive the screen
-    before = obj.counter.forward
+    assert obj.usage().forward == 8 * screen + 2 * n  # 25% of 8 survive the screen
+    before = obj.usage().forward
     losses = obj.score(seqs)
-    assert obj.counter.forward == before and obj.counter.memo_hits >= 8
+    assert obj.usage().forward == before and obj.usage().memo_hits >= 8
     assert np.isfinite(losses).sum() == 2
     full = obj.losses(seqs)  # unscreened: the 6 dropped ones now get full scores
     assert np.allclose(full[np.isfinite(losses)], losses[np.isfinite(losses)])
@@ -147,10 +147,10 @@ def test_memo_and_screening(obj):
 
 
 def test_budget_stops_phases(obj, filt, lively_backend):
-    obj.budget = 150
+    obj.set_budget(150)
     res = random_search(obj, filt, np.random.default_rng(0), batch=8, max_candidates=10_000)
-    assert obj.exhausted and obj.counter.cost < 150 + 8 * obj.n_images + 1
-    assert res.forward_passes == obj.counter.forward and res.token_ids is not None
+    assert obj.exhausted and obj.usage().cost < 150 + 8 * obj.n_images + 1
+    assert res.forward_passes == obj.usage().forward and res.token_ids is not None
 
 
 def test_token_gradients_match_embedding_gradient(obj, lively_backend):
@@ -173,9 +173,9 @@ def test_scan_gcg_evolution_improve(obj, filt, lively_backend):
     assert res.token_ids == obj.best
     start = res.candidates[-1]
     g = gcg(obj, start, GcgConfig(steps=2, topk=8, candidates=8), filt, rng)
-    assert g.loss <= obj.memo[(start, "full")] + 1e-9
+    assert g.loss <= obj.loss_of(start) + 1e-9
     pop = seed_population([], res.candidates, 3, filt)
-    before = min(obj.memo.get((s, "full"), np.inf) for s in pop)
+    before = min(obj.loss_of(s) if obj.loss_of(s) is not None else np.inf for s in pop)
     mut = Mutator(
         [t[0] for t in res.candidates], ProjectionIndex(lively_backend.token_embeddings, filt.allowed), 4, 3, rng
     )

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from alias_opt.embeddings import (
+from alias_opt.search.embeddings import (
     SPACES,
     ProjectionIndex,
     VocabularyIndex,
@@ -62,7 +62,8 @@ def test_scoring_space_is_the_models_own_score(lively_backend, obj):
 
 @pytest.mark.parametrize("space", SPACES)
 def test_concept_vector_shapes(lively_backend, obj, space):
-    c = concept_vector(lively_backend, obj.feats, obj.targets, obj.grid, space, probes=[(), (320,)])
+    sc = obj.scorer
+    c = concept_vector(lively_backend, sc.feats, sc.targets, sc.grid, space, probes=[(), (320,)])
     assert c.shape == (lively_backend.hidden_size,) and torch.isfinite(c).all() and c.abs().sum() > 0
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import evaluate
-from alias_opt.evaluation import EvaluationReport
+from alias_opt.eval.evaluation import EvaluationReport
 from alias_opt.export import AliasFile, AliasRecord, Provenance, write_aliases
 from tests.coco_synth import write_shapes_dataset
 
@@ -212,8 +212,8 @@ class ColourOracle:
 
 
 def test_engine_routes_prompts_to_their_images(shapes):
-    from alias_opt.data_loader import CocoDataset
-    from alias_opt.evaluation import PromptSpec, evaluate_target_sets
+    from alias_opt.data.loader import CocoDataset
+    from alias_opt.eval.evaluation import PromptSpec, evaluate_target_sets
 
     sets = CocoDataset.open(shapes).target_sets(max_negatives=5)
     prompts = {

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from alias_opt.eval.metrics import PromptMetrics
 from alias_opt.export import (
     AliasFile,
     AliasFileError,
@@ -17,7 +18,6 @@ from alias_opt.export import (
     to_dict,
     write_aliases,
 )
-from alias_opt.metrics import PromptMetrics
 
 
 def metrics(ap: float = 0.5) -> PromptMetrics:

@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from alias_opt.config import LossConfig
-from alias_opt.losses import COMPONENTS, PairTargets, dice_loss, hungarian, pairwise_costs, set_loss, sigmoid_focal
+from alias_opt.search.losses import (
+    COMPONENTS,
+    PairTargets,
+    dice_loss,
+    hungarian,
+    pairwise_costs,
+    set_loss,
+    sigmoid_focal,
+)
 
 
 def test_sigmoid_focal_matches_definition():

@@ -1,4 +1,4 @@
-"""alias_opt.metrics and alias_opt.matching on hand-made masks with known answers."""
+"""alias_opt.eval.metrics and alias_opt.eval.matching on hand-made masks with known answers."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from alias_opt.data_loader import ImageEntry, TargetImage
-from alias_opt.matching import hungarian_match
-from alias_opt.metrics import (
+from alias_opt.data.loader import ImageEntry, TargetImage
+from alias_opt.eval.matching import hungarian_match
+from alias_opt.eval.metrics import (
     ImagePredictions,
     Thresholds,
     coco_mask_ap,
@@ -138,7 +138,7 @@ def _random_case(rng):
 
 def test_ap_agrees_with_direct_cocoeval(tmp_path):
     images, preds = _random_case(np.random.default_rng(1))
-    from alias_opt.data_loader import encode_masks
+    from alias_opt.data.loader import encode_masks
 
     gt = {"images": [], "annotations": [], "categories": [{"id": 7, "name": "x"}]}
     results = []

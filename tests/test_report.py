@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alias_opt.compare_summary import fmt, summarize
-from alias_opt.report import PLOTS, main, markdown, write_report
+from alias_opt.compare.report import PLOTS, main, markdown, write_report
+from alias_opt.compare.summary import fmt, summarize
 
 
 def _cell(strategy, cid, seed, ap, name_ap, cost, alias_ap=None, text="blue tile"):

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from alias_opt.config import SoftConfig
-from alias_opt.embeddings import ProjectionIndex
-from alias_opt.projection import CandidateFilter, embed_prompts
-from alias_opt.soft_prompt import initial_sequences, optimize_soft
+from alias_opt.search.embeddings import ProjectionIndex
+from alias_opt.search.projection import CandidateFilter, embed_prompts
+from alias_opt.search.soft_prompt import initial_sequences, optimize_soft
 from tests.discovery_helpers import objective
 
 
@@ -57,9 +57,9 @@ def test_soft_phase_without_pez_keeps_improving(setup):
     res = optimize_soft(obj, [(320, 736), (7117,)], cfg, proj, filt)
     steps = [s.loss for s in obj.history if s.phase == "soft"]
     assert len(steps) == 6 and steps[-1] < steps[0]
-    assert res.extra["soft"].shape == (2, 2, obj.backend.token_embeddings.shape[1])
-    assert res.extra["lengths"] == [2, 1]
-    assert obj.counter.backward == 6 * 2 * obj.n_images
+    assert res.soft.shape == (2, 2, obj.backend.token_embeddings.shape[1])
+    assert res.lengths == [2, 1]
+    assert obj.usage().backward == 6 * 2 * obj.n_images
 
 
 def test_pez_returns_scored_filtered_sequences(setup):
@@ -67,14 +67,14 @@ def test_pez_returns_scored_filtered_sequences(setup):
     cfg = SoftConfig(restarts=3, steps=4, lr=0.5, batch_images=4, pez=True, eval_every=2)
     res = optimize_soft(obj, [(320, 736), (7117,), (1125, 539, 320)], cfg, proj, filt)
     assert res.token_ids is not None and res.candidates
-    assert all(filt(c) == c and (c, "full") in obj.memo for c in res.candidates)
-    assert res.loss == min(obj.memo[(c, "full")] for c in res.candidates)
+    assert all(filt(c) == c and obj.loss_of(c) is not None for c in res.candidates)
+    assert res.loss == min(obj.loss_of(c) for c in res.candidates)
     assert res.backward_passes == 4 * 3 * 4
 
 
 def test_budget_stops_soft_phase(setup):
     obj, filt, proj = setup
-    obj.budget = 40
+    obj.set_budget(40)
     cfg = SoftConfig(restarts=2, steps=50, batch_images=4, pez=False)
     optimize_soft(obj, [(320,), (736,)], cfg, proj, filt)
     assert obj.exhausted and len([s for s in obj.history if s.phase == "soft"]) < 5

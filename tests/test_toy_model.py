@@ -67,7 +67,7 @@ def test_training_words_segment_and_absent_concepts_stay_silent(toy, index):
 def test_its_most_distinct_token_embeddings_are_the_training_words(toy):
     """Training moved the training words far from the rarely seen rest of the vocabulary: the
     ``distinct:embed`` shortlist view relies on it."""
-    from alias_opt.embeddings import VocabularyIndex
+    from alias_opt.search.embeddings import VocabularyIndex
 
     tok = toy.tokenizer
     top = set(VocabularyIndex.build(toy, "embed").distinct(16, tok.allowed_mask()).tolist())

@@ -17,8 +17,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from alias_opt.strategies import NAMES, load_strategy_config
-from alias_opt.tuning import SPACES, main
+from alias_opt.compare.tuning import SPACES, main
+from alias_opt.config import load_config
+from alias_opt.search.strategies import NAMES
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {
@@ -26,13 +27,13 @@ TINY = {
     "rerank": 1,
     "max_negatives": 3,
     "index": {"shortlist": 8, "probe_rounds": 1},
-    "compare": {"random_batch": 8},
+    "options": {"random_batch": 8},
 }
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from alias_opt.data_loader import CocoDataset
+    from alias_opt.data.loader import CocoDataset
     from sam3.toy.world import write_dataset
 
     out = tmp_path_factory.mktemp("world")
@@ -62,7 +63,7 @@ def test_every_strategy_has_a_search_space():
     for name, space in SPACES.items():
         trial = optuna.create_study().ask()
         overrides = space(trial)
-        load_strategy_config(None, overrides)  # every sampled setting is a valid config key and value
+        load_config(None, overrides)  # every sampled setting is a valid config key and value
         assert trial.params, name
 
 
@@ -81,7 +82,7 @@ def test_study_resumes_from_its_storage(world, tmp_path, monkeypatch, capsys):
     assert "3 finished trials (2 before this worker)" in capsys.readouterr().out
     best = json.loads((out / "best_config.json").read_text())
     assert best["max_len"] == study.best_params["max_len"] and best["rerank"] == 1
-    load_strategy_config(None, {k: v for k, v in best.items() if k != "_comment"})  # a valid config
+    load_config(None, {k: v for k, v in best.items() if k != "_comment"})  # a valid config
     trials = json.loads((out / "trials.json").read_text())["trials"]
     assert [t["value"] for t in trials] == pytest.approx([t.value for t in study.trials])
     assert all(t["user_attrs"]["cells"] == 1 and t["user_attrs"]["mean_cost"] <= 120 for t in trials)

@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
+from alias_opt.eval.metrics import PromptMetrics, compare
 from alias_opt.export import AliasFile
-from alias_opt.metrics import PromptMetrics, compare
 
 
 def _ap(m: PromptMetrics | dict | None) -> float:

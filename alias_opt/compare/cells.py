@@ -2,7 +2,7 @@
 
 ``open_bench`` opens what all cells share (dataset split, model, vocabulary index); ``Bench``
 prepares a category once (train/test features, the natural name's and oracle words' held-out
-metrics); ``run_cell`` runs one strategy on it (``alias_opt.strategies.run_strategy``) and scores
+metrics); ``run_cell`` runs one strategy on it (``alias_opt.search.strategies.run_strategy``) and scores
 the result, its anytime curve and (for ``soft``) the soft prompt on the test split. The runner and
 CLI are ``alias_opt.compare``.
 """
@@ -19,18 +19,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alias_opt.data_loader import CocoDataset, TargetImage, TargetSet
+from alias_opt.config import SearchConfig
+from alias_opt.data.loader import CocoDataset, TargetImage, TargetSet
+from alias_opt.discover import JsonlWriter, encode, train_images
+from alias_opt.eval.metrics import PromptMetrics, Thresholds, compare, evaluate_prompts
 from alias_opt.export import dataset_hash
-from alias_opt.metrics import PromptMetrics, Thresholds, compare, evaluate_prompts
-from alias_opt.optimizer import JsonlWriter, encode, train_images
-from alias_opt.strategies import NAMES, StrategyConfig, make_context, run_strategy, soft_metrics
+from alias_opt.search.pipeline import SearchOutcome, search, search_seed
+from alias_opt.search.soft_prompt import soft_metrics
+from alias_opt.search.strategies import NAMES
 from sam3 import ImageFeatures, Sam3Backend
 
 logger = logging.getLogger(__name__)
 
 FRACTIONS = (0.125, 0.25, 0.5, 1.0)  # budget fractions of the anytime curve
 CELL_VERSION = 1
-NEEDS_VOCAB = {"soft", "projection", "pez", "pez+gcg", "pez+evolution", "optuna", "scan"}
 
 
 @dataclass
@@ -65,8 +67,8 @@ def strategy_slug(name: str) -> str:
 
 
 def cell_seed(seed: int, category_id: int) -> int:
-    """The search seed of one cell (the same derivation as ``optimizer.discover``)."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{category_id}".encode()).digest()[:4], "little")
+    """The search seed of one cell: ``search_seed``, as ``alias_opt.discover`` derives it."""
+    return search_seed(seed, category_id)
 
 
 def _ap(m: PromptMetrics | None) -> float:
@@ -95,17 +97,17 @@ class Bench:
     Args:
         backend: the frozen SAM 3.
         sets: the target sets (one split for all strategies and seeds).
-        cfg: strategy settings.
-        vocab: vocabulary index (None if no strategy needs one).
+        cfg: the search settings (one config schema: ``alias_opt.config.SearchConfig``).
+        indexes: vocabulary indexes by space, shared by the cells (more are built on first use).
         thresholds: held-out metric thresholds.
         settings: JSON-ready description of everything a cell's result depends on.
     """
 
-    def __init__(self, backend, sets, cfg: StrategyConfig, vocab, thresholds: Thresholds, settings: dict):
+    def __init__(self, backend, sets, cfg: SearchConfig, indexes: dict, thresholds: Thresholds, settings: dict):
         self.backend = backend
         self.sets = {ts.category_id: ts for ts in sets}
         self.cfg = cfg
-        self.vocab = vocab
+        self.indexes = indexes
         self.thresholds = thresholds
         self.settings = settings
         self.key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -124,8 +126,8 @@ class Bench:
         return self._infos[cid] if cid in self._infos else self.category(cid).info
 
     def _prepare(self, ts: TargetSet) -> CategoryData:
-        b, s = self.backend, self.cfg.search
-        train = train_images(ts, s, np.random.default_rng([self.settings["split_seed"], ts.category_id]))
+        b = self.backend
+        train = train_images(ts, self.cfg, self.settings["split_seed"])
         train_feats = encode(b, train)
         test_feats = encode(b, ts.test) if ts.test else None
         tok = b.tokenizer
@@ -160,20 +162,18 @@ def run_cell(bench: Bench, cid: int, strategy: str, seed: int, budget: int, out:
     """
     cat = bench.category(cid)
     ts, b, cfg = cat.ts, bench.backend, bench.cfg
-    cs = cell_seed(seed, cid)
-    rng = np.random.default_rng(cs)
-    torch.manual_seed(cs)
     stem = f"{cid}-seed{seed}"
     writer = JsonlWriter(out / "history" / strategy_slug(strategy) / f"{stem}.jsonl") if out else None
-    try:
-        ctx = make_context(b, cat.train, cat.train_feats, ts.name, cfg, bench.vocab, cs, on_step=writer)
-        res = run_strategy(strategy, ctx, budget, rng, cfg)
+    try:  # the one pipeline main.py runs, with this cell's budget
+        res = search(
+            b, cat.train, cat.train_feats, ts.name, cfg, cell_seed(seed, cid), budget, strategy, bench.indexes, writer
+        )
     finally:
         if writer:
             writer.close()
-    counter = ctx.obj.counter.as_dict()
+    counter = res.usage.as_dict()
     fractions = bench.settings["fractions"]
-    points = [(f, ctx.obj.best_at(f * budget)) for f in fractions if f < 1]
+    points = [(f, _best_at(res, f * budget)) for f in fractions if f < 1]
     final = list(res.token_ids) if res.token_ids else None
     prompts = ([final] if final else []) + [list(p.token_ids) for _, p in points if p is not None]
     unique = [list(p) for p in dict.fromkeys(tuple(p) for p in prompts)]
@@ -200,7 +200,7 @@ def run_cell(bench: Bench, cid: int, strategy: str, seed: int, budget: int, out:
         "text": b.tokenizer.decode(final) if final else None,
         "roundtrips": b.tokenizer.roundtrips(final) if final else None,
         "train_loss": res.loss,
-        "train_ap": _ap(res.extra.get("train_metrics")),
+        "train_ap": _ap(res.train_metrics),
         "alias_ap": ap_of(final),
         "test_metrics": alias_m.to_dict() if alias_m else None,
         "soft": None,
@@ -208,11 +208,11 @@ def run_cell(bench: Bench, cid: int, strategy: str, seed: int, budget: int, out:
         **counter,
         "wall_time": round(res.wall_time, 3),
         "ms_per_pair": round(1000 * res.wall_time / max(1, counter["cost"]), 3),
-        "reranked": res.extra.get("reranked", []),
+        "reranked": [r.to_dict() for r in res.reranked],
     }
     cell["ap"] = cell["alias_ap"]
     cell["ap50"] = _ap50(alias_m)
-    if "soft_embeds" in res.extra:
+    if res.kept_soft is not None:
         cell["soft"] = _soft_cell(bench, cat, res, out, strategy, stem)
         cell["ap"] = cell["soft"]["ap"]
         cell["ap50"] = cell["soft"]["ap50"]
@@ -230,8 +230,15 @@ def run_cell(bench: Bench, cid: int, strategy: str, seed: int, budget: int, out:
     return cell
 
 
-def _soft_cell(bench: Bench, cat: CategoryData, res, out: Path | None, strategy: str, stem: str) -> dict:
-    embeds, mask = res.extra["soft_embeds"].float(), res.extra["soft_mask"]
+def _best_at(res: SearchOutcome, cost: float):
+    """The best sequence of ``res``'s trace found within ``cost`` forward-equivalents (None if none)."""
+    found = [p for p in res.trace if p.cost <= cost]
+    return found[-1] if found else None
+
+
+def _soft_cell(bench: Bench, cat: CategoryData, res: SearchOutcome, out: Path | None, strategy: str, stem: str) -> dict:
+    kept = res.kept_soft
+    embeds, mask = kept.embeds.float(), kept.mask
     test = (
         soft_metrics(bench.backend, cat.ts.test, embeds, mask, cat.test_feats, bench.thresholds)[0]
         if cat.ts.test
@@ -241,8 +248,8 @@ def _soft_cell(bench: Bench, cat: CategoryData, res, out: Path | None, strategy:
         "ap": _ap(test),
         "ap50": _ap50(test),
         "test_metrics": test.to_dict() if test else None,
-        "train_ap": _ap(res.extra.get("soft_train_metrics")),
-        "restart": res.extra.get("soft_restart"),
+        "train_ap": _ap(kept.train_metrics),
+        "restart": kept.restart,
         "test_score_sum": soft_score_sum(bench.backend, embeds, mask, cat.test_feats),
         "file": None,
     }
@@ -278,20 +285,17 @@ def load_soft_prompt(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 def open_bench(
     setup: CompareSetup,
-    cfg: StrategyConfig,
+    cfg: SearchConfig,
     backend: Sam3Backend | None = None,
     device: str = "auto",
     thresholds: Thresholds | None = None,
 ) -> Bench:
     """Open the dataset, load the model and the vocabulary index: everything cells share."""
-    from alias_opt.embeddings import VocabularyIndex
-
-    s = cfg.search
     ds = CocoDataset.open(setup.dataset)
     sets = ds.target_sets(
         seed=setup.split_seed,
-        train_fraction=s.train_fraction,
-        max_negatives=s.max_negatives,
+        train_fraction=cfg.train_fraction,
+        max_negatives=cfg.max_negatives,
         categories=setup.categories,
     )
     usable = [ts for ts in sets if any(t.is_positive for t in ts.train)]
@@ -301,11 +305,6 @@ def open_bench(
     if not usable:
         raise ValueError(f"no usable category in {ds.annotation_file}")
     backend = backend or Sam3Backend.load(setup.model, device=device)
-    vocab = (
-        VocabularyIndex.build(backend, s.index.space, s.index.cache_dir)
-        if NEEDS_VOCAB & set(setup.strategies)
-        else None
-    )
     settings = {
         "model_fingerprint": backend.fingerprint,
         "dataset_path": str(ds.annotation_file),
@@ -316,4 +315,4 @@ def open_bench(
         "config": cfg.to_dict(),
         "thresholds": asdict(thresholds or Thresholds()),
     }
-    return Bench(backend, usable, cfg, vocab, thresholds or Thresholds(), settings)
+    return Bench(backend, usable, cfg, {}, thresholds or Thresholds(), settings)

@@ -15,9 +15,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from alias_opt.data_loader import ImageReadError, TargetSet
-from alias_opt.export import now_iso, tool_version, write_json_atomic
-from alias_opt.metrics import (
+from alias_opt.data.loader import ImageReadError, TargetSet
+from alias_opt.eval.metrics import (
     DEFAULT_THRESHOLDS,
     ImagePredictions,
     PromptMetrics,
@@ -26,6 +25,7 @@ from alias_opt.metrics import (
     predict_pairs,
     score_predictions,
 )
+from alias_opt.export import now_iso, tool_version, write_json_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Soft prompts: continuous token embeddings injected at the text encoder's input, optimised by Adam
-on the set-level mask loss (``alias_opt.objective``).
+on the set-level mask loss (``alias_opt.search.objective``).
 
 Several restarts run together as one batch of prompts, each with its own length, initialised from
 the concept's shortlist, the natural name, or random allowed tokens. In PEZ mode (Wen et al. 2023,
@@ -12,14 +12,32 @@ kept. Without PEZ the soft prompt itself is optimised and projected once at the 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from alias_opt.config import SoftConfig
-from alias_opt.embeddings import ProjectionIndex
-from alias_opt.objective import Objective, PhaseTimer, SearchResult, Seq
-from alias_opt.projection import CandidateFilter, embed_prompts, project_sequences
+from alias_opt.eval.metrics import DEFAULT_THRESHOLDS, PromptMetrics, Thresholds, predict_text, score_predictions
+from alias_opt.search.embeddings import ProjectionIndex
+from alias_opt.search.objective import Objective, PhaseResult, PhaseTimer, Seq, until_spent
+from alias_opt.search.projection import CandidateFilter, embed_prompts, project_sequences
+from sam3 import ImageFeatures, Sam3Backend
+
+
+@dataclass
+class SoftResult(PhaseResult):
+    """A soft-prompt phase's result: the best projected sequences and the soft prompts themselves.
+
+    Attributes:
+        soft: (R, L, Dt) final continuous embeddings of the R restarts (rows padded to the longest).
+        lengths: tokens per restart.
+        soft_losses: the last mini-batch loss of each restart.
+    """
+
+    soft: torch.Tensor | None = None
+    lengths: list[int] = field(default_factory=list)
+    soft_losses: list[float] = field(default_factory=list)
 
 
 def initial_sequences(
@@ -65,12 +83,9 @@ def optimize_soft(
     proj: ProjectionIndex,
     filt: CandidateFilter,
     pez: bool | None = None,
-) -> SearchResult:
-    """Optimise one soft prompt per initial sequence; returns the best projected sequences.
-
-    ``extra`` of the result holds ``soft`` (R, L, Dt) final embeddings, ``lengths`` and
-    ``soft_losses`` (the last mini-batch loss of each restart).
-    """
+) -> SoftResult:
+    """Optimise one soft prompt per initial sequence; returns the best projected sequences and the
+    soft prompts. Stops early, with what it has, when the budget runs out."""
     pez = cfg.pez if pez is None else pez
     timer = PhaseTimer(obj, "pez" if pez else "soft")
     backend = obj.backend
@@ -84,26 +99,54 @@ def optimize_soft(
     opt = torch.optim.Adam([soft], lr=cfg.lr * scale)
     seen: list[Seq] = []
     losses = torch.full((len(inits),), float("nan"))
-    for step in range(cfg.steps):
-        if obj.exhausted:
-            break
-        idx = obj.sample_images(cfg.batch_images)
-        if pez:
-            ids = torch.as_tensor(proj.project(soft.detach()), dtype=torch.long)
-            fwd = soft + (table[ids].float() - soft).detach()  # straight-through
-        else:
-            fwd = soft
-        embeds, mask = embed_prompts(table.float(), tok.sot_id, tok.eot_id, [fwd[r, :n] for r, n in enumerate(lengths)])
-        opt.zero_grad(set_to_none=True)
-        losses = obj.loss_grad(embeds, mask, idx)
-        opt.step()
-        last = step == cfg.steps - 1
-        if pez and (step % cfg.eval_every == 0 or last):
-            cands = filt.accept(project_sequences(proj, soft.detach(), lengths))
-            obj.score(cands)
-            seen += cands
-        obj.record(timer.phase, step, float(losses.mean()), batch_losses=[round(float(v), 4) for v in losses])
+    with until_spent():
+        for step in range(cfg.steps):
+            if obj.exhausted:
+                break
+            idx = obj.sample_images(cfg.batch_images)
+            if pez:
+                ids = torch.as_tensor(proj.project(soft.detach()), dtype=torch.long)
+                fwd = soft + (table[ids].float() - soft).detach()  # straight-through
+            else:
+                fwd = soft
+            rows = [fwd[r, :n] for r, n in enumerate(lengths)]
+            embeds, mask = embed_prompts(table.float(), tok.sot_id, tok.eot_id, rows)
+            opt.zero_grad(set_to_none=True)
+            losses = obj.loss_grad(embeds, mask, idx)
+            opt.step()
+            last = step == cfg.steps - 1
+            if pez and (step % cfg.eval_every == 0 or last):
+                cands = filt.accept(project_sequences(proj, soft.detach(), lengths))
+                seen += cands
+                obj.score(cands)
+            obj.record(timer.phase, step, float(losses.mean()), batch_losses=[round(float(v), 4) for v in losses])
     cands = filt.accept(project_sequences(proj, soft.detach(), lengths))
-    obj.score(cands, screen=False)
     seen += cands
-    return timer.result(seen, soft=soft.detach().clone(), lengths=lengths, soft_losses=losses.tolist())
+    with until_spent():
+        obj.score(cands, screen=False)
+    return SoftResult(
+        **vars(timer.result(seen)), soft=soft.detach().clone(), lengths=lengths, soft_losses=losses.tolist()
+    )
+
+
+@torch.no_grad()
+def soft_metrics(
+    backend: Sam3Backend,
+    images: Sequence,
+    embeds: torch.Tensor,
+    mask: torch.Tensor,
+    feats: ImageFeatures,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+) -> list[PromptMetrics]:
+    """Metrics of P soft prompts through ``encode_text(embeds=...)``: the same predictions and scoring as
+    ``evaluate_prompts``.
+
+    Args:
+        embeds: (P, T, Dt) input embeddings incl. SOT/EOT; mask: (P, T).
+        images: TargetImages; feats: their features.
+
+    Returns:
+        P PromptMetrics.
+    """
+    per = predict_text(backend, feats, images, backend.encode_text(embeds=embeds, mask=mask), thresholds)
+    return [score_predictions(p, images, thresholds) for p in per]

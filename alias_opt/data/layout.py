@@ -13,8 +13,8 @@ import logging
 import os
 from pathlib import Path
 
-from alias_opt.coco_checks import DatasetError, LoadReport, RawImage
-from alias_opt.targets import ImageEntry
+from alias_opt.data.checks import DatasetError, LoadReport, RawImage
+from alias_opt.data.targets import ImageEntry
 
 logger = logging.getLogger(__name__)
 

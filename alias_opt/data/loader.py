@@ -5,9 +5,9 @@
     for ts in ds.target_sets(seed=0):                  # deterministic 50/50 split per category
         ts.train, ts.test                              # TargetImage lists: positives + negatives
 
-Where the files are (a folder's annotation JSON, the image root) is ``alias_opt.coco_layout``;
-record-by-record checks of the JSON are ``alias_opt.coco_checks``; the target images themselves
-(masks kept as compressed RLE, decoded on read) are ``alias_opt.targets``.
+Where the files are (a folder's annotation JSON, the image root) is ``alias_opt.data.layout``;
+record-by-record checks of the JSON are ``alias_opt.data.checks``; the target images themselves
+(masks kept as compressed RLE, decoded on read) are ``alias_opt.data.targets``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from alias_opt.coco_checks import (
+from alias_opt.data.checks import (
     IGNORE,
     TARGET,
     Annotation,
@@ -31,8 +31,8 @@ from alias_opt.coco_checks import (
     JsonChecker,
     LoadReport,
 )
-from alias_opt.coco_layout import find_annotation_file, pick_image_root, resolve_images
-from alias_opt.targets import ImageEntry, TargetImage, TargetSet, encode_masks, file_size
+from alias_opt.data.layout import find_annotation_file, pick_image_root, resolve_images
+from alias_opt.data.targets import ImageEntry, TargetImage, TargetSet, encode_masks, file_size
 from sam3.preprocess import ImageReadError
 
 logger = logging.getLogger(__name__)

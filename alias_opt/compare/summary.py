@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from alias_opt.metrics import compare
+from alias_opt.eval.metrics import compare
 
 MARGIN = 0.01  # DESIGN §5: a win is held-out AP above the name's by more than this
 

@@ -16,10 +16,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from alias_opt.config import EvolutionConfig
-from alias_opt.embeddings import ProjectionIndex
-from alias_opt.gcg import token_gradients, top_tokens
-from alias_opt.objective import Objective, PhaseTimer, SearchResult, Seq
-from alias_opt.projection import CandidateFilter
+from alias_opt.search.embeddings import ProjectionIndex
+from alias_opt.search.gcg import token_gradients, top_tokens
+from alias_opt.search.objective import Objective, PhaseResult, PhaseTimer, Seq, until_spent
+from alias_opt.search.projection import CandidateFilter
 
 
 def crossover(a: Seq, b: Seq, rng: np.random.Generator, max_len: int) -> Seq:
@@ -101,14 +101,29 @@ def evolve(
     mutator: Mutator,
     rng: np.random.Generator,
     grad_images: int = 8,
-) -> SearchResult:
+) -> PhaseResult:
     """Run the evolutionary search from an initial population ``seeds`` (already filtered)."""
     timer = PhaseTimer(obj, "evolution")
     pop = filt.accept(seeds)
-    if not pop:
-        return timer.result([])
-    scores = obj.score(pop)
     seen = list(pop)
+    if pop:
+        with until_spent():
+            _generations(obj, pop, cfg, filt, mutator, rng, grad_images, seen)
+    return timer.result(seen)
+
+
+def _generations(
+    obj: Objective,
+    pop: list[Seq],
+    cfg: EvolutionConfig,
+    filt: CandidateFilter,
+    mutator: Mutator,
+    rng: np.random.Generator,
+    grad_images: int,
+    seen: list[Seq],
+) -> None:
+    """The generations of ``evolve``; every child scored is appended to ``seen``."""
+    scores = obj.score(pop)
     best = float(np.min(scores))
     stale = 0
     for gen in range(cfg.generations):
@@ -134,13 +149,13 @@ def evolve(
             else:
                 child = mutator(a)
             c = filt(child)
-            if c is None or c in children or (c, "full") in obj.memo or c in obj.rejected:
+            if c is None or c in children or obj.is_known(c):
                 continue
             children.append(c)
         if not children:
             break
-        child_scores = obj.score(children)
         seen += children
+        child_scores = obj.score(children)
         pop = pop + children
         scores = np.concatenate([scores, child_scores])
         gen_best = float(np.min(scores))
@@ -149,7 +164,6 @@ def evolve(
         else:
             stale += 1
         obj.record("evolution", gen, gen_best, population=len(pop), children=len(children))
-    return timer.result(seen)
 
 
 def _tournament(alive: list[int], scores: np.ndarray, rng: np.random.Generator, k: int = 3) -> int:

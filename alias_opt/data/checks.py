@@ -18,8 +18,8 @@ from pathlib import Path
 
 from pycocotools import mask as mask_utils
 
-from alias_opt.coco_masks import SegmentationReader, is_int
-from alias_opt.coco_report import DatasetError, Issue, LoadReport
+from alias_opt.data.issues import DatasetError, Issue, LoadReport
+from alias_opt.data.masks import SegmentationReader, is_int
 
 __all__ = ["DatasetError", "Issue", "LoadReport", "JsonChecker", "Category", "RawImage", "Annotation"]
 

@@ -21,25 +21,20 @@ a run killed at any point (kill -9 included) continues without redoing or losing
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
 import os
-import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from alias_opt.config import SearchConfig
-from alias_opt.data_loader import CocoDataset, TargetImage, TargetSet
-from alias_opt.discrete_search import extend, random_search, scan
-from alias_opt.embeddings import ProjectionIndex, VocabularyIndex
-from alias_opt.evolution import Mutator, evolve, seed_population
+from alias_opt.data.loader import CocoDataset, TargetImage, TargetSet
+from alias_opt.eval.metrics import Thresholds, compare, evaluate_prompts
+from alias_opt.eval.summary import format_summary, format_table, summarize
 from alias_opt.export import (
     AliasFile,
     AliasFileError,
@@ -50,43 +45,23 @@ from alias_opt.export import (
     write_aliases,
     write_json_atomic,
 )
-from alias_opt.gcg import gcg
-from alias_opt.metrics import PromptMetrics, Thresholds, compare, evaluate_prompts
-from alias_opt.objective import Objective, SearchResult, Seq, Step
-from alias_opt.projection import CandidateFilter
-from alias_opt.run_summary import format_summary, format_table, summarize
-from alias_opt.shortlist import allowed_tokens, build_indexes, build_shortlist, pooled_shortlist, view_spaces
-from alias_opt.soft_prompt import initial_sequences, optimize_soft
+from alias_opt.search.embeddings import VocabularyIndex
+from alias_opt.search.objective import Step
+from alias_opt.search.pipeline import SearchOutcome, search, search_seed
+from alias_opt.search.shortlist import build_indexes
 from sam3 import ImageFeatures, Sam3Backend
 
 logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------- discovery
-@dataclass
-class Discovery:
-    """The outcome of one category's search (before held-out scoring)."""
-
-    token_ids: list[int]
-    strategy: str
-    train_loss: float
-    train_metrics: PromptMetrics | None
-    name_ids: list[int] | None
-    name_train_metrics: PromptMetrics | None
-    shortlist: list[int]
-    phases: list[dict]
-    reranked: list[dict]
-    counter: dict
-    wall_time: float
-    soft: torch.Tensor | None = None
-    extra: dict = field(default_factory=dict)
-
-
-def train_images(ts: TargetSet, cfg: SearchConfig, rng: np.random.Generator) -> list[TargetImage]:
+def train_images(ts: TargetSet, cfg: SearchConfig, split_seed: int) -> list[TargetImage]:
     """The train images a search uses: all of ``ts.train``, or at most ``cfg.max_train_images`` of
-    them (about a third negatives), drawn with ``rng`` and kept in image-id order."""
+    them (about a third negatives), drawn with the split seed (the same for every strategy and search
+    seed) and kept in image-id order."""
     images = list(ts.train)
     if cfg.max_train_images and len(images) > cfg.max_train_images:
+        rng = np.random.default_rng([split_seed, ts.category_id])
         pos = [im for im in images if im.is_positive]
         neg = [im for im in images if not im.is_positive]
         n_neg = min(len(neg), cfg.max_train_images // 3)
@@ -100,151 +75,40 @@ def train_images(ts: TargetSet, cfg: SearchConfig, rng: np.random.Generator) -> 
 
 
 def encode(backend: Sam3Backend, images: Sequence[TargetImage]) -> ImageFeatures:
-    """Image features of TargetImages, read in their JSON orientation (as alias_opt.metrics does)."""
+    """Image features of TargetImages, read in their JSON orientation (as alias_opt.eval.metrics does)."""
     return backend.encode_images([im.image.load() for im in images])
-
-
-def _phase_dict(r: SearchResult) -> dict:
-    return {
-        "phase": r.phase,
-        "best": list(r.token_ids) if r.token_ids else None,
-        "loss": r.loss if math.isfinite(r.loss) else None,
-        "forward_passes": r.forward_passes,
-        "backward_passes": r.backward_passes,
-        "wall_time": round(r.wall_time, 3),
-    }
 
 
 def discover(
     backend: Sam3Backend,
     ts: TargetSet,
     cfg: SearchConfig,
-    vocab: VocabularyIndex | Mapping[str, VocabularyIndex],
+    vocab: VocabularyIndex | Mapping[str, VocabularyIndex] | None = None,
     on_step: Callable[[Step], None] | None = None,
     feats: ImageFeatures | None = None,
-) -> Discovery:
-    """Find an alias for one target set on its train split (see the module doc).
+) -> SearchOutcome:
+    """Find an alias for one target set on its train split: ``cfg.strategy`` through the one search
+    pipeline (``alias_opt.search.pipeline.search``) with ``cfg.budget`` and the search seed of
+    (``cfg.seed``, category).
 
-    ``vocab``: the index of ``cfg.index.space``, or ``build_indexes(backend, cfg)`` (needed when
-    ``cfg.index.views`` names other spaces).
+    Args:
+        backend: the frozen SAM 3.
+        ts: the target set (split with ``cfg.seed``).
+        cfg: the search settings.
+        vocab: an index, or indexes by space (``build_indexes``); others are built on first use.
+        on_step: called with every recorded step.
+        feats: features of ``train_images(ts, cfg, cfg.seed)`` (default: encoded here).
+
+    Returns:
+        the SearchOutcome.
     """
-    given = dict(vocab) if isinstance(vocab, Mapping) else {vocab.space: vocab}
-    # every space the config needs, index.space first; built (from the disk cache) where not given
-    indexes = {s: given.get(s) or VocabularyIndex.build(backend, s, cfg.index.cache_dir) for s in view_spaces(cfg)}
-    t0 = time.perf_counter()
-    seed = int.from_bytes(hashlib.sha256(f"{cfg.seed}:{ts.category_id}".encode()).digest()[:4], "little")
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
-    images = train_images(ts, cfg, rng)
+    indexes = dict(vocab) if isinstance(vocab, Mapping) else {vocab.space: vocab} if vocab is not None else {}
+    images = train_images(ts, cfg, cfg.seed)
     if not any(im.is_positive for im in images):
         raise ValueError(f"category {ts.category_id} has no positive train image")
     feats = feats if feats is not None else encode(backend, images)
-    allowed = allowed_tokens(backend, cfg, ts.name)
-    filt = CandidateFilter(backend.tokenizer, allowed, cfg.max_len, cfg.roundtrip)
-    obj = Objective(
-        backend,
-        images,
-        cfg.loss,
-        feats=feats,
-        allowed=filt.allowed,
-        screen_images=cfg.screen_images,
-        screen_keep=cfg.screen_keep,
-        budget=cfg.budget,
-        seed=seed,
-        on_step=on_step,
-    )
-    tok = backend.tokenizer
-    name_ids = tok.encode(ts.name, special=False) if ts.name else None
-    name_seq = tuple(name_ids) if name_ids and bool(filt.allowed[name_ids].all()) else None
-    if name_seq is not None:
-        obj.score([name_seq], screen=False)
-
-    probes: list[Seq] = [()] + ([name_seq] if name_seq else [])
-    if cfg.index.views:
-        shortlist = pooled_shortlist(obj, indexes, filt, cfg.index.shortlist, probes, cfg.index.views, cfg.index.pool)
-    else:
-        shortlist = build_shortlist(
-            obj,
-            indexes[cfg.index.space],
-            filt,
-            cfg.index.shortlist,
-            probes,
-            cfg.index.probe_rounds,
-            cfg.index.two_sided,
-        )
-    proj = ProjectionIndex(backend.token_embeddings, filt.allowed, cfg.index.projection_metric)
-    phases: list[SearchResult] = []
-    soft = None
-    s = cfg.strategy
-
-    if s in ("scan", "pez", "pez+gcg", "pez+evolution", "evolution"):
-        phases.append(scan(obj, shortlist[: cfg.scan_size], filt))
-    ranked_singles = [t[0] for t in phases[0].candidates] if phases else shortlist
-    ranked_singles += [t for t in shortlist if t not in ranked_singles]
-    if cfg.extend_bases and s in ("pez+evolution", "evolution"):
-        bases = [(t,) for t in ranked_singles[: cfg.extend_bases]]
-        phases.append(extend(obj, bases, shortlist[: cfg.scan_size], filt))
-
-    if s in ("soft", "projection", "pez", "pez+gcg", "pez+evolution"):
-        lengths = [min(n, cfg.max_len) for n in cfg.soft.lengths] or [cfg.max_len]
-        inits = initial_sequences(cfg.soft.inits, cfg.soft.restarts, lengths, ranked_singles, name_seq, filt, rng)
-        res = optimize_soft(obj, inits, cfg.soft, proj, filt, pez=s not in ("soft", "projection"))
-        soft = res.extra.get("soft")
-        phases.append(res)
-    if s == "pez+gcg":
-        start = phases[-1].token_ids or (ranked_singles[0],)
-        phases.append(gcg(obj, start, cfg.gcg, filt, rng, cfg.soft.batch_images))
-    if s in ("pez+evolution", "evolution"):
-        seeds = [c for r in phases[1:] for c in r.candidates] + ([name_seq] if name_seq else [])
-        singles = [(t,) for t in ranked_singles]
-        pop = seed_population(seeds, singles[: cfg.evolution.population], cfg.evolution.shortlist_pairs, filt)
-        mutator = Mutator(ranked_singles, proj, cfg.evolution.neighbours, cfg.max_len, rng)
-        phases.append(evolve(obj, pop, cfg.evolution, filt, mutator, rng, cfg.soft.batch_images))
-    if s == "random":
-        phases.append(random_search(obj, filt, rng, lengths=tuple(range(1, cfg.max_len + 1))))
-
-    # re-rank the best few (and the name) by train AP: the loss is a proxy, AP is what is judged
-    pool = [sv[0] for sv in obj.ranked(cfg.rerank)]
-    if name_seq is not None and name_seq not in pool:
-        pool.append(name_seq)
-    if not pool:
-        pool = [(ranked_singles[0],)]
-        obj.score(pool, screen=False)
-    metrics = evaluate_prompts(backend, images, [list(p) for p in pool], feats=feats)
-    obj.counter.forward += len(pool) * len(images)
-    rows = []
-    for p, m in zip(pool, metrics):
-        ap = m.ap if not math.isnan(m.ap) else -1.0
-        rows.append((p, ap, obj.memo.get((p, "full"), math.inf), m))
-    # the best train AP wins; within ``rerank_tolerance`` of it, the lowest loss (shorter on ties)
-    top_ap = max(r[1] for r in rows)
-    rows.sort(key=lambda r: (r[1] < top_ap - cfg.rerank_tolerance, r[2], len(r[0]), -r[1]))
-    best, _, best_loss, best_m = rows[0]
-    name_m = next((r[3] for r in rows if r[0] == name_seq), None)
-    strategy = "name" if best == name_seq and s != "name" else s
-    obj.record("rerank", 0, best_loss, candidates=len(pool), best_ap=best_m.ap)
-    return Discovery(
-        token_ids=list(best),
-        strategy=strategy,
-        train_loss=float(best_loss),
-        train_metrics=best_m,
-        name_ids=name_ids,
-        name_train_metrics=name_m,
-        shortlist=shortlist,
-        phases=[_phase_dict(r) for r in phases],
-        reranked=[
-            {
-                "token_ids": list(p),
-                "text": tok.decode(p),
-                "train_ap": m.ap,
-                "loss": loss if math.isfinite(loss) else None,
-            }
-            for p, _, loss, m in rows
-        ],
-        counter=obj.counter.as_dict(),
-        wall_time=time.perf_counter() - t0,
-        soft=soft,
-    )
+    seed = search_seed(cfg.seed, ts.category_id)
+    return search(backend, images, feats, ts.name, cfg, seed, indexes=indexes, on_step=on_step)
 
 
 # ---------------------------------------------------------------------------------------- the run
@@ -291,13 +155,17 @@ def _compatible(a: Provenance, b: Provenance) -> bool:
 
 
 def category_record(
-    backend: Sam3Backend, ts: TargetSet, d: Discovery, thresholds: Thresholds, feats: ImageFeatures | None = None
+    backend: Sam3Backend, ts: TargetSet, d: SearchOutcome, thresholds: Thresholds, feats: ImageFeatures | None = None
 ) -> AliasRecord:
     """Score the alias, the name and the oracle phrases on the held-out split; the export record."""
     tok = backend.tokenizer
-    prompts: list[list[int]] = [d.token_ids]
-    if d.name_ids:
-        prompts.append(d.name_ids)
+    if d.token_ids is None:
+        raise ValueError(f"category {ts.category_id}: the search found no candidate")
+    token_ids = list(d.token_ids)
+    name_ids = tok.encode(ts.name, special=False) if ts.name else None
+    prompts: list[list[int]] = [token_ids]
+    if name_ids:
+        prompts.append(name_ids)
     oracle = _oracle_phrases(ts.oracle_name)
     prompts += [tok.encode(o, special=False) for o in oracle]
     test = ts.test
@@ -309,16 +177,17 @@ def category_record(
         else [None] * len(prompts)
     )
     alias_m = metrics[0]
-    name_m = metrics[1] if d.name_ids else None
-    oracle_m = metrics[2 if d.name_ids else 1 :]
+    name_m = metrics[1] if name_ids else None
+    oracle_m = metrics[2 if name_ids else 1 :]
+    counter = d.usage.as_dict()
     extra = {
-        "train_loss": d.train_loss,
+        "train_loss": d.loss,
         "shortlist": d.shortlist[:32],
-        "phases": d.phases,
-        "reranked": d.reranked,
-        **d.counter,
+        "phases": [r.to_dict() for r in d.phases],
+        "reranked": [r.to_dict(tok.decode(r.token_ids)) for r in d.reranked],
+        **counter,
         "wall_time": round(d.wall_time, 3),
-        "ms_per_pair": round(1000 * d.wall_time / max(1, d.counter["cost"]), 3),
+        "ms_per_pair": round(1000 * d.wall_time / max(1, counter["cost"]), 3),
         "history": f"history/{ts.category_id}.jsonl",
     }
     if oracle:
@@ -330,10 +199,10 @@ def category_record(
     return AliasRecord(
         category_id=ts.category_id,
         category_name=ts.name,
-        token_ids=list(d.token_ids),
-        text=tok.decode(d.token_ids),
-        roundtrips=tok.roundtrips(d.token_ids),
-        strategy=d.strategy,
+        token_ids=token_ids,
+        text=tok.decode(token_ids),
+        roundtrips=tok.roundtrips(token_ids),
+        strategy="name" if d.chose_name else d.strategy,
         train_metrics=d.train_metrics,
         test_metrics=alias_m,
         baseline_text=ts.name,
@@ -389,13 +258,13 @@ def run(
         finally:
             writer.close()
         rec = category_record(backend, ts, d, thresholds)
-        if d.soft is not None:
+        if d.soft is not None and d.soft.soft is not None:
             from safetensors.torch import save_file
 
             soft_path = out / "soft" / f"{ts.category_id}.safetensors"
             soft_path.parent.mkdir(exist_ok=True)
             tmp = soft_path.with_suffix(".tmp")
-            save_file({"soft": d.soft.float().contiguous()}, str(tmp))
+            save_file({"soft": d.soft.soft.float().contiguous()}, str(tmp))
             os.replace(tmp, soft_path)
             rec.extra["soft_prompt"] = f"soft/{ts.category_id}.safetensors"
         write_aliases(ckpt, AliasFile(provenance=prov, aliases=[rec]))

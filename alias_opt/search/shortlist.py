@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from alias_opt.config import SearchConfig, parse_view
-from alias_opt.embeddings import VocabularyIndex, concept_vector
-from alias_opt.objective import Objective, Seq
-from alias_opt.projection import CandidateFilter
+from alias_opt.search.embeddings import VocabularyIndex
+from alias_opt.search.objective import Objective, Seq
+from alias_opt.search.projection import CandidateFilter
 from sam3 import Sam3Backend
 
 
@@ -51,15 +51,15 @@ def build_shortlist(
         bottom = [int(t) for t in vocab.search(-concept, k, allowed=filt.allowed)[0]]
         return _interleave(top, bottom, k)
 
-    concept = _concept(obj, vocab.space, probes)
+    concept = obj.concept(vocab.space, probes)
     shortlist = search(concept)
     for _ in range(1, rounds):
         if vocab.space == "text" or not shortlist:
             break
         singles = filt.accept([(t,) for t in shortlist])
-        losses = obj.losses(singles, obj.screen_idx, key="screen")
+        losses = obj.screen_losses(singles)
         best = singles[int(np.argmin(losses))]
-        concept = _concept(obj, vocab.space, [best])
+        concept = obj.concept(vocab.space, [best])
         shortlist = _interleave(search(concept), shortlist, k)
     return shortlist
 
@@ -73,13 +73,6 @@ def view_spaces(cfg: SearchConfig) -> list[str]:
 def build_indexes(backend: Sam3Backend, cfg: SearchConfig) -> dict[str, VocabularyIndex]:
     """The vocabulary indexes of a config, by space, ``index.space`` first (each cached on disk)."""
     return {s: VocabularyIndex.build(backend, s, cfg.index.cache_dir) for s in view_spaces(cfg)}
-
-
-def _concept(obj: Objective, space: str, probes: Sequence[Seq]) -> torch.Tensor:
-    """The concept vector of ``obj``'s targets; its probe forwards are charged to ``obj``."""
-    if space != "text":
-        obj.counter.forward += len(probes) * obj.n_images
-    return concept_vector(obj.backend, obj.feats, obj.targets, obj.grid, space, probes)
 
 
 def _interleave(a: Sequence[int], b: Sequence[int], k: int) -> list[int]:
@@ -118,11 +111,11 @@ def pooled_shortlist(
             lists.append([int(t) for t in indexes[space].distinct(per, filt.allowed)])
             continue
         if space not in concepts:
-            concepts[space] = _concept(obj, space, probes)
+            concepts[space] = obj.concept(space, probes)
         lists.append([int(t) for t in indexes[space].search(sign * concepts[space], per, allowed=filt.allowed)[0]])
     pooled: list[int] = []
     for row in zip(*lists):
         pooled += row
     singles = filt.accept([(t,) for t in dict.fromkeys(pooled)][:pool])
-    losses = obj.losses(singles, obj.screen_idx, key="screen")
+    losses = obj.screen_losses(singles)
     return [singles[i][0] for i in np.argsort(losses, kind="stable")[:k]]

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from alias_opt.config import SPACES, TABLE_SPACES
-from alias_opt.losses import hungarian, pairwise_costs
+from alias_opt.search.losses import hungarian, pairwise_costs
 from sam3 import ImageFeatures, Sam3Backend
 from sam3.cache import default_cache_dir
 

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from alias_opt.config import GcgConfig
-from alias_opt.objective import Objective, PhaseTimer, SearchResult, Seq
-from alias_opt.projection import CandidateFilter, embed_prompts
+from alias_opt.search.objective import Objective, PhaseResult, PhaseTimer, Seq, until_spent
+from alias_opt.search.projection import CandidateFilter, embed_prompts
 
 
 def token_gradients(obj: Objective, seqs: Sequence[Seq], idx: np.ndarray | None = None) -> list[torch.Tensor]:
@@ -66,26 +66,27 @@ def gcg(
     filt: CandidateFilter,
     rng: np.random.Generator,
     grad_images: int = 8,
-) -> SearchResult:
+) -> PhaseResult:
     """Greedy coordinate descent from ``start`` with gradient-proposed single swaps."""
     timer = PhaseTimer(obj, "gcg")
     cur = filt(start) or start
-    cur_loss = float(obj.score([cur], screen=False)[0])
     seen: list[Seq] = [cur]
-    stale = 0
-    for step in range(cfg.steps):
-        if obj.exhausted or stale >= cfg.patience:
-            break
-        grad = token_gradients(obj, [cur], obj.sample_images(grad_images))[0]
-        cands = filt.accept(sample_swaps(cur, top_tokens(grad, filt.allowed, cfg.topk), cfg.candidates, rng))
-        if not cands:
-            break
-        losses = obj.score(cands)
-        seen += cands
-        j = int(np.argmin(losses))
-        if losses[j] < cur_loss:
-            cur, cur_loss, stale = cands[j], float(losses[j]), 0
-        else:
-            stale += 1
-        obj.record("gcg", step, cur_loss, current=list(cur), scored=len(cands))
+    with until_spent():
+        cur_loss = float(obj.score([cur], screen=False)[0])
+        stale = 0
+        for step in range(cfg.steps):
+            if obj.exhausted or stale >= cfg.patience:
+                break
+            grad = token_gradients(obj, [cur], obj.sample_images(grad_images))[0]
+            cands = filt.accept(sample_swaps(cur, top_tokens(grad, filt.allowed, cfg.topk), cfg.candidates, rng))
+            if not cands:
+                break
+            seen += cands
+            losses = obj.score(cands)
+            j = int(np.argmin(losses))
+            if losses[j] < cur_loss:
+                cur, cur_loss, stale = cands[j], float(losses[j]), 0
+            else:
+                stale += 1
+            obj.record("gcg", step, cur_loss, current=list(cur), scored=len(cands))
     return timer.result(seen)

@@ -3,7 +3,7 @@
     python -m alias_opt.compare --dataset DATA --output DIR --strategies pez+evolution,random,soft \\
         --budget 3000 --seeds 0,1,2 [--model toy] [--categories 1,2] [--config FILE] [--resume]
 
-Every (strategy, category, seed) *cell* runs the strategy (``alias_opt.strategies``) on the
+Every (strategy, category, seed) *cell* runs the strategy (``alias_opt.search.strategies``) on the
 category's train split with the same budget in forward-equivalents (pair forwards + 2 x pair
 backwards, the Objective's ``Counter.cost``; the vocabulary probes of a shortlist included), then
 scores the final alias (for ``soft``: the soft prompt itself) on the held-out test split. The split
@@ -17,9 +17,9 @@ Outputs under ``--output`` (every file written atomically):
         incl. SOT/EOT and ``mask`` (1, T), for ``Sam3Backend.encode_text(embeds=..., mask=...)``
         (``load_soft_prompt`` reads it)
     results.json                              setup, per-category baselines, all cells, the summary
-    report.md, plots/*.png                    the report (``alias_opt.report``)
-One cell is ``alias_opt.compare_cells``; the aggregation ``alias_opt.compare_summary``; the report
-``alias_opt.report``.
+    report.md, plots/*.png                    the report (``alias_opt.compare.report``)
+One cell is ``alias_opt.compare.cells``; the aggregation ``alias_opt.compare.summary``; the report
+``alias_opt.compare.report``.
 
 Exit codes: 0 done; 1 no usable category; 2 bad arguments, dataset, config or model source.
 """
@@ -38,7 +38,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from alias_opt.cli import add_runtime_flags, init_runtime, user_error
-from alias_opt.compare_cells import (
+from alias_opt.compare.cells import (
     CELL_VERSION,
     FRACTIONS,
     Bench,
@@ -50,10 +50,11 @@ from alias_opt.compare_cells import (
     run_cell,
     strategy_slug,
 )
-from alias_opt.compare_summary import summarize
+from alias_opt.compare.summary import summarize
+from alias_opt.config import SearchConfig, load_config
+from alias_opt.eval.metrics import Thresholds
 from alias_opt.export import tool_version, write_json_atomic
-from alias_opt.metrics import Thresholds
-from alias_opt.strategies import NAMES, StrategyConfig, load_strategy_config
+from alias_opt.search.strategies import NAMES
 from sam3 import Sam3Backend
 
 __all__ = [
@@ -73,14 +74,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO / "configs" / "compare.json"
 
 
 # ---------------------------------------------------------------------------------------- the run
 def run_comparison(
     setup: CompareSetup,
-    cfg: StrategyConfig,
+    cfg: SearchConfig,
     output: str | Path,
     resume: bool = False,
     backend: Sam3Backend | None = None,
@@ -121,7 +122,7 @@ def run_comparison(
     results["summary"] = summarize(results)
     write_json_atomic(out / "results.json", results)
     if report:
-        from alias_opt.report import write_report
+        from alias_opt.compare.report import write_report
 
         write_report(out, results)
     return results
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING if args.verbose < 2 else optuna.logging.DEBUG)
-    from alias_opt.data_loader import DatasetError
+    from alias_opt.data.loader import DatasetError
     from sam3 import ModelSourceError
 
     try:
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             categories=parse_list(args.categories, int),
             split_seed=args.split_seed,
         ).validate()
-        cfg = load_strategy_config(args.config or DEFAULT_CONFIG)
+        cfg = load_config(args.config or DEFAULT_CONFIG)
     except (OSError, ValueError) as exc:
         return user_error(exc)
     t0 = time.perf_counter()
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         return user_error(exc, args.model)
     except ValueError as exc:
         return user_error(exc, code=1)
-    from alias_opt.compare_summary import format_overview
+    from alias_opt.compare.summary import format_overview
 
     print(format_overview(results["summary"]))
     out = Path(args.output)

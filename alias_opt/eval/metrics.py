@@ -32,8 +32,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tqdm.auto import tqdm
 
-from alias_opt.data_loader import TargetImage, encode_masks
-from alias_opt.matching import hungarian_match, inside_fraction, iou_matrix, semantic_iou, union_rle
+from alias_opt.data.loader import TargetImage, encode_masks
+from alias_opt.eval.matching import hungarian_match, inside_fraction, iou_matrix, semantic_iou, union_rle
 
 UPSAMPLE_BYTES = 256 << 20  # bound on one upsampling step's float buffer
 

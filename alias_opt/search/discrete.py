@@ -1,8 +1,8 @@
 """Discrete search over token sequences: the phases that score real token ids.
 
-* projection of soft embeddings to the nearest allowed tokens (``alias_opt.projection``);
-* gradient-guided single swaps, GCG-style (``alias_opt.gcg``);
-* evolutionary search (``alias_opt.evolution``);
+* projection of soft embeddings to the nearest allowed tokens (``alias_opt.search.projection``);
+* gradient-guided single swaps, GCG-style (``alias_opt.search.gcg``);
+* evolutionary search (``alias_opt.search.evolution``);
 * ``scan``: score single tokens (e.g. the concept's shortlist), best first;
 * ``extend``: greedy one-token extensions of the best sequences (a concept named by two words whose
   single tokens each match only part of it, "red" + "square", is found by pairing, not by singles);
@@ -19,10 +19,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from alias_opt.evolution import Mutator, crossover, evolve, seed_population
-from alias_opt.gcg import gcg, sample_swaps, token_gradients, top_tokens
-from alias_opt.objective import Objective, PhaseTimer, SearchResult, Seq
-from alias_opt.projection import CandidateFilter, project_sequences, random_sequences
+from alias_opt.search.evolution import Mutator, crossover, evolve, seed_population
+from alias_opt.search.gcg import gcg, sample_swaps, token_gradients, top_tokens
+from alias_opt.search.objective import Objective, PhaseResult, PhaseTimer, Seq, until_spent
+from alias_opt.search.projection import CandidateFilter, project_sequences, random_sequences
 
 __all__ = [
     "CandidateFilter",
@@ -43,19 +43,25 @@ __all__ = [
 ]
 
 
-def scan(obj: Objective, tokens: Sequence[int], filt: CandidateFilter, screen: bool = True) -> SearchResult:
+def scan(obj: Objective, tokens: Sequence[int], filt: CandidateFilter, screen: bool = True) -> PhaseResult:
     """Score every single token of ``tokens`` (as a one-token alias); candidates come back best first."""
     timer = PhaseTimer(obj, "scan")
     cands = filt.accept([(int(t),) for t in tokens])
-    losses = obj.score(cands, screen=screen) if cands else np.zeros(0)
-    obj.record("scan", 0, float(np.min(losses)) if len(losses) else float("inf"), scored=len(cands))
-    order = np.argsort(losses, kind="stable")
+    with until_spent():
+        losses = obj.score(cands, screen=screen) if cands else np.zeros(0)
+        obj.record("scan", 0, float(np.min(losses)) if len(losses) else float("inf"), scored=len(cands))
     # screened-out singles still rank (by screening loss) after the fully scored ones: they seed pairs
+    losses = np.array([_inf(obj.loss_of(c)) for c in cands])
+    order = np.argsort(losses, kind="stable")
     screened = [cands[i] for i in order if not np.isfinite(losses[i])]
-    screened.sort(key=lambda s: obj.memo.get((s, "screen"), np.inf))  # screened out: by screening loss
+    screened.sort(key=lambda s: _inf(obj.screen_loss_of(s)))  # screened out: by screening loss
     res = timer.result(cands, n=len(cands))
     res.candidates = res.candidates + screened
     return res
+
+
+def _inf(v: float | None) -> float:
+    return np.inf if v is None else v
 
 
 def extensions(bases: Sequence[Seq], tokens: Sequence[int]) -> list[Seq]:
@@ -73,12 +79,13 @@ def extensions(bases: Sequence[Seq], tokens: Sequence[int]) -> list[Seq]:
 
 def extend(
     obj: Objective, bases: Sequence[Seq], tokens: Sequence[int], filt: CandidateFilter, n: int = 8
-) -> SearchResult:
+) -> PhaseResult:
     """Score all one-token extensions of ``bases`` by ``tokens`` together (screened); the best ``n`` come back."""
     timer = PhaseTimer(obj, "extend")
     cands = filt.accept(extensions(bases, tokens))
-    losses = obj.score(cands) if cands else np.zeros(0)
-    obj.record("extend", 0, float(np.min(losses)) if len(losses) else float("inf"), scored=len(cands))
+    with until_spent():
+        losses = obj.score(cands) if cands else np.zeros(0)
+        obj.record("extend", 0, float(np.min(losses)) if len(losses) else float("inf"), scored=len(cands))
     return timer.result(cands, n=n)
 
 
@@ -90,17 +97,18 @@ def random_search(
     lengths: Sequence[int] = (1, 2, 3),
     batch: int = 32,
     max_candidates: int = 512,
-) -> SearchResult:
+) -> PhaseResult:
     """Score random sequences of ``pool`` tokens (default: all allowed) in batches until the budget or
     ``max_candidates`` is spent."""
     timer = PhaseTimer(obj, "random")
     pool = filt.allowed_ids if pool is None else np.asarray(pool)
     seen: list[Seq] = []
     step = 0
-    while len(seen) < max_candidates and not obj.exhausted:
-        cands = filt.accept(random_sequences(rng, pool, batch, [n for n in lengths if n <= filt.max_len] or [1]))
-        losses = obj.score(cands)
-        seen += cands
-        obj.record("random", step, float(np.min(losses)) if len(losses) else float("inf"), scored=len(cands))
-        step += 1
+    with until_spent():
+        while len(seen) < max_candidates and not obj.exhausted:
+            cands = filt.accept(random_sequences(rng, pool, batch, [n for n in lengths if n <= filt.max_len] or [1]))
+            seen += cands
+            losses = obj.score(cands)
+            obj.record("random", step, float(np.min(losses)) if len(losses) else float("inf"), scored=len(cands))
+            step += 1
     return timer.result(seen)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
-from alias_opt.embeddings import ProjectionIndex
+from alias_opt.search.embeddings import ProjectionIndex
 from sam3 import Sam3Tokenizer
 
 Seq = tuple[int, ...]

@@ -1,0 +1,1 @@
+"""COCO datasets: the folder layout, record checks and repairs, mask decoding, target sets, the loader."""

@@ -1,0 +1,1 @@
+"""Scoring prompts: COCO metrics and instance matching, the evaluation report, the discovery run summary."""

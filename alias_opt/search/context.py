@@ -1,0 +1,190 @@
+"""What every phase of one search works with: the ``SearchContext`` of one (target set, seed).
+
+It holds the objective (``alias_opt.search.objective``), the candidate filter, the vocabulary
+indexes (built on first use), the natural name's tokens, the budget and the results of the phases
+run so far, and it builds, once, what several phases share: the concept's shortlist, the ranked
+single tokens and the projection index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from alias_opt.config import SearchConfig
+from alias_opt.search.embeddings import ProjectionIndex, VocabularyIndex
+from alias_opt.search.objective import Objective, PhaseResult, Seq, Step
+from alias_opt.search.projection import CandidateFilter
+from alias_opt.search.shortlist import allowed_tokens, build_shortlist, pooled_shortlist, view_spaces
+from sam3 import ImageFeatures, Sam3Backend
+
+
+@dataclass
+class KeptSoft:
+    """The soft prompt a ``soft`` phase keeps: its restart with the best train AP.
+
+    Attributes:
+        embeds: (1, T, Dt) input embeddings incl. SOT/EOT, for ``encode_text(embeds=..., mask=...)``.
+        mask: (1, T) True at SOT .. EOT.
+        train_metrics: its metrics on the train images (``alias_opt.eval.metrics.PromptMetrics``).
+        restart: which restart it is.
+    """
+
+    embeds: torch.Tensor
+    mask: torch.Tensor
+    train_metrics: object
+    restart: int
+
+
+@dataclass
+class SearchContext:
+    """One (target set, seed)'s search state, shared by its phases.
+
+    Attributes:
+        obj: the objective on the train images (with the search's budget).
+        filt: the candidate filter (allowed tokens, max length, round trip).
+        cfg: the search settings.
+        rng: the search's random numbers (phases draw from it in pipeline order).
+        name_seq: the natural name's tokens if all are allowed, else None (a probe, a soft-prompt init,
+            an evolution seed and a re-ranking candidate).
+        budget: forward-equivalents of the whole search (0: none).
+        start: the objective's cost when the search started.
+        results: the phases' results so far, in order.
+        last: whether the phase now running is the pipeline's last (under a budget it then restarts
+            until the budget is spent).
+        kept_soft: the ``soft`` phase's kept prompt.
+    """
+
+    obj: Objective
+    filt: CandidateFilter
+    cfg: SearchConfig
+    rng: np.random.Generator
+    name_seq: Seq | None
+    indexes: dict[str, VocabularyIndex] = field(default_factory=dict)
+    budget: int = 0
+    start: int = 0
+    results: list[PhaseResult] = field(default_factory=list)
+    last: bool = False
+    kept_soft: KeptSoft | None = None
+    _proj: ProjectionIndex | None = None
+    _shortlist: list[int] | None = None
+    _vocab_order: list[int] | None = None
+
+    @property
+    def backend(self) -> Sam3Backend:
+        return self.obj.backend
+
+    @property
+    def proj(self) -> ProjectionIndex:
+        """Nearest-allowed-token index of the token-embedding table (built on first use)."""
+        if self._proj is None:
+            self._proj = ProjectionIndex(
+                self.backend.token_embeddings, self.filt.allowed, self.cfg.index.projection_metric
+            )
+        return self._proj
+
+    def index(self, space: str) -> VocabularyIndex:
+        """The vocabulary index of ``space`` (built, or read from its disk cache, on first use)."""
+        if space not in self.indexes:
+            self.indexes[space] = VocabularyIndex.build(self.backend, space, self.cfg.index.cache_dir)
+        return self.indexes[space]
+
+    def probes(self) -> list[Seq]:
+        """The prompts whose decoder states give the concept vector: the empty prompt and the name."""
+        return [()] + ([self.name_seq] if self.name_seq else [])
+
+    def shortlist(self) -> list[int]:
+        """The concept's shortlist of allowed tokens, best first (``index.views`` pooled and screened by
+        the model, else the top of ``index.space``); its probes and screening are paid by the objective."""
+        if self._shortlist is None:
+            ix = self.cfg.index
+            if ix.views:
+                indexes = {s: self.index(s) for s in view_spaces(self.cfg)}  # index.space first
+                self._shortlist = pooled_shortlist(
+                    self.obj, indexes, self.filt, ix.shortlist, self.probes(), ix.views, ix.pool
+                )
+            else:
+                self._shortlist = build_shortlist(
+                    self.obj,
+                    self.index(ix.space),
+                    self.filt,
+                    ix.shortlist,
+                    self.probes(),
+                    ix.probe_rounds,
+                    ix.two_sided,
+                )
+        return self._shortlist
+
+    def vocabulary_order(self) -> list[int]:
+        """Every allowed token, in the concept's order in ``index.space`` (one probe round; paid)."""
+        if self._vocab_order is None:
+            self._vocab_order = build_shortlist(
+                self.obj, self.index(self.cfg.index.space), self.filt, len(self.filt.allowed_ids), self.probes(), 1
+            )
+        return self._vocab_order
+
+    def result(self, *phases: str) -> PhaseResult | None:
+        """The latest result of one of ``phases`` (None if none ran)."""
+        return next((r for r in reversed(self.results) if r.phase in phases), None)
+
+    def ranked_singles(self) -> list[int]:
+        """The shortlist, best single tokens first: the scan's ranking (fully scored, then screened out by
+        screening loss) if a scan ran, then the rest of the shortlist in its order."""
+        scan = self.result("scan")
+        ranked = [t[0] for t in scan.candidates] if scan is not None else []
+        return ranked + [t for t in self.shortlist() if t not in ranked]
+
+    def share(self, amount: float):
+        """Context manager: under a budget, the objective capped at ``amount`` more forward-equivalents
+        (``BudgetExhausted`` inside is swallowed); without one, nothing."""
+        if not self.budget:
+            return contextlib.nullcontext()
+        return self.obj.capped(self.obj.spent + amount)
+
+    def restarting(self) -> bool:
+        """Whether the running phase should restart until the budget is spent (the last phase, budgeted)."""
+        return bool(self.budget) and self.last
+
+
+def make_context(
+    backend: Sam3Backend,
+    images: Sequence,
+    feats: ImageFeatures,
+    name: str | None,
+    cfg: SearchConfig,
+    seed: int,
+    indexes: Mapping[str, VocabularyIndex] | None = None,
+    on_step: Callable[[Step], None] | None = None,
+) -> SearchContext:
+    """The SearchContext of one (target set, seed) with an uncapped objective (the pipeline sets the budget).
+
+    Args:
+        backend: the frozen SAM 3.
+        images: the train images (``TargetImage``); feats: their features.
+        name: the category's natural name (None if nameless).
+        cfg: the search settings.
+        seed: the search seed (``search_seed``).
+        indexes: vocabulary indexes by space; a dict is shared (those built on first use are added to it).
+        on_step: called with every recorded step.
+    """
+    filt = CandidateFilter(backend.tokenizer, allowed_tokens(backend, cfg, name), cfg.max_len, cfg.roundtrip)
+    obj = Objective(
+        backend,
+        images,
+        cfg.loss,
+        feats=feats,
+        allowed=filt.allowed,
+        screen_images=cfg.screen_images,
+        screen_keep=cfg.screen_keep,
+        seed=seed,
+        on_step=on_step,
+    )
+    ids = backend.tokenizer.encode(name, special=False) if name else []
+    # any length: the name is the baseline the alias must beat on train (seeds go through the filter)
+    name_seq = tuple(ids) if ids and bool(filt.allowed[ids].all()) else None
+    shared = indexes if isinstance(indexes, dict) else dict(indexes or {})  # indexes built here are kept there
+    return SearchContext(obj, filt, cfg, np.random.default_rng(seed), name_seq, shared)

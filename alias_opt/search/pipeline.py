@@ -1,0 +1,219 @@
+"""Run a strategy: the one search pipeline of discovery, the comparison and tuning.
+
+    outcome = search(backend, train_images, feats, "red square", cfg, seed=search_seed(0, 3), budget=0)
+
+Per (target set, seed): seed numpy and torch, make the ``SearchContext``, score the natural name,
+run the strategy's phases (``alias_opt.search.strategies``) under the budget (0: none; then each phase
+runs its configured work once), and re-rank the best ``rerank`` candidates and the name by train-split
+COCO AP: the best AP wins, and within ``rerank_tolerance`` of it the lowest loss (shorter on ties).
+Under a budget the re-ranking's forwards are kept back from the phases (unless they would take half of
+it) and the last phase restarts until the rest is spent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from alias_opt.config import SearchConfig
+from alias_opt.eval.metrics import PromptMetrics, evaluate_prompts
+from alias_opt.search.context import KeptSoft, SearchContext, make_context
+from alias_opt.search.embeddings import VocabularyIndex
+from alias_opt.search.meter import TracePoint, Usage
+from alias_opt.search.objective import PhaseResult, Seq, Step, until_spent
+from alias_opt.search.phases import PHASES
+from alias_opt.search.soft_prompt import SoftResult
+from alias_opt.search.strategies import get_strategy
+from sam3 import ImageFeatures, Sam3Backend
+
+
+def search_seed(seed: int, category_id: int) -> int:
+    """The search seed of (seed, category): numpy, torch and the objective are seeded with it."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{category_id}".encode()).digest()[:4], "little")
+
+
+@dataclass
+class RerankRow:
+    """One re-ranked candidate."""
+
+    token_ids: Seq  # the candidate
+    train_ap: float  # its train-split COCO AP (NaN without positives)
+    loss: float  # its full-train loss (inf if never fully scored)
+    metrics: PromptMetrics  # its train metrics
+
+    def to_dict(self, text: str | None = None) -> dict:
+        row: dict = {"token_ids": list(self.token_ids)}
+        if text is not None:
+            row["text"] = text
+        row.update(train_ap=self.train_ap, loss=self.loss if math.isfinite(self.loss) else None)
+        return row
+
+
+@dataclass
+class SearchOutcome:
+    """What one search found and spent.
+
+    Attributes:
+        strategy: the strategy run.
+        token_ids: the alias (None if the budget bought no candidate).
+        chose_name: the natural name won the re-ranking.
+        loss: the alias's full-train loss (inf if none).
+        train_metrics: the alias's train metrics (None if the budget left no re-ranking).
+        name_ids: the name's tokens if it was a candidate (all allowed), else None.
+        name_train_metrics: the name's train metrics if it was re-ranked.
+        shortlist: the concept's shortlist (empty if the strategy built none).
+        phases: every phase's result, in order.
+        reranked: the re-ranked candidates, best first.
+        candidates: the best fully scored sequences after re-ranking (up to 16).
+        usage: work done (pair forwards, backwards, candidates, memo hits).
+        wall_time: seconds.
+        soft: the last soft-prompt phase's result (its ``soft`` embeddings), if any.
+        kept_soft: the ``soft`` phase's kept prompt, if any.
+        trace: improvements of the best fully scored sequence, with their cost.
+    """
+
+    strategy: str
+    token_ids: Seq | None
+    chose_name: bool
+    loss: float
+    train_metrics: PromptMetrics | None
+    name_ids: Seq | None
+    name_train_metrics: PromptMetrics | None
+    shortlist: list[int]
+    phases: list[PhaseResult]
+    reranked: list[RerankRow]
+    candidates: list[Seq]
+    usage: Usage
+    wall_time: float
+    soft: SoftResult | None = None
+    kept_soft: KeptSoft | None = None
+    trace: list[TracePoint] = field(default_factory=list)
+
+
+def search(
+    backend: Sam3Backend,
+    images: Sequence,
+    feats: ImageFeatures,
+    name: str | None,
+    cfg: SearchConfig,
+    seed: int,
+    budget: int | None = None,
+    strategy: str | None = None,
+    indexes: Mapping[str, VocabularyIndex] | None = None,
+    on_step: Callable[[Step], None] | None = None,
+) -> SearchOutcome:
+    """Run ``strategy`` (default ``cfg.strategy``) on one target set's train images.
+
+    Args:
+        backend: the frozen SAM 3.
+        images: train images (``TargetImage``) with at least one positive; feats: their features.
+        name: the category's name (None if nameless).
+        cfg: the search settings.
+        seed: the search seed (``search_seed(cfg.seed, category_id)``).
+        budget: forward-equivalents (default ``cfg.budget``; 0: none).
+        strategy: a registry name (default ``cfg.strategy``).
+        indexes: vocabulary indexes by space (built on first use where missing).
+        on_step: called with every recorded step (e.g. a JSONL writer).
+
+    Returns:
+        the SearchOutcome.
+    """
+    torch.manual_seed(seed)
+    ctx = make_context(backend, images, feats, name, cfg, seed, indexes, on_step)
+    return run_pipeline(ctx, strategy or cfg.strategy, cfg.budget if budget is None else budget)
+
+
+def rerank_reserve(cfg: SearchConfig, n_images: int, budget: int, with_name: bool) -> int:
+    """Forward passes kept back for the final re-ranking (none if it would eat half the budget)."""
+    need = (cfg.rerank + int(with_name)) * n_images
+    return need if 0 < need <= budget // 2 else 0
+
+
+def run_pipeline(ctx: SearchContext, strategy: str, budget: int = 0) -> SearchOutcome:
+    """Score the name, run ``strategy``'s phases on ``ctx`` within ``budget``, re-rank (see the module doc)."""
+    plan = get_strategy(strategy)
+    if budget < 0:
+        raise ValueError(f"the budget must be >= 0 forward-equivalents; got {budget}")
+    obj, cfg = ctx.obj, ctx.cfg
+    t0, u0 = time.perf_counter(), obj.usage()
+    ctx.budget, ctx.start = int(budget), obj.spent
+    if budget:
+        obj.set_budget(ctx.start + budget - rerank_reserve(cfg, obj.n_images, budget, ctx.name_seq is not None))
+    with until_spent():
+        if ctx.name_seq is not None:
+            obj.score([ctx.name_seq], screen=False)
+    for i, phase in enumerate(plan.phases):
+        ctx.last = i == len(plan.phases) - 1
+        res = None
+        with until_spent():
+            res = PHASES[phase](ctx)
+        if res is not None:
+            ctx.results.append(res)
+    if budget:
+        obj.set_budget(ctx.start + budget)
+    rows, pool = _rerank(ctx)
+    best = rows[0] if rows else None
+    token_ids = best.token_ids if best else (pool[0] if pool else None)
+    loss = obj.loss_of(token_ids) if token_ids else None
+    obj.record(
+        "rerank", 0, math.inf if loss is None else loss, candidates=len(rows), best_ap=best.train_ap if best else None
+    )
+    soft = next((r for r in reversed(ctx.results) if isinstance(r, SoftResult)), None)
+    u = obj.usage()
+    return SearchOutcome(
+        strategy=strategy,
+        token_ids=token_ids,
+        chose_name=token_ids is not None and token_ids == ctx.name_seq and strategy != "name",
+        loss=math.inf if loss is None else loss,
+        train_metrics=best.metrics if best else None,
+        name_ids=ctx.name_seq,
+        name_train_metrics=next((r.metrics for r in rows if r.token_ids == ctx.name_seq), None),
+        shortlist=list(ctx._shortlist or []),
+        phases=list(ctx.results),
+        reranked=rows,
+        candidates=([token_ids] if token_ids else []) + [p for p in pool if p != token_ids][:15],
+        usage=Usage(
+            u.forward - u0.forward, u.backward - u0.backward, u.candidates - u0.candidates, u.memo_hits - u0.memo_hits
+        ),
+        wall_time=time.perf_counter() - t0,
+        soft=soft,
+        kept_soft=ctx.kept_soft,
+        trace=obj.trace,
+    )
+
+
+def _rerank(ctx: SearchContext) -> tuple[list[RerankRow], list[Seq]]:
+    """The best ``rerank`` candidates and the name, re-ranked by train AP (as many as the budget pays
+    for); returns the rows, best first, and the candidate pool by loss."""
+    obj, cfg = ctx.obj, ctx.cfg
+    ranked = [sq for sq, _ in obj.ranked()]
+    pool = ranked[: max(1, cfg.rerank)]
+    if ctx.name_seq is not None and obj.loss_of(ctx.name_seq) is not None and ctx.name_seq not in pool:
+        pool.append(ctx.name_seq)
+    if not pool and not ctx.budget:  # nothing scored (e.g. every candidate screened out): the best single
+        with until_spent():
+            obj.score([(ctx.ranked_singles()[0],)], screen=False)
+        pool = [sq for sq, _ in obj.ranked(1)]
+    k = min(len(pool), int(obj.remaining() // obj.n_images)) if math.isfinite(obj.remaining()) else len(pool)
+    if k <= 0:
+        return [], ranked
+    metrics = evaluate_prompts(ctx.backend, obj.images, [list(p) for p in pool[:k]], feats=obj.feats)
+    obj.charge(k * obj.n_images)
+    rows = []
+    for p, m in zip(pool[:k], metrics):
+        loss = obj.loss_of(p)
+        rows.append(RerankRow(p, m.ap, math.inf if loss is None else loss, m))
+
+    # the best train AP wins; within ``rerank_tolerance`` of it, the lowest loss (shorter on ties)
+    def ap(r: RerankRow) -> float:
+        return r.train_ap if not math.isnan(r.train_ap) else -1.0
+
+    top = max(ap(r) for r in rows)
+    rows.sort(key=lambda r: (ap(r) < top - cfg.rerank_tolerance, r.loss, len(r.token_ids), -ap(r)))
+    order = [r.token_ids for r in rows]
+    return rows, order + [sq for sq in ranked if sq not in order]
