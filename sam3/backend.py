@@ -14,15 +14,16 @@ so it equals the full forward from pixels.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
-from transformers.masking_utils import create_causal_mask
-from transformers.modeling_outputs import BaseModelOutputWithPooling
-from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
+from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
+from transformers.models.sam3.modeling_sam3 import box_cxcywh_to_xyxy, inverse_sigmoid
 
 from sam3.cache import FeatureCache, default_cache_dir
 from sam3.features import GroundingOutput, ImageFeatures, TextFeatures
@@ -44,6 +45,32 @@ logger = logging.getLogger(__name__)
 
 def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+# Which queries' masks a grounding call computes: called per batch with the batch's outputs (masks
+# not yet computed) and the batch's slice of the listed pairs; returns a (B, Q) bool.
+MaskSelect = Callable[["GroundingOutput", slice], torch.Tensor]
+
+
+class _PairLevels:
+    """The FPN levels of the images of a batch of pairs, fetched per level when needed: a broadcast
+    view (no copy) when the batch holds one image, else a gathered copy of that level only."""
+
+    def __init__(self, fpn: list[torch.Tensor], image_idx: torch.Tensor, device: torch.device, dtype: torch.dtype):
+        self.fpn, self.device, self.dtype = fpn, device, dtype
+        self.idx = image_idx.to(fpn[0].device)
+        first = self.idx[:1]
+        self.single = int(first) if bool((self.idx == first).all()) else None
+
+    def __len__(self) -> int:
+        return len(self.fpn)
+
+    def get(self, k: int, view_ok: bool = True) -> torch.Tensor:
+        level = self.fpn[k]
+        if view_ok and self.single is not None:
+            one = level[self.single].to(self.device, self.dtype)
+            return one.unsqueeze(0).expand(self.idx.numel(), *one.shape)
+        return level.index_select(0, self.idx).to(self.device, self.dtype)
 
 
 class Sam3Backend:
@@ -76,6 +103,9 @@ class Sam3Backend:
         self.vocab_size: int = int(cfg.text_config.vocab_size)
         self.context_length: int = int(cfg.text_config.max_position_embeddings)
         self.pair_batch_size = 64 if device.type == "cuda" else 16  # halves on out-of-memory
+        # on CUDA with bf16 weights (the default there) ground() runs under bf16 autocast: matmuls and
+        # convolutions in bf16, softmax and norms in fp32 as autocast's policy has it
+        self.autocast = device.type == "cuda" and dtype == torch.bfloat16
         if tokenizer.vocab_size != self.vocab_size:
             raise ValueError(
                 f"tokenizer has {tokenizer.vocab_size} tokens but the model's text encoder expects {self.vocab_size}"
@@ -237,12 +267,18 @@ class Sam3Backend:
         return list(out.fpn_hidden_states[:-1])  # the heads never read the coarsest level
 
     # ------------------------------------------------------------------ grounding
-    def ground(self, text: TextFeatures, images: ImageFeatures, batch_size: int | None = None) -> GroundingOutput:
-        """All P prompts on all I images; outputs with leading dims (P, I)."""
+    def ground(
+        self,
+        text: TextFeatures,
+        images: ImageFeatures,
+        batch_size: int | None = None,
+        masks: MaskSelect | None = None,
+    ) -> GroundingOutput:
+        """All P prompts on all I images; outputs with leading dims (P, I) (see ``ground_pairs``)."""
         P, I = len(text), len(images)
         p_idx = torch.arange(P).repeat_interleave(I)
         i_idx = torch.arange(I).repeat(P)
-        return self.ground_pairs(text, images, p_idx, i_idx, batch_size).view(P, I)
+        return self.ground_pairs(text, images, p_idx, i_idx, batch_size, masks=masks).view(P, I)
 
     def ground_pairs(
         self,
@@ -251,6 +287,7 @@ class Sam3Backend:
         prompt_idx: torch.Tensor,
         image_idx: torch.Tensor,
         batch_size: int | None = None,
+        masks: MaskSelect | None = None,
     ) -> GroundingOutput:
         """Listed (prompt, image) pairs, batched; differentiable w.r.t. ``text``.
 
@@ -258,11 +295,17 @@ class Sam3Backend:
             prompt_idx: (B,) index into ``text`` per pair.
             image_idx: (B,) index into ``images`` per pair.
             batch_size: pairs per forward (default adaptive; halves on out-of-memory).
+            masks: None for every query's mask logits; or ``select(out, pairs) -> (b, Q) bool``,
+                called per batch with its outputs before masks are computed (``out.scores()`` and
+                the rest are there) and the batch's slice of the pairs: only the selected queries'
+                masks are computed and returned (``GroundingOutput.mask_index`` says whose), so
+                memory does not grow with the queries a caller discards. Selected masks equal the
+                corresponding rows of the full ones.
 
         Returns:
             GroundingOutput with leading dim (B,).
         """
-        parts = [out for _, out in self.iter_ground_pairs(text, images, prompt_idx, image_idx, batch_size)]
+        parts = [out for _, out in self.iter_ground_pairs(text, images, prompt_idx, image_idx, batch_size, masks)]
         return GroundingOutput.concat(parts)
 
     def iter_ground_pairs(
@@ -272,6 +315,7 @@ class Sam3Backend:
         prompt_idx: torch.Tensor,
         image_idx: torch.Tensor,
         batch_size: int | None = None,
+        masks: MaskSelect | None = None,
     ) -> Iterator[tuple[slice, GroundingOutput]]:
         """Like ``ground_pairs`` but yields (slice of pairs, outputs) per batch, for callers that
         reduce each batch (and free its activations) before the next."""
@@ -285,7 +329,7 @@ class Sam3Backend:
         while start < total:
             sl = slice(start, min(start + size, total))
             try:
-                out = self._ground_batch(text, images, prompt_idx[sl], image_idx[sl])
+                out = self._ground_batch(text, images, prompt_idx[sl], image_idx[sl], masks, sl)
             except (torch.OutOfMemoryError, RuntimeError) as exc:
                 if not _is_oom(exc) or size == 1:
                     raise
@@ -298,29 +342,100 @@ class Sam3Backend:
             yield sl, out
             start = sl.stop
 
+    def _autocast(self):
+        if self.autocast:
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def _ground_batch(
-        self, text: TextFeatures, images: ImageFeatures, p_idx: torch.Tensor, i_idx: torch.Tensor
+        self,
+        text: TextFeatures,
+        images: ImageFeatures,
+        p_idx: torch.Tensor,
+        i_idx: torch.Tensor,
+        masks: MaskSelect | None = None,
+        pairs: slice | None = None,
     ) -> GroundingOutput:
-        dev = self.device
-        fpn = [lvl.index_select(0, i_idx.to(lvl.device)).to(dev, self.dtype) for lvl in images.fpn]
-        pos_layer = self.model.vision_encoder.neck.position_encoding
-        pos = [pos_layer(lvl.shape, dev, self.dtype) for lvl in fpn]
-        vision = Sam3VisionEncoderOutput(
-            fpn_hidden_states=(*fpn, fpn[-1]),  # Sam3Model drops the last (coarsest) level
-            fpn_position_encoding=(*pos, pos[-1]),
-        )
+        """``Sam3Model.forward`` for text prompts on precomputed features, step by step as
+        transformers runs it (the results are bitwise the model's; tests check), but without
+        per-pair copies of the fine FPN levels and, with ``masks``, only the selected queries' masks."""
+        with self._autocast():
+            return self._ground_batch_inner(text, images, p_idx, i_idx, masks, pairs)
+
+    def _ground_batch_inner(self, text, images, p_idx, i_idx, masks, pairs) -> GroundingOutput:
+        m = self.model
+        levels = _PairLevels(images.fpn, i_idx, self.device, self.dtype)
         p_idx = p_idx.to(text.features.device)
         feats = text.features.index_select(0, p_idx)
-        mask = text.mask.index_select(0, p_idx)
-        out = self.model(
-            vision_embeds=vision,
-            text_embeds=BaseModelOutputWithPooling(pooler_output=feats),
-            attention_mask=mask.long(),
+        text_mask = text.mask.index_select(0, p_idx).bool()
+        coarse = levels.get(len(levels) - 1, view_ok=False)  # the DETR encoder's input: a small copy
+        pos = m.vision_encoder.neck.position_encoding(coarse.shape, self.device, self.dtype)
+        enc = m.detr_encoder(
+            vision_features=[coarse], text_features=feats, vision_pos_embeds=[pos], text_mask=text_mask
         )
-        return GroundingOutput(
-            mask_logits=out.pred_masks,
-            query_logits=out.pred_logits,
-            presence_logits=out.presence_logits.squeeze(-1),
-            semantic_logits=out.semantic_seg.squeeze(1),
-            boxes=out.pred_boxes,
+        grid = coarse.shape[-2:]
+        del coarse, pos
+        dec = m.detr_decoder(
+            vision_features=enc.last_hidden_state,
+            text_features=enc.text_features,
+            vision_pos_encoding=enc.pos_embeds_flattened,
+            text_mask=text_mask,
+            spatial_shapes=enc.spatial_shapes,
         )
+        offsets = m.detr_decoder.box_head(dec.intermediate_hidden_states)
+        boxes = box_cxcywh_to_xyxy((inverse_sigmoid(dec.reference_boxes) + offsets).sigmoid())
+        logits = m.dot_product_scoring(
+            decoder_hidden_states=dec.intermediate_hidden_states, text_features=enc.text_features, text_mask=text_mask
+        ).squeeze(-1)
+        queries = dec.intermediate_hidden_states[-1]
+        pixels = self._pixel_embed(levels, enc.last_hidden_state, grid, feats, text_mask)
+        md = m.mask_decoder
+        instance = md.instance_projection(pixels)
+        semantic = md.semantic_projection(pixels)
+        del pixels
+        embeds = md.mask_embedder(queries)
+        out = GroundingOutput(
+            mask_logits=instance.new_zeros(0),
+            query_logits=logits[-1],
+            presence_logits=dec.presence_logits[-1].squeeze(-1),
+            semantic_logits=semantic.squeeze(1),
+            boxes=boxes[-1],
+        )
+        if masks is None:
+            out.mask_logits = torch.einsum("bqc,bchw->bqhw", embeds, instance)
+            return out
+        want = torch.as_tensor(masks(out, pairs if pairs is not None else slice(0, len(p_idx))), device=embeds.device)
+        if want.shape != logits.shape[1:]:
+            raise ValueError(f"mask selection must be a (pairs, queries) = {tuple(logits.shape[1:])} bool tensor")
+        index = want.bool().nonzero()  # (N, 2): pair, query; ordered by pair then query
+        rows = []
+        for b in index[:, 0].unique().tolist():
+            q = index[index[:, 0] == b, 1]
+            rows.append(torch.einsum("bqc,bchw->bqhw", embeds[b : b + 1, q], instance[b : b + 1])[0])
+        out.mask_logits = torch.cat(rows) if rows else instance.new_zeros((0, *instance.shape[-2:]))
+        out.mask_index = index
+        return out
+
+    def _pixel_embed(self, levels: _PairLevels, encoder_hidden, grid, prompt, prompt_mask) -> torch.Tensor:
+        """The mask decoder's pixel embedding (``Sam3MaskDecoder`` up to its pixel decoder): the
+        encoder's image tokens, cross-attended to the prompt, upsampled and summed with the finer
+        FPN levels. Each level is fetched at its step (a broadcast view for a one-image batch) and
+        added in place, instead of cloning every level per pair."""
+        md = self.model.mask_decoder
+        normed = md.prompt_cross_attn_norm(encoder_hidden)
+        cross_mask = create_bidirectional_mask(
+            config=md.config, inputs_embeds=normed, encoder_hidden_states=prompt, attention_mask=prompt_mask
+        )
+        attended, _ = md.prompt_cross_attn(query=normed, key=prompt, value=prompt, attention_mask=cross_mask)
+        hidden = encoder_hidden + md.prompt_cross_attn_dropout(attended)
+        height, width = grid
+        batch, _, channels = hidden.shape
+        prev = hidden[:, : height * width].transpose(1, 2).reshape(batch, channels, height, width)
+        decoder = md.pixel_decoder
+        for step, k in enumerate(reversed(range(len(levels) - 1))):
+            level = levels.get(k)
+            prev = F.interpolate(prev, size=level.shape[-2:], mode="nearest")
+            prev += level
+            del level
+            prev = F.relu(decoder.norms[step](decoder.conv_layers[step](prev)))
+        return prev

@@ -66,11 +66,15 @@ class GroundingOutput:
     (B,) for listed pairs or (P, I) for all prompts x all images.
 
     Attributes:
-        mask_logits: (*B, Q, h, w) per-query mask logits at the finest FPN level (h = w = 4g).
+        mask_logits: (*B, Q, h, w) per-query mask logits at the finest FPN level (h = w = 4g); or,
+            when the grounding call selected queries (``mask_index`` set), (N, h, w): only the
+            selected masks, row n belonging to pair ``mask_index[n, 0]`` and query ``mask_index[n, 1]``.
         query_logits: (*B, Q) per-query classification logits.
         presence_logits: (*B,) image-level presence logit of the concept.
         semantic_logits: (*B, h, w) semantic segmentation logits.
         boxes: (*B, Q, 4) boxes (x0, y0, x1, y1), normalized to [0, 1].
+        mask_index: None (``mask_logits`` holds every query), or (N, 2) long: (flat pair index over
+            the leading dims, query index) of each row of ``mask_logits``, ordered by pair then query.
     """
 
     mask_logits: torch.Tensor
@@ -78,23 +82,48 @@ class GroundingOutput:
     presence_logits: torch.Tensor
     semantic_logits: torch.Tensor
     boxes: torch.Tensor
+    mask_index: torch.Tensor | None = None
+
+    @property
+    def num_pairs(self) -> int:
+        return self.presence_logits.numel()
 
     def scores(self) -> torch.Tensor:
         """(*B, Q) detection scores as SAM 3 ranks them: sigmoid(query) x sigmoid(presence)."""
         return self.query_logits.sigmoid() * self.presence_logits.sigmoid().unsqueeze(-1)
 
+    def pair_masks(self, pair: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(queries (K,), mask logits (K, h, w)) of one pair (flat index), dense or selected."""
+        if self.mask_index is None:
+            flat = self.mask_logits.reshape(-1, *self.mask_logits.shape[-3:])
+            return torch.arange(flat.shape[1], device=flat.device), flat[pair]
+        rows = (self.mask_index[:, 0] == pair).nonzero().squeeze(1)
+        return self.mask_index[rows, 1], self.mask_logits.index_select(0, rows.to(self.mask_logits.device))
+
     def view(self, *lead: int) -> GroundingOutput:
-        """Reshape the leading pair dimension, e.g. ``view(P, I)``."""
+        """Reshape the leading pair dimension, e.g. ``view(P, I)`` (selected masks stay flat)."""
         n_lead = self.presence_logits.dim()
-        return GroundingOutput(
-            **{
-                f.name: getattr(self, f.name).reshape(*lead, *getattr(self, f.name).shape[n_lead:])
-                for f in fields(self)
-            }
-        )
+        dense = [f.name for f in fields(self) if f.name != "mask_index"]
+        if self.mask_index is not None:
+            dense.remove("mask_logits")
+        out = {name: getattr(self, name).reshape(*lead, *getattr(self, name).shape[n_lead:]) for name in dense}
+        if self.mask_index is not None:
+            out.update(mask_logits=self.mask_logits, mask_index=self.mask_index)
+        return GroundingOutput(**out)
 
     @staticmethod
     def concat(parts: list[GroundingOutput]) -> GroundingOutput:
-        return GroundingOutput(
-            **{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(GroundingOutput)}
-        )
+        """Join the outputs of consecutive batches of pairs (pair indices of selected masks shift)."""
+        names = [f.name for f in fields(GroundingOutput) if f.name != "mask_index"]
+        out = {name: torch.cat([getattr(p, name) for p in parts]) for name in names}
+        selected = [p.mask_index is not None for p in parts]
+        if any(selected):
+            if not all(selected):
+                raise ValueError("cannot join outputs with selected masks and outputs with all masks")
+            offsets, index = 0, []
+            for p in parts:
+                assert p.mask_index is not None
+                index.append(p.mask_index + torch.tensor([offsets, 0], device=p.mask_index.device))
+                offsets += p.num_pairs
+            out["mask_index"] = torch.cat(index)
+        return GroundingOutput(**out)
