@@ -1,181 +1,27 @@
-"""Discover SAM 3 aliases for the categories of a COCO dataset.
+"""Discover SAM 3 aliases for the categories of a COCO dataset: ``alias_opt.discover_cli`` run from the
+repository (the demo writes to ``results/demo/`` here). Installed, the same command is ``sam3-alias``.
 
-    python main.py                                   # the demo (see below)
-    python main.py --dataset DATA --output DIR [--model SRC] [--categories IDS] [--config FILE]
-                   [--resume] [--device D] [--seed S]
-    python main.py --dataset DATA --output DIR --strategies pez+gcg,random --budget 2000 --seeds 0,1
-                                                     # compare strategies (python -m alias_opt.compare)
-
-With no arguments it runs the demo on the embedded default: it generates the toy *renamed* shapes
-dataset (category names the model never saw, e.g. "crimson disc") with a fixed seed, discovers an
-alias per category with ``configs/fast.json``, scores alias and name on held-out images, prints the
-table and writes everything to ``results/demo/``.
-
-Exit codes: 0 done; 1 no usable category; 2 bad arguments, dataset, config or model source.
+    python main.py                                   # the demo
+    python main.py --dataset DATA --output DIR [--config FILE] [--strategy NAME] [--resume] ...
+    python main.py --help
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from pathlib import Path
 
-from alias_opt.cli import add_runtime_flags, init_runtime, user_error
+from alias_opt.discover_cli import build_parser, compare_argv, make_demo_dataset
+from alias_opt.discover_cli import main as _main
 
-REPO = Path(__file__).resolve().parent
-DEMO_DIR = REPO / "results" / "demo"
-DEMO_IMAGES = 120
-DEMO_SEED = 2024
-FAST_CONFIG = REPO / "configs" / "fast.json"
-DEFAULT_CONFIG = REPO / "configs" / "default.json"
+__all__ = ["DEMO_DIR", "build_parser", "compare_argv", "main", "make_demo_dataset"]
 
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="main.py",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 2)[2],
-    )
-    p.add_argument(
-        "--dataset", metavar="PATH", help="COCO annotation JSON or the folder holding it (default: the demo)"
-    )
-    p.add_argument("--output", metavar="DIR", help="output folder (default results/demo for the demo, else required)")
-    p.add_argument(
-        "--model",
-        default="toy",
-        metavar="SRC",
-        help="toy (default), random:NAME[@SEED], a checkpoint folder, or a hub id in the local HF cache",
-    )
-    p.add_argument("--categories", nargs="+", type=int, metavar="ID", help="category ids (default all)")
-    p.add_argument(
-        "--config",
-        metavar="FILE",
-        help="discovery config JSON (default configs/default.json; the demo uses configs/fast.json)",
-    )
-    p.add_argument("--resume", action="store_true", help="keep finished categories of an earlier run in --output")
-    p.add_argument("--seed", type=int, help="discovery and split seed (default: the config's, 0)")
-    p.add_argument("--strategy", help="override the config's strategy (e.g. pez+evolution, pez+gcg, scan)")
-    p.add_argument(
-        "--strategies",
-        metavar="LIST",
-        help="compare these strategies (comma-separated, or all) instead of discovering: runs alias_opt.compare",
-    )
-    p.add_argument("--budget", type=int, help="with --strategies: forward-equivalents per strategy, category, seed")
-    p.add_argument("--seeds", metavar="LIST", help="with --strategies: search seeds, comma-separated")
-    add_runtime_flags(p)
-    return p
-
-
-def compare_argv(args: argparse.Namespace) -> list[str]:
-    """The ``alias_opt.compare`` command line that ``main.py --strategies ...`` stands for."""
-    argv = ["--dataset", args.dataset, "--output", args.output, "--strategies", args.strategies]
-    argv += ["--model", args.model, "--device", args.device]
-    for flag, value in (("--budget", args.budget), ("--seeds", args.seeds), ("--config", args.config)):
-        if value is not None:
-            argv += [flag, str(value)]
-    if args.categories:
-        argv += ["--categories", ",".join(map(str, args.categories))]
-    if args.seed is not None:
-        argv += ["--split-seed", str(args.seed)]
-    if args.resume:
-        argv.append("--resume")
-    if args.threads:
-        argv += ["--threads", str(args.threads)]
-    if args.no_progress:
-        argv.append("--no-progress")
-    return argv + ["-v"] * args.verbose
-
-
-def make_demo_dataset(out: Path, images: int = DEMO_IMAGES, seed: int = DEMO_SEED) -> Path:
-    """The demo's renamed shapes dataset (regenerated only if missing or of another size/seed)."""
-    import json
-
-    from sam3.toy import world
-
-    ann = out / "annotations.json"
-    if ann.is_file():
-        try:
-            info = json.loads(ann.read_text()).get("info", {})
-            if (
-                info.get("seed") == seed
-                and info.get("variant") == "renamed"
-                and len(list((out / "images").glob("*.png"))) == images
-            ):
-                return ann
-        except (OSError, ValueError):
-            pass
-    return world.write_dataset(out, "renamed", images, seed)
+DEMO_DIR = Path(__file__).resolve().parent / "results" / "demo"
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    t0 = time.perf_counter()
-    demo = args.dataset is None
-    if not demo and not args.output:
-        print("error: --output DIR is required with --dataset", file=sys.stderr)
-        return 2
-    if args.strategies is None and (args.budget is not None or args.seeds is not None):
-        print("error: --budget and --seeds belong to a strategy comparison: add --strategies LIST", file=sys.stderr)
-        return 2
-    if args.strategies is not None:
-        if demo:
-            print("error: --strategies needs --dataset and --output", file=sys.stderr)
-            return 2
-        from alias_opt.compare import main as compare_main
-
-        return compare_main(compare_argv(args))
-    init_runtime(args)
-
-    from alias_opt.config import load_config
-    from alias_opt.data.loader import DatasetError
-    from alias_opt.discover import run
-    from alias_opt.eval.summary import format_summary, format_table, summarize
-    from sam3 import ModelSourceError
-
-    overrides: dict = {}
-    if args.seed is not None:
-        overrides["seed"] = args.seed
-    if args.strategy:
-        overrides["strategy"] = args.strategy
-    try:
-        cfg = load_config(args.config or (FAST_CONFIG if demo else DEFAULT_CONFIG), overrides)
-    except (OSError, ValueError) as exc:
-        return user_error(exc)
-
-    output = Path(args.output) if args.output else DEMO_DIR
-    if demo:
-        print(
-            f"demo: generating the renamed shapes dataset ({DEMO_IMAGES} images, seed {DEMO_SEED}) in {output / 'data'}"
-        )
-        dataset = make_demo_dataset(output / "data")
-    else:
-        dataset = Path(args.dataset)
-    try:
-        result = run(
-            dataset,
-            output,
-            cfg,
-            model=args.model,
-            categories=args.categories,
-            resume=args.resume,
-            device=args.device,
-            progress=not args.no_progress,
-        )
-    except (DatasetError, FileNotFoundError, ModelSourceError) as exc:
-        return user_error(exc, model=args.model)
-    except ValueError as exc:
-        return user_error(exc, code=1)
-    print()
-    print(format_table(result))
-    print()
-    print(format_summary(summarize(result)))
-    print(
-        f"wrote {output / 'aliases.json'}, {output / 'report.txt'} and per-category checkpoints and histories "
-        f"in {time.perf_counter() - t0:.0f} s"
-    )
-    return 0
+    """``alias_opt.discover_cli.main`` with the demo's output under this repository."""
+    return _main(argv, demo_dir=DEMO_DIR)
 
 
 if __name__ == "__main__":

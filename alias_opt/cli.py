@@ -1,15 +1,26 @@
-"""Shared pieces of the command-line entry points (main.py, evaluate.py, compare, tuning)."""
+"""Shared pieces of the command-line entry points (main.py, evaluate.py, compare, tuning, report)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import time
+from pathlib import Path
+
+PAUSE_ENV = "SAM3_ALIAS_PAUSE_AT"  # test hook: "<point>:<marker file>" (see pause_point)
 
 
 def add_runtime_flags(p: argparse.ArgumentParser, threads: bool = True, progress: bool = True) -> None:
-    """--device, --threads, --no-progress and -v, with the same meaning everywhere."""
+    """--device, --dtype, --threads, --no-progress and -v, with the same meaning everywhere."""
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        help="model compute dtype: auto (bf16 on CUDA where supported, else fp32), fp32, bf16, fp16",
+    )
     if threads:
         p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     if progress:
@@ -41,3 +52,18 @@ def user_error(exc: BaseException, model: str | None = None, code: int = 2) -> i
     else:
         print(f"error: {exc}", file=sys.stderr)
     return code
+
+
+def pause_point(point: str) -> None:
+    """A known point for kill -9 tests: if ``$SAM3_ALIAS_PAUSE_AT`` is ``<point>:<file>``, write ``file``
+    and block here until the process is killed (nothing happens otherwise).
+
+    Args:
+        point: the point's name, e.g. ``category-checkpoint`` (after a category's checkpoint is written).
+    """
+    want, _, marker = os.environ.get(PAUSE_ENV, "").partition(":")
+    if want != point or not marker:
+        return
+    Path(marker).write_text(str(os.getpid()))
+    while True:  # killed here by the test
+        time.sleep(3600)

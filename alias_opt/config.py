@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # the shipped configs (also ./configs in the repository)
 SPACES = ("scoring", "key", "text")  # index spaces with a concept vector (alias_opt.search.embeddings)
 TABLE_SPACES = (*SPACES, "embed")  # spaces a VocabularyIndex can be built in ("embed": distinct views only)
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from alias_opt.cli import pause_point
 from alias_opt.config import SearchConfig
 from alias_opt.data.loader import CocoDataset, TargetImage, TargetSet
 from alias_opt.eval.metrics import Thresholds, compare, evaluate_prompts
@@ -223,6 +224,7 @@ def run(
     backend: Sam3Backend | None = None,
     progress: bool = True,
     thresholds: Thresholds | None = None,
+    dtype: str = "auto",
 ) -> AliasFile:
     """Discover aliases for a dataset's categories and write the outputs (see the module doc)."""
     thresholds = thresholds or Thresholds()
@@ -234,7 +236,7 @@ def run(
     )
     if not sets:
         raise ValueError(f"no usable target set in {ds.annotation_file}")
-    backend = backend or Sam3Backend.load(model, device=device)
+    backend = backend or Sam3Backend.load(model, device=device, dtype=dtype)
     prov = _provenance(backend, model, ds, cfg, cfg.seed)
     vocab = build_indexes(backend, cfg)
     records: dict[int, AliasRecord] = {}
@@ -268,6 +270,7 @@ def run(
             os.replace(tmp, soft_path)
             rec.extra["soft_prompt"] = f"soft/{ts.category_id}.safetensors"
         write_aliases(ckpt, AliasFile(provenance=prov, aliases=[rec]))
+        pause_point("category-checkpoint")  # kill -9 tests stop the run here
         records[ts.category_id] = rec
         bar.set_postfix_str(f"{ts.category_id}: {rec.text!r} {rec.extra.get('vs_name', '')}")
     bar.close()

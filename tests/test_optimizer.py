@@ -146,17 +146,19 @@ def test_resume_after_kill(world, index_dir, tmp_path):
         "1",
     ]
     first = out / "categories" / f"{cats[0]}.json"
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    marker = tmp_path / "paused"  # the run blocks right after its first checkpoint: a known point to kill at
+    paused = {**env, "SAM3_ALIAS_PAUSE_AT": f"category-checkpoint:{marker}"}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=paused, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
-    while not first.is_file() and proc.poll() is None and time.time() < deadline:
+    while not marker.is_file() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
-    assert proc.poll() is None, (
+    assert proc.poll() is None and marker.is_file(), (
         "the run ended before its first category finished: " + proc.stderr.read().decode()[-2000:]
     )
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert first.is_file() and not (out / "aliases.json").is_file()
-    assert len(list((out / "categories").glob("*.json"))) < len(cats)
+    assert len(list((out / "categories").glob("*.json"))) == 1 < len(cats)
     saved = first.read_bytes()
     history = (out / "history" / f"{cats[0]}.jsonl").read_bytes()
     done = subprocess.run([*cmd, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)

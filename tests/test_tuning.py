@@ -101,10 +101,10 @@ def test_killed_worker_loses_only_its_running_trial(world, tmp_path):
     out, config = tmp_path / "tune", _config(tmp_path)
     env = {**os.environ, "SAM3_ALIAS_CACHE": str(tmp_path / "features"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     argv = _argv(world, out, config, "--trials", "3", "--heartbeat", "1", "--grace", "2", "--threads", "1")
-    # a slower trial (bigger budget) so that the worker is surely caught mid-trial
-    argv[argv.index("--budget") + 1] = "600"
     cmd = [sys.executable, "-m", "alias_opt.tuning", *argv]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    marker = tmp_path / "paused"  # the worker blocks at the start of its second trial: a known point to kill at
+    paused = {**env, "SAM3_ALIAS_PAUSE_AT": f"trial-running:{marker}"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=paused, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"sqlite:///{(out / 'study.db').resolve()}"
     deadline = time.time() + 180
     states: list = []
@@ -114,8 +114,8 @@ def test_killed_worker_loses_only_its_running_trial(world, tmp_path):
             states = [t.state for t in optuna.load_study(study_name="sam3-alias:random", storage=url).trials]
         except (KeyError, Exception):  # the study or its tables may not exist yet
             continue
-        if TrialState.COMPLETE in states and TrialState.RUNNING in states and _running_beats(out / "study.db"):
-            break  # a trial runs and has beaten once: before its first beat it could never become stale
+        if marker.is_file() and TrialState.RUNNING in states and _running_beats(out / "study.db"):
+            break  # paused in a trial that has beaten once: before its first beat it could never become stale
     assert proc.poll() is None, "the worker ended early: " + proc.stderr.read().decode()[-2000:]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

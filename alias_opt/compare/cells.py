@@ -289,6 +289,7 @@ def open_bench(
     backend: Sam3Backend | None = None,
     device: str = "auto",
     thresholds: Thresholds | None = None,
+    dtype: str = "auto",
 ) -> Bench:
     """Open the dataset, load the model and the vocabulary index: everything cells share."""
     ds = CocoDataset.open(setup.dataset)
@@ -304,7 +305,7 @@ def open_bench(
             logger.warning("category %s has no positive train image; left out", ts.category_id)
     if not usable:
         raise ValueError(f"no usable category in {ds.annotation_file}")
-    backend = backend or Sam3Backend.load(setup.model, device=device)
+    backend = backend or Sam3Backend.load(setup.model, device=device, dtype=dtype)
     settings = {
         "model_fingerprint": backend.fingerprint,
         "dataset_path": str(ds.annotation_file),

@@ -51,7 +51,7 @@ from alias_opt.compare.cells import (
     strategy_slug,
 )
 from alias_opt.compare.summary import summarize
-from alias_opt.config import SearchConfig, load_config
+from alias_opt.config import CONFIG_DIR, SearchConfig, load_config
 from alias_opt.eval.metrics import Thresholds
 from alias_opt.export import tool_version, write_json_atomic
 from alias_opt.search.strategies import NAMES
@@ -74,8 +74,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_CONFIG = REPO / "configs" / "compare.json"
+DEFAULT_CONFIG = CONFIG_DIR / "compare.json"
 
 
 # ---------------------------------------------------------------------------------------- the run
@@ -90,13 +89,14 @@ def run_comparison(
     progress: bool = True,
     report: bool = True,
     command: str | None = None,
+    dtype: str = "auto",
 ) -> dict:
     """Run every cell (resuming finished ones if asked), write results.json and the report."""
     setup.validate()
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     thresholds = thresholds or Thresholds()
-    bench = open_bench(setup, cfg, backend, device, thresholds)
+    bench = open_bench(setup, cfg, backend, device, thresholds, dtype)
     cells: list[dict] = []
     cids = sorted(bench.sets)
     total = len(cids) * len(setup.strategies) * len(setup.seeds)
@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.no_progress,
             report=not args.no_report,
             command=command,
+            dtype=args.dtype,
         )
     except (DatasetError, FileNotFoundError, ModelSourceError) as exc:
         return user_error(exc, args.model)

@@ -35,7 +35,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from alias_opt.cli import add_runtime_flags, init_runtime, user_error
+from alias_opt.cli import add_runtime_flags, init_runtime, pause_point, user_error
 from alias_opt.compare import DEFAULT_CONFIG, Bench, CompareSetup, open_bench, parse_list, run_cell
 from alias_opt.config import deep_merge, load_config, read_config_json
 from alias_opt.export import write_json_atomic
@@ -160,6 +160,8 @@ def make_objective(
         overrides = space(trial)
         bench.cfg = load_config(None, deep_merge(base, overrides))
         trial.set_user_attr("overrides", overrides)
+        if trial.number > 0:
+            pause_point("trial-running")  # kill -9 tests stop a worker here, its settings sampled
         aps, costs = [], []
         for step, cid in enumerate(cids):
             for seed in seeds:
@@ -279,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         ).validate()
         if args.trials < 1:
             raise ValueError("--trials must be at least 1")
-        bench = open_bench(setup, cfg, device=args.device)
+        bench = open_bench(setup, cfg, device=args.device, dtype=args.dtype)
         study = open_study(
             storage, args.study_name or f"sam3-alias:{args.strategy}", args.sampler_seed, args.heartbeat, args.grace
         )
