@@ -15,6 +15,7 @@ so it equals the full forward from pixels.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -41,6 +42,9 @@ from sam3.preprocess import ImageLike, content_hash, load_image, preprocess
 from sam3.tokenizer import Sam3Tokenizer
 
 logger = logging.getLogger(__name__)
+
+# transformers 5.25 renamed create_causal_mask's past_key_values argument to cache
+_CACHE_ARG = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -215,7 +219,7 @@ class Sam3Backend:
         text_model = self.model.text_encoder.text_model
         hidden = text_model.embeddings(inputs_embeds=embeds)  # + positions, (P, T', Dt)
         causal = create_causal_mask(
-            config=text_model.config, inputs_embeds=hidden, attention_mask=mask.long(), past_key_values=None
+            config=text_model.config, inputs_embeds=hidden, attention_mask=mask.long(), **{_CACHE_ARG: None}
         )
         hidden = text_model.encoder(inputs_embeds=hidden, attention_mask=causal, is_causal=True).last_hidden_state
         hidden = text_model.final_layer_norm(hidden)

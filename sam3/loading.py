@@ -258,7 +258,11 @@ def build_model(source: ResolvedSource, dtype: torch.dtype, device: torch.device
             raise ModelSourceError(f"{source.path} has config.json but no weights (*.safetensors or *.bin)")
         try:
             model, info = Sam3Model.from_pretrained(
-                str(source.path), local_files_only=True, output_loading_info=True, dtype=torch.float32
+                str(source.path),
+                local_files_only=True,
+                output_loading_info=True,
+                dtype=torch.float32,
+                use_kernels=False,  # transformers >= 5.25 would fetch hub kernels by default
             )
         except (OSError, ValueError, RuntimeError) as exc:
             raise ModelSourceError(f"cannot load SAM 3 weights from {source.path}: {exc}") from exc
@@ -343,7 +347,7 @@ def build_from_meta_checkpoint(path: Path):
             path.name,
         )
     model, info = Sam3Model.from_pretrained(
-        None, config=config, state_dict=state, dtype=torch.float32, output_loading_info=True
+        None, config=config, state_dict=state, dtype=torch.float32, output_loading_info=True, use_kernels=False
     )
     left = [k for k in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(k)]
     if left:  # checked above; this is transformers' own view, for safety
