@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from alias_opt.compare.records import CELL_VERSION, Cell, CurvePoint, SoftCell
 from alias_opt.config import SearchConfig
 from alias_opt.data.loader import CocoDataset, TargetImage, TargetSet
 from alias_opt.discover import JsonlWriter, encode, train_images
@@ -32,7 +33,6 @@ from sam3 import ImageFeatures, Sam3Backend
 logger = logging.getLogger(__name__)
 
 FRACTIONS = (0.125, 0.25, 0.5, 1.0)  # budget fractions of the anytime curve
-CELL_VERSION = 1
 
 
 @dataclass
@@ -155,8 +155,8 @@ class Bench:
         return CategoryData(ts, train, train_feats, test_feats, info)
 
 
-def run_cell(bench: Bench, cid: int, strategy: str, seed: int, budget: int, out: Path | None = None) -> dict:
-    """Run one (strategy, category, seed) cell and score it on the held-out split (a JSON-ready dict).
+def run_cell(bench: Bench, cid: int, strategy: str, seed: int, budget: int, out: Path | None = None) -> Cell:
+    """Run one (strategy, category, seed) cell and score it on the held-out split.
 
     With ``out``, the step history goes to ``out/history/...`` and the soft prompt to ``out/soft/...``.
     """
@@ -188,46 +188,39 @@ def run_cell(bench: Bench, cid: int, strategy: str, seed: int, budget: int, out:
         return _ap(metrics.get(tuple(ids))) if ids else nothing
 
     alias_m = metrics.get(tuple(final)) if final else None
-    cell = {
-        "version": CELL_VERSION,
-        "settings": bench.key,
-        "strategy": strategy,
-        "category_id": cid,
-        "category_name": ts.name,
-        "seed": seed,
-        "budget": budget,
-        "token_ids": final,
-        "text": b.tokenizer.decode(final) if final else None,
-        "roundtrips": b.tokenizer.roundtrips(final) if final else None,
-        "train_loss": res.loss,
-        "train_ap": _ap(res.train_metrics),
-        "alias_ap": ap_of(final),
-        "test_metrics": alias_m.to_dict() if alias_m else None,
-        "soft": None,
-        "note": "" if final else "no candidate within the budget",
-        **counter,
-        "wall_time": round(res.wall_time, 3),
-        "ms_per_pair": round(1000 * res.wall_time / max(1, counter["cost"]), 3),
-        "reranked": [r.to_dict() for r in res.reranked],
-    }
-    cell["ap"] = cell["alias_ap"]
-    cell["ap50"] = _ap50(alias_m)
-    if res.kept_soft is not None:
-        cell["soft"] = _soft_cell(bench, cat, res, out, strategy, stem)
-        cell["ap"] = cell["soft"]["ap"]
-        cell["ap50"] = cell["soft"]["ap50"]
-    cell["curve"] = [
-        {
-            "fraction": f,
-            "budget": round(f * budget),
-            "token_ids": list(p.token_ids) if p else None,
-            "ap": ap_of(p.token_ids if p else None),
-        }
+    soft = _soft_cell(bench, cat, res, out, strategy, stem) if res.kept_soft is not None else None
+    ap = soft.ap if soft else ap_of(final)
+    curve = [
+        CurvePoint(f, round(f * budget), list(p.token_ids) if p else None, ap_of(p.token_ids if p else None))
         for f, p in points
-    ] + [{"fraction": 1.0, "budget": budget, "token_ids": final, "ap": cell["ap"]}]
-    cell["name_ap"] = cat.info["name_ap"]
-    cell["vs_name"] = compare(cell["ap"], cell["name_ap"])
-    return cell
+    ]
+    return Cell(
+        version=CELL_VERSION,
+        settings=bench.key,
+        strategy=strategy,
+        category_id=cid,
+        category_name=ts.name,
+        seed=seed,
+        budget=budget,
+        token_ids=final,
+        text=b.tokenizer.decode(final) if final else None,
+        roundtrips=b.tokenizer.roundtrips(final) if final else None,
+        train_loss=res.loss,
+        train_ap=_ap(res.train_metrics),
+        alias_ap=ap_of(final),
+        test_metrics=alias_m.to_dict() if alias_m else None,
+        soft=soft,
+        note="" if final else "no candidate within the budget",
+        **counter,
+        wall_time=round(res.wall_time, 3),
+        ms_per_pair=round(1000 * res.wall_time / max(1, counter["cost"]), 3),
+        reranked=[r.to_dict() for r in res.reranked],
+        ap=ap,
+        ap50=soft.ap50 if soft else _ap50(alias_m),
+        curve=[*curve, CurvePoint(1.0, budget, final, ap)],
+        name_ap=cat.info["name_ap"],
+        vs_name=compare(ap, cat.info["name_ap"]),
+    )
 
 
 def _best_at(res: SearchOutcome, cost: float):
@@ -236,7 +229,9 @@ def _best_at(res: SearchOutcome, cost: float):
     return found[-1] if found else None
 
 
-def _soft_cell(bench: Bench, cat: CategoryData, res: SearchOutcome, out: Path | None, strategy: str, stem: str) -> dict:
+def _soft_cell(
+    bench: Bench, cat: CategoryData, res: SearchOutcome, out: Path | None, strategy: str, stem: str
+) -> SoftCell:
     kept = res.kept_soft
     embeds, mask = kept.embeds.float(), kept.mask
     test = (
@@ -244,15 +239,15 @@ def _soft_cell(bench: Bench, cat: CategoryData, res: SearchOutcome, out: Path | 
         if cat.ts.test
         else None
     )
-    entry = {
-        "ap": _ap(test),
-        "ap50": _ap50(test),
-        "test_metrics": test.to_dict() if test else None,
-        "train_ap": _ap(kept.train_metrics),
-        "restart": kept.restart,
-        "test_score_sum": soft_score_sum(bench.backend, embeds, mask, cat.test_feats),
-        "file": None,
-    }
+    entry = SoftCell(
+        ap=_ap(test),
+        ap50=_ap50(test),
+        test_metrics=test.to_dict() if test else None,
+        train_ap=_ap(kept.train_metrics),
+        restart=kept.restart,
+        test_score_sum=soft_score_sum(bench.backend, embeds, mask, cat.test_feats),
+        file=None,
+    )
     if out is not None:
         from safetensors.torch import save_file
 
@@ -262,7 +257,7 @@ def _soft_cell(bench: Bench, cat: CategoryData, res: SearchOutcome, out: Path | 
         meta = {"model_fingerprint": bench.backend.fingerprint, "category_id": str(cat.ts.category_id)}
         save_file({"embeds": embeds.contiguous(), "mask": mask.contiguous()}, str(tmp), metadata=meta)
         tmp.replace(path)
-        entry["file"] = str(path.relative_to(out))
+        entry.file = str(path.relative_to(out))
     return entry
 
 

@@ -50,6 +50,7 @@ from alias_opt.compare.cells import (
     run_cell,
     strategy_slug,
 )
+from alias_opt.compare.records import Cell
 from alias_opt.compare.summary import summarize
 from alias_opt.config import CONFIG_DIR, SearchConfig, load_config
 from alias_opt.eval.metrics import Thresholds
@@ -97,7 +98,7 @@ def run_comparison(
     out.mkdir(parents=True, exist_ok=True)
     thresholds = thresholds or Thresholds()
     bench = open_bench(setup, cfg, backend, device, thresholds, dtype)
-    cells: list[dict] = []
+    cells: list[Cell] = []
     cids = sorted(bench.sets)
     total = len(cids) * len(setup.strategies) * len(setup.seeds)
     bar = tqdm(total=total, desc="cells", unit="cell", disable=not progress)
@@ -109,7 +110,7 @@ def run_comparison(
                 if cell is None:
                     bar.set_postfix_str(f"{strategy} cat {cid} seed {seed}")
                     cell = run_cell(bench, cid, strategy, seed, setup.budget, out)
-                    write_json_atomic(path, cell)
+                    write_json_atomic(path, cell.to_dict())
                 cells.append(cell)
                 bar.update(1)
     bar.close()
@@ -117,7 +118,7 @@ def run_comparison(
     results = {
         "setup": {**asdict(setup), "command": command, "tool_version": tool_version(), **bench.settings},
         "categories": {str(c): cats[c] for c in cids},
-        "cells": cells,
+        "cells": [c.to_dict() for c in cells],
     }
     results["summary"] = summarize(results)
     write_json_atomic(out / "results.json", results)
@@ -128,18 +129,18 @@ def run_comparison(
     return results
 
 
-def _resumed(path: Path, key: str) -> dict | None:
+def _resumed(path: Path, key: str) -> Cell | None:
     if not path.is_file():
         return None
     try:
-        cell = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        data = json.loads(path.read_text())
+        if data.get("settings") != key or data.get("version") != CELL_VERSION:
+            logger.warning("%s was made with other settings; redoing the cell", path)
+            return None
+        return Cell.from_dict(data)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         logger.warning("unreadable checkpoint %s (%s); redoing the cell", path, exc)
         return None
-    if cell.get("settings") != key or cell.get("version") != CELL_VERSION:
-        logger.warning("%s was made with other settings; redoing the cell", path)
-        return None
-    return cell
 
 
 # ---------------------------------------------------------------------------------------- CLI

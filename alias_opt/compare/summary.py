@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from alias_opt.compare.records import Cell
 from alias_opt.eval.metrics import compare
 
 MARGIN = 0.01  # DESIGN §5: a win is held-out AP above the name's by more than this
@@ -50,10 +51,10 @@ def _spread(per_seed: list[float]) -> dict:
 
 def summarize(results: dict, margin: float = MARGIN) -> dict:
     """The summary of ``results`` (``setup``, ``categories``, ``cells``; see alias_opt.compare)."""
-    cells = results["cells"]
+    cells = [c if isinstance(c, Cell) else Cell.from_dict(c) for c in results["cells"]]
     cats = results["categories"]
-    order = [s for s in results["setup"]["strategies"] if any(c["strategy"] == s for c in cells)]
-    soft = {(c["category_id"], c["seed"]): num(c["ap"]) for c in cells if c["strategy"] == "soft"}
+    order = [s for s in results["setup"]["strategies"] if any(c.strategy == s for c in cells)]
+    soft = {(c.category_id, c.seed): num(c.ap) for c in cells if c.strategy == "soft"}
     out = {
         "margin": margin,
         "order": order,
@@ -62,33 +63,33 @@ def summarize(results: dict, margin: float = MARGIN) -> dict:
         "strategies": {},
     }
     for s in order:
-        mine = [c for c in cells if c["strategy"] == s]
-        seeds = sorted({c["seed"] for c in mine})
-        per_seed = [nanmean(c["ap"] for c in mine if c["seed"] == k) for k in seeds]
-        verdicts = Counter(compare(num(c["ap"]), num(c["name_ap"]), margin) for c in mine)
+        mine = [c for c in cells if c.strategy == s]
+        seeds = sorted({c.seed for c in mine})
+        per_seed = [nanmean(c.ap for c in mine if c.seed == k) for k in seeds]
+        verdicts = Counter(compare(num(c.ap), num(c.name_ap), margin) for c in mine)
         if s == "soft":  # the soft prompt against its own one-shot projection
-            gaps = [num(c["ap"]) - num(c["alias_ap"]) for c in mine]
+            gaps = [num(c.ap) - num(c.alias_ap) for c in mine]
         else:
-            gaps = [soft[k] - num(c["ap"]) for c in mine if (k := (c["category_id"], c["seed"])) in soft]
-        fractions = [p["fraction"] for p in mine[0]["curve"]] if mine else []
+            gaps = [soft[k] - num(c.ap) for c in mine if (k := (c.category_id, c.seed)) in soft]
+        fractions = [p.fraction for p in mine[0].curve] if mine else []
         curve = []
         for i, f in enumerate(fractions):
-            seed_means = [nanmean(c["curve"][i]["ap"] for c in mine if c["seed"] == k) for k in seeds]
+            seed_means = [nanmean(c.curve[i].ap for c in mine if c.seed == k) for k in seeds]
             curve.append(
                 {
                     "fraction": f,
-                    "budget": mine[0]["curve"][i]["budget"],
+                    "budget": mine[0].curve[i].budget,
                     "ap_mean": nanmean(seed_means),
                     "ap_sd": sd(seed_means),
                 }
             )
         per_cat = {}
-        for cid in sorted({c["category_id"] for c in mine}):
-            cc = [c for c in mine if c["category_id"] == cid]
-            v = Counter(compare(num(c["ap"]), num(c["name_ap"]), margin) for c in cc)
-            texts = Counter(c["text"] for c in cc if c["text"] is not None)
+        for cid in sorted({c.category_id for c in mine}):
+            cc = [c for c in mine if c.category_id == cid]
+            v = Counter(compare(num(c.ap), num(c.name_ap), margin) for c in cc)
+            texts = Counter(c.text for c in cc if c.text is not None)
             per_cat[str(cid)] = {
-                **_spread([num(c["ap"]) for c in cc]),
+                **_spread([num(c.ap) for c in cc]),
                 "seeds": len(cc),
                 "win": v["win"],
                 "tie": v["tie"],
@@ -98,20 +99,20 @@ def summarize(results: dict, margin: float = MARGIN) -> dict:
         out["strategies"][s] = {
             "cells": len(mine),
             **_spread(per_seed),
-            "ap50_mean": nanmean(c["ap50"] for c in mine),
+            "ap50_mean": nanmean(c.ap50 for c in mine),
             "win": verdicts["win"],
             "tie": verdicts["tie"],
             "loss": verdicts["loss"],
             "no_baseline": verdicts["n/a"],
             "gap_to_soft": nanmean(gaps) if gaps else math.nan,
-            "train_loss_mean": nanmean(c["train_loss"] for c in mine),
-            "train_ap_mean": nanmean(c["train_ap"] for c in mine),
-            "forward_passes": nanmean(c["forward_passes"] for c in mine),
-            "backward_passes": nanmean(c["backward_passes"] for c in mine),
-            "cost": nanmean(c["cost"] for c in mine),
-            "budget": mine[0]["budget"] if mine else None,
-            "wall_time": nanmean(c["wall_time"] for c in mine),
-            "ms_per_pair": nanmean(c["ms_per_pair"] for c in mine),
+            "train_loss_mean": nanmean(c.train_loss for c in mine),
+            "train_ap_mean": nanmean(c.train_ap for c in mine),
+            "forward_passes": nanmean(c.forward_passes for c in mine),
+            "backward_passes": nanmean(c.backward_passes for c in mine),
+            "cost": nanmean(c.cost for c in mine),
+            "budget": mine[0].budget if mine else None,
+            "wall_time": nanmean(c.wall_time for c in mine),
+            "ms_per_pair": nanmean(c.ms_per_pair for c in mine),
             "curve": curve,
             "categories": per_cat,
         }

@@ -166,8 +166,8 @@ def make_objective(
         for step, cid in enumerate(cids):
             for seed in seeds:
                 cell = run_cell(bench, cid, strategy, seed, budget)
-                aps.append(cell["ap"])
-                costs.append(cell["cost"])
+                aps.append(cell.ap)
+                costs.append(cell.cost)
             vals = [a for a in aps if not math.isnan(a)]
             running = float(np.mean(vals)) if vals else 0.0
             trial.report(running, step)
