@@ -7,15 +7,8 @@ import pytest
 import torch
 
 from alias_opt.config import LossConfig
-from alias_opt.search.losses import (
-    COMPONENTS,
-    PairTargets,
-    dice_loss,
-    hungarian,
-    pairwise_costs,
-    set_loss,
-    sigmoid_focal,
-)
+from alias_opt.search.losses import COMPONENTS, PairTargets, set_loss
+from sam3.set_matching import dice_loss, hungarian, pairwise_costs, sigmoid_focal
 
 
 def test_sigmoid_focal_matches_definition():
@@ -135,3 +128,14 @@ def test_batch_equals_single_pairs():
         for i in range(3)
     ]
     assert np.allclose(batch.detach().numpy(), torch.cat(single).detach().numpy(), atol=1e-5)
+
+
+def test_one_matching_for_the_alias_loss_and_the_toy_trainer():
+    """The alias loss and sam3-toy's training loss match and score masks with the same functions."""
+    import alias_opt.search.losses as alias_loss
+    import sam3.set_matching as shared
+    import sam3.toy.set_loss as toy_loss
+
+    for module in (alias_loss, toy_loss):
+        for name in ("sigmoid_focal", "dice_loss", "pairwise_costs", "hungarian"):
+            assert getattr(module, name) is getattr(shared, name), (module.__name__, name)

@@ -47,6 +47,7 @@ def test_demo_dataset_is_deterministic(tmp_path):
     assert main_mod.make_demo_dataset(tmp_path / "a", images=6, seed=3) == a and a.stat().st_mtime_ns == mtime
 
 
+@pytest.mark.slow  # end to end on the shipped model: 30-90 s on 2 CPU cores
 @pytest.mark.skipif(not (TOY_DIR / "config.json").is_file(), reason="the toy model is not shipped yet")
 def test_alias_beats_unseen_name_on_toy(tmp_path, capsys):
     """End to end with the fast config on two renamed toy categories: the alias beats the unseen

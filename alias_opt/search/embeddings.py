@@ -37,9 +37,9 @@ import numpy as np
 import torch
 
 from alias_opt.config import SPACES, TABLE_SPACES
-from alias_opt.search.losses import hungarian, pairwise_costs
 from sam3 import ImageFeatures, Sam3Backend
 from sam3.cache import default_cache_dir
+from sam3.set_matching import hungarian, pairwise_costs
 
 logger = logging.getLogger(__name__)
 

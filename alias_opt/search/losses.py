@@ -6,67 +6,25 @@ score logit gets a focal loss (matched -> 1, others -> 0); the presence logit ge
 with targets, 0 on negatives); the semantic map gets BCE + dice against the union of the targets.
 On a negative image there is nothing to match, so the loss only pushes presence and scores down.
 
-All functions take mask logits and targets flattened to (..., P) pixels on the model's mask grid.
+All functions take mask logits and targets flattened to (..., P) pixels on the model's mask grid. The
+focal and dice losses, the matching costs and the Hungarian assignment are ``sam3.set_matching``'s,
+shared with sam3-toy's training loss.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 
 from alias_opt.config import LossConfig
+from sam3.set_matching import dice_loss, hungarian, pairwise_costs, sigmoid_focal
+
+__all__ = ["COMPONENTS", "PairTargets", "dice_loss", "hungarian", "pairwise_costs", "set_loss", "sigmoid_focal"]
 
 COMPONENTS = ("dice", "mask_focal", "score", "presence", "semantic")
 MATCH_SIDE = 32  # matching costs are computed on masks average-pooled to at most this side
-
-
-def sigmoid_focal(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
-    """Element-wise sigmoid focal loss (Lin et al.); ``alpha < 0`` disables the class weighting."""
-    p = logits.sigmoid()
-    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    p_t = p * targets + (1 - p) * (1 - targets)
-    loss = ce * (1 - p_t) ** gamma
-    if alpha >= 0:
-        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
-    return loss
-
-
-def dice_loss(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """1 - soft dice over the last dim; (..., P) -> (...). Smoothed by 1 so empty targets are defined."""
-    p = logits.sigmoid()
-    if weight is not None:
-        p, targets = p * weight, targets * weight
-    num = 2 * (p * targets).sum(-1) + 1
-    den = p.sum(-1) + targets.sum(-1) + 1
-    return 1 - num / den
-
-
-@torch.no_grad()
-def pairwise_costs(mask_logits: torch.Tensor, targets: torch.Tensor, alpha: float, gamma: float):
-    """Matching costs of Q predicted masks against K targets, batched over leading dims.
-
-    Args:
-        mask_logits: (..., Q, P); targets: (..., K, P) in [0, 1].
-
-    Returns:
-        dice (..., Q, K), focal (..., Q, K): 1 - dice and mean per-pixel focal of each (query, target) pair.
-    """
-    x = mask_logits.float()
-    p = x.sigmoid()
-    tT = targets.float().transpose(-1, -2)
-    dice = 1 - (2 * p @ tT + 1) / (p.sum(-1, keepdim=True) + tT.sum(-2, keepdim=True) + 1)
-    # focal(x, 1) = a (1-p)^g softplus(-x); focal(x, 0) = (1-a) p^g softplus(x); softplus(-x) = softplus(x) - x
-    sp = F.softplus(x)
-    pos = (1 - p).pow(gamma) * (sp - x)
-    neg = p.pow(gamma) * sp
-    if alpha >= 0:
-        pos, neg = alpha * pos, (1 - alpha) * neg
-    focal = ((pos - neg) @ tT + neg.sum(-1, keepdim=True)) / x.shape[-1]
-    return dice, focal
 
 
 def _pooled(mask_logits: torch.Tensor, masks: torch.Tensor, targets: torch.Tensor):
@@ -82,14 +40,6 @@ def _pooled(mask_logits: torch.Tensor, masks: torch.Tensor, targets: torch.Tenso
         m = F.avg_pool2d(masks.detach().view(B * Q, 1, h, w), f).view(B, Q, -1)
         t = F.avg_pool2d(targets.view(-1, 1, h, w), f).view(B, targets.shape[1], -1)
     return m, t
-
-
-def hungarian(cost: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Optimal one-to-one assignment of rows (queries) to columns (targets) of a cost matrix."""
-    if cost.shape[1] == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    rows, cols = linear_sum_assignment(cost.detach().float().cpu().numpy())
-    return rows.astype(np.int64), cols.astype(np.int64)
 
 
 @dataclass

@@ -11,7 +11,9 @@ on a cost of focal classification + box L1 + GIoU + mask focal + mask dice. Then
     semantic        BCE + dice of the semantic mask vs the union of the instance masks
 
 Losses over instances are normalized by the number of instances in the batch (DETR-style).
-Box and GIoU helpers, mask focal and dice come from transformers' ``loss_for_object_detection``.
+The focal and dice losses, the mask matching costs and the Hungarian assignment are
+``sam3.set_matching``'s (shared with the alias loss); the GIoU helper comes from transformers'
+``loss_for_object_detection``.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
-from transformers.loss.loss_for_object_detection import dice_loss, generalized_box_iou, sigmoid_focal_loss
+from transformers.loss.loss_for_object_detection import generalized_box_iou
+
+from sam3.set_matching import dice_loss, hungarian, pairwise_costs, sigmoid_focal
 
 FOCAL_ALPHA = 0.25
 FOCAL_GAMMA = 2.0
@@ -80,28 +83,9 @@ def _focal_class_cost(logits: torch.Tensor) -> torch.Tensor:
     return pos - neg
 
 
-def _pairwise_mask_focal(pred: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-    """(Q, N) mean sigmoid focal loss of each predicted mask (Q, P) against each target (N, P)."""
-    p = pred.sigmoid()
-    focal_pos = (
-        FOCAL_ALPHA
-        * (1 - p).pow(FOCAL_GAMMA)
-        * F.binary_cross_entropy_with_logits(pred, torch.ones_like(pred), reduction="none")
-    )
-    focal_neg = (
-        (1 - FOCAL_ALPHA)
-        * p.pow(FOCAL_GAMMA)
-        * F.binary_cross_entropy_with_logits(pred, torch.zeros_like(pred), reduction="none")
-    )
-    return (focal_pos @ tgt.T + focal_neg @ (1 - tgt).T) / pred.shape[1]
-
-
-def _pairwise_dice(pred: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-    """(Q, N) dice loss of each predicted mask (Q, P) against each target (N, P)."""
-    p = pred.sigmoid()
-    num = 2 * p @ tgt.T
-    den = p.sum(-1)[:, None] + tgt.sum(-1)[None, :]
-    return 1 - (num + 1) / (den + 1)
+def _focal_sum(logits: torch.Tensor, targets: torch.Tensor, num: float) -> torch.Tensor:
+    """Sigmoid focal loss of (N, P) logits, mean over P, summed over N, over ``num`` (DETR's reduction)."""
+    return sigmoid_focal(logits, targets, FOCAL_ALPHA, FOCAL_GAMMA).mean(1).sum() / num
 
 
 @torch.no_grad()
@@ -134,18 +118,15 @@ def hungarian_match(
     if masks is not None:
         pm = masks.float().flatten(1)
         tm = target.masks.flatten(1).to(pm)
-        cost = cost + weights.cost_mask * _pairwise_mask_focal(pm, tm) + weights.cost_dice * _pairwise_dice(pm, tm)
-    q_idx, t_idx = linear_sum_assignment(cost.cpu().numpy())
-    return q_idx.astype(np.int64), t_idx.astype(np.int64)
+        dice, focal = pairwise_costs(pm, tm, FOCAL_ALPHA, FOCAL_GAMMA)
+        cost = cost + weights.cost_mask * focal + weights.cost_dice * dice
+    return hungarian(cost)
 
 
 def _semantic_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """BCE + dice of semantic mask logits (B, h, w) vs union masks (B, h, w), mean over pairs."""
     bce = F.binary_cross_entropy_with_logits(logits, target)
-    p = logits.sigmoid().flatten(1)
-    t = target.flatten(1)
-    dice = 1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)
-    return bce + dice.mean()
+    return bce + dice_loss(logits.flatten(1), target.flatten(1)).mean()
 
 
 def _query_terms(
@@ -165,7 +146,7 @@ def _query_terms(
     presence_target = torch.tensor([float(len(t) > 0) for t in targets], device=query_logits.device)
     zero = query_logits.sum() * 0.0
     terms = {
-        "cls": sigmoid_focal_loss(query_logits, cls_target, num, FOCAL_ALPHA, FOCAL_GAMMA) * Q,
+        "cls": _focal_sum(query_logits, cls_target, num) * Q,
         "box_l1": zero,
         "giou": zero,
         "presence": F.binary_cross_entropy_with_logits(presence_logits.reshape(B), presence_target.to(presence_logits)),
@@ -220,8 +201,8 @@ def set_prediction_loss(
         src_masks = mask_logits[matched].flatten(1)
         tgt_masks = torch.cat([t.masks[torch.as_tensor(ti, dtype=torch.long)] for t, (_, ti) in zip(targets, matches)])
         tgt_masks = tgt_masks.flatten(1).to(src_masks)
-        terms["mask_focal"] = sigmoid_focal_loss(src_masks, tgt_masks, num, FOCAL_ALPHA, FOCAL_GAMMA)
-        terms["mask_dice"] = dice_loss(src_masks, tgt_masks, num)
+        terms["mask_focal"] = _focal_sum(src_masks, tgt_masks, num)
+        terms["mask_dice"] = dice_loss(src_masks, tgt_masks).sum() / num
 
     order = ("cls", "box_l1", "giou", "mask_focal", "mask_dice", "presence", "semantic")  # the log's and the sum's
     terms = {k: terms[k] for k in order}
