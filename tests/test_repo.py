@@ -62,3 +62,18 @@ def test_sam3_lazy_exports_match_all():
 
     assert sorted(sam3.__all__) == sorted(sam3._EXPORTS)
     assert all(getattr(sam3, name) is not None for name in ("Sam3Tokenizer", "load_image"))
+
+
+def test_installed_commands_resolve():
+    """Every [project.scripts] command names a main(argv=None) -> int of the package, and every command
+    that loads a model takes --dtype."""
+    import importlib
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert {"sam3-alias", "sam3-alias-evaluate", "sam3-alias-compare", "sam3-alias-tune"} <= set(scripts)
+    for name, target in scripts.items():
+        module, _, attr = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), attr)), name
+        parser = getattr(importlib.import_module(module), "build_parser", None)
+        if parser is not None and name != "sam3-alias-report":  # the report loads no model
+            assert "--dtype" in parser().format_help(), name

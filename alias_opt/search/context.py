@@ -119,6 +119,10 @@ class SearchContext:
                 )
         return self._shortlist
 
+    def built_shortlist(self) -> list[int]:
+        """The shortlist if a phase built one, else [] (builds nothing)."""
+        return list(self._shortlist or [])
+
     def vocabulary_order(self) -> list[int]:
         """Every allowed token, in the concept's order in ``index.space`` (one probe round; paid)."""
         if self._vocab_order is None:

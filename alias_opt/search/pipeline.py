@@ -173,7 +173,7 @@ def run_pipeline(ctx: SearchContext, strategy: str, budget: int = 0) -> SearchOu
         train_metrics=best.metrics if best else None,
         name_ids=ctx.name_seq,
         name_train_metrics=next((r.metrics for r in rows if r.token_ids == ctx.name_seq), None),
-        shortlist=list(ctx._shortlist or []),
+        shortlist=ctx.built_shortlist(),
         phases=list(ctx.results),
         reranked=rows,
         candidates=([token_ids] if token_ids else []) + [p for p in pool if p != token_ids][:15],
