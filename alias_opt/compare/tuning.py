@@ -49,7 +49,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 def _soft(t: optuna.Trial) -> dict:
     return {
         "soft": {
-            "lr": t.suggest_float("soft.lr", 1e-3, 0.2, log=True),
+            "lr": t.suggest_float("soft.lr", 0.1, 10.0, log=True),
             "restarts": t.suggest_int("soft.restarts", 1, 6),
             "batch_images": t.suggest_int("soft.batch_images", 2, 12),
         }
