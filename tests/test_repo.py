@@ -77,3 +77,30 @@ def test_installed_commands_resolve():
         parser = getattr(importlib.import_module(module), "build_parser", None)
         if parser is not None and name != "sam3-alias-report":  # the report loads no model
             assert "--dtype" in parser().format_help(), name
+
+
+def test_toy_world_and_trainer_have_no_import_cycle():
+    """Every import between sam3.toy modules (TYPE_CHECKING ones included) points one way."""
+    toy = REPO / "sam3" / "toy"
+    mods = {p.stem for p in toy.glob("*.py")}
+    edges: dict[str, set[str]] = {m: set() for m in mods}
+    for path in toy.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "sam3.toy":
+                edges[path.stem] |= {a.name for a in node.names if a.name in mods}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sam3.toy."):
+                edges[path.stem].add(node.module.split(".")[2])
+    state: dict[str, int] = {}
+
+    def visit(m: str, stack: list[str]) -> None:
+        state[m] = 1
+        for n in edges[m]:
+            assert state.get(n) != 1, f"import cycle: {' -> '.join([*stack, m, n])}"
+            if n not in state:
+                visit(n, [*stack, m])
+        state[m] = 2
+
+    for m in sorted(mods):
+        if m not in state:
+            visit(m, [])
+    assert "train_config" in edges["batch"] and "train" not in edges["batch"]

@@ -7,7 +7,6 @@ a stream no dataset seed reaches.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,10 +15,9 @@ import torch.nn.functional as F
 from sam3.preprocess import preprocess
 from sam3.tokenizer import Sam3Tokenizer
 from sam3.toy import world
+from sam3.toy.prompts_v2 import PromptSamplerV2, training_image
 from sam3.toy.set_loss import SetTarget
-
-if TYPE_CHECKING:
-    from sam3.toy.train import TrainConfig
+from sam3.toy.train_config import TrainConfig
 
 OBJECT_WORD = "object"  # the prompt for every instance
 TRAIN_STREAM = 0x5A3  # SeedSequence([seed, TRAIN_STREAM, step, i]) never equals a dataset image's [seed, i]
@@ -116,8 +114,6 @@ class Batch:
 def make_sampler(tokenizer: Sam3Tokenizer, cfg: TrainConfig):
     """The prompt sampler of ``cfg.world``: ``PromptSampler`` (v1) or ``prompts_v2.PromptSamplerV2``."""
     if cfg.world == "v2":
-        from sam3.toy.prompts_v2 import PromptSamplerV2
-
         return PromptSamplerV2(tokenizer, cfg)
     return PromptSampler(tokenizer, cfg)
 
@@ -128,8 +124,6 @@ def make_batch(
     """Step ``step``'s images (``cfg.images_per_step``), K prompts per image and their targets."""
     rng = step_rng(cfg.seed, step)
     if cfg.world == "v2":
-        from sam3.toy.prompts_v2 import training_image
-
         imgs = [training_image(rng, cfg) for _ in range(cfg.images_per_step)]
     else:
         imgs = [

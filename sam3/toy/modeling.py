@@ -7,15 +7,12 @@ from __future__ import annotations
 import math
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
 from sam3.configs import named_config
 from sam3.tokenizer import ASSET_DIR, TOKENIZER_FILES
-
-if TYPE_CHECKING:
-    from sam3.toy.train import TrainConfig
+from sam3.toy.train_config import TrainConfig
 
 
 def init_model(cfg: TrainConfig):

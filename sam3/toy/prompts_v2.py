@@ -18,15 +18,11 @@ Reserved words (``vocab.RESERVED_WORDS``) are never used, not even as random tok
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from sam3.tokenizer import Sam3Tokenizer
 from sam3.toy import render, vocab
-
-if TYPE_CHECKING:
-    from sam3.toy.train import TrainConfig
+from sam3.toy.train_config import TrainConfig
 
 SUBSET_SIZES = (0.2, 0.35, 0.3, 0.15)  # probability of naming 1, 2, 3 or 4 attributes
 

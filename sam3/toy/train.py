@@ -53,52 +53,10 @@ from sam3.toy.batch import (  # noqa: F401  (re-exported: the step's data is par
 from sam3.toy.checkpoint import load_checkpoint, restore_rng, save_checkpoint, truncate_log
 from sam3.toy.modeling import export_model, init_model, load_exported
 from sam3.toy.set_loss import LossWeights, aux_layer_loss, set_prediction_loss
+from sam3.toy.train_config import TrainConfig
 
 CKPT_NAME = "checkpoint.pt"
 LOG_NAME = "train_log.jsonl"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    arch: str = "toy24d"  # named architecture (sam3.configs.ARCHS); toy24d is the shipped sam3-toy's
-    steps: int = 8000  # total optimizer steps (8,000: stage 1 of the shipped recipe, README)
-    images_per_step: int = 4
-    prompts_per_image: int = 6
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.05
-    warmup: int = 300
-    weight_decay: float = 0.05
-    grad_clip: float = 1.0
-    seed: int = 0
-    # prompt mix: a form, then present (positive) or absent (negative, presence 0) with p_positive
-    p_concept: float = 0.45  # "<colour> <shape>"
-    p_colour: float = 0.2  # "<colour>"
-    p_shape: float = 0.2  # "<shape>"
-    p_object: float = 0.15  # "object": every instance
-    # the rest: 1-3 random vocabulary tokens (negative)
-    p_positive: float = 0.5
-    p_hard_negative: float = 0.7  # an absent concept shares a colour or shape with a present instance
-    # Initialization. transformers' N(0, 0.02) conv init leaves the FPN features ~100x smaller than the
-    # decoder's sine position encodings, so attention ignores image content and grounding never starts.
-    reset_convs: bool = True  # PyTorch's default conv init
-    fpn_gain: float = 4.0  # scale of the FPN output convs: features of about unit size
-    text_gain: float = 6.0  # scale of the text projection: prompt features of about unit size
-    pos_std: float = 0.3  # ViT position embeddings as large as patch embeddings (instance masks need position)
-    grid_queries: bool = True  # reference boxes start on a grid over the image (stable matching, as anchors)
-    init_from: str = ""  # an exported sam3-toy HF directory to fine-tune from instead of the fresh init
-    cls_weight: float = 2.0  # weight of the query classification (focal) loss
-    presence_weight: float = 2.0  # weight of the presence BCE loss
-    aux_weight: float = 0.0  # weight of DETR's auxiliary losses on the decoder layers before the last (0: none)
-    # training images (the held-out world keeps the defaults 3 and 0.0)
-    world_max_concepts: int = 3  # concepts per training image: 1 to this many
-    p_related_concept: float = 0.0  # a further concept shares a colour or shape with an earlier one
-    # world v2 (sam3.toy.prompts_v2): 4 attributes, >= 300 trained words; the p_* mix above is v1's
-    world: str = "v1"  # "v1": 20 colour x shape concepts; "v2": shapes world v2 and its vocabulary
-    v2_p_positive: float = 0.45  # a present instance's attributes, any subset: its matches are targets
-    v2_p_hard: float = 0.3  # the same with one named attribute changed (mostly absent)
-    v2_p_generic: float = 0.05  # a generic noun ("shapes"): every instance
-    v2_p_distractor: float = 0.15  # one or two distractor words: nothing (the rest: random tokens)
-    v2_p_near_miss: float = 0.5  # a training instance copies an earlier one with one attribute changed
 
 
 def forward_pairs(model, pixels: torch.Tensor, img_idx: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor):

@@ -29,6 +29,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
+from sam3.toy import render, world2
+
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 35),
     "green": (30, 165, 50),
@@ -294,8 +296,6 @@ def write_dataset(out: str | Path, variant: str = "named", images: int = 100, se
 
 
 def main(argv: list[str] | None = None) -> None:
-    from sam3.toy import render, world2
-
     ap = argparse.ArgumentParser(description="Write a shapes-world COCO dataset (world v2 by default).")
     ap.add_argument("--out", required=True, help="output directory (images/ + annotations.json)")
     ap.add_argument(
