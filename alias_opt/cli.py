@@ -28,9 +28,45 @@ def add_runtime_flags(p: argparse.ArgumentParser, threads: bool = True, progress
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
 
 
+def device_problem(device: str) -> str | None:
+    """Why ``--device`` cannot be used here (one line), or None when it can.
+
+    ``auto`` always works; otherwise the name must be cpu, cuda, cuda:N or mps and that device must
+    exist in this torch build and machine.
+    """
+    if device == "auto":
+        return None
+    import torch
+
+    hint = "use --device auto, cpu, cuda, cuda:N or mps"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        return f"unknown device {device!r}: {hint}"
+    if dev.type == "cpu":
+        return None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "has no CUDA support" if torch.version.cuda is None else "finds no CUDA device"
+            return f"--device {device}: this torch ({torch.__version__}) {build}; use --device cpu or auto"
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            return f"--device {device}: only {n} CUDA device(s) here (cuda:0..cuda:{n - 1})"
+        return None
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        return None if mps is not None and mps.is_available() else f"--device {device}: MPS is not available here"
+    return f"unsupported device {device!r}: {hint}"
+
+
 def init_runtime(args: argparse.Namespace) -> None:
     """Configure logging from -v, progress bars from --no-progress and torch's CPU threads from --threads
-    (entry points only)."""
+    (entry points only). An absent or misspelt ``--device`` ends the program here: one line on
+    stderr and exit code 2 (SystemExit, as argparse does for bad arguments)."""
+    problem = device_problem(getattr(args, "device", "auto") or "auto")
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        raise SystemExit(2)
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if getattr(args, "no_progress", False):  # also transformers' "Loading weights" bar

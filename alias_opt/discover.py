@@ -15,7 +15,9 @@ Outputs under ``--output`` (every file written atomically):
     aliases.json           all finished categories (alias_opt.export schema)
     summary.json, report.txt  the held-out table and the win / tie / loss counts
 ``resume=True`` skips categories whose checkpoint matches the model, dataset, split and config, so
-a run killed at any point (kill -9 included) continues without redoing or losing finished work.
+a run killed at any point (kill -9 included) continues without redoing or losing finished work; a
+checkpoint made with other settings makes ``run`` refuse (``ResumeMismatch``, the differences listed)
+before anything is written, unless ``overwrite=True`` (then those categories are redone).
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ from tqdm.auto import tqdm
 from alias_opt.cli import pause_point
 from alias_opt.config import SearchConfig
 from alias_opt.data.loader import CocoDataset, TargetImage, TargetSet
-from alias_opt.eval.metrics import Thresholds, compare, evaluate_prompts
-from alias_opt.eval.summary import format_summary, format_table, summarize
+from alias_opt.eval.bootstrap import verdict_vs
+from alias_opt.eval.metrics import Thresholds, predict, score_with_matches
+from alias_opt.eval.summary import summarize, write_reports
+from alias_opt.eval.text import quote
 from alias_opt.export import (
     AliasFile,
     AliasFileError,
@@ -46,6 +50,7 @@ from alias_opt.export import (
     write_aliases,
     write_json_atomic,
 )
+from alias_opt.progress import RunProgress
 from alias_opt.search.embeddings import VocabularyIndex
 from alias_opt.search.objective import Step
 from alias_opt.search.pipeline import SearchOutcome, search, search_seed
@@ -150,15 +155,87 @@ def _provenance(backend: Sam3Backend, model: str, ds: CocoDataset, cfg: SearchCo
     )
 
 
+_RESUME_KEYS = ("model_fingerprint", "dataset_hash", "split_seed", "train_fraction", "max_negatives", "seed")
+
+
 def _compatible(a: Provenance, b: Provenance) -> bool:
-    keys = ("model_fingerprint", "dataset_hash", "split_seed", "train_fraction", "max_negatives", "seed")
-    return all(getattr(a, k) == getattr(b, k) for k in keys) and a.config == b.config
+    return all(getattr(a, k) == getattr(b, k) for k in _RESUME_KEYS) and a.config == b.config
+
+
+def _flat(d: Mapping, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def provenance_differences(done: Provenance, now: Provenance) -> list[str]:
+    """What differs between a finished run's provenance and this run's, one ``key: X there, Y now`` each."""
+    diffs = [
+        f"{k}: {getattr(done, k)!r} there, {getattr(now, k)!r} now"
+        for k in _RESUME_KEYS
+        if getattr(done, k) != getattr(now, k)
+    ]
+    a, b = _flat(done.config), _flat(now.config)
+    missing = object()
+    for k in sorted(set(a) | set(b)):
+        x, y = a.get(k, missing), b.get(k, missing)
+        if x != y:
+            show = lambda v: "(unset)" if v is missing else repr(v)  # noqa: E731
+            diffs.append(f"config.{k}: {show(x)} there, {show(y)} now")
+    return diffs
+
+
+class ResumeMismatch(ValueError):
+    """``--resume`` on an output folder whose finished categories were made with other settings."""
+
+
+def check_resume(out: Path, prov: Provenance) -> None:
+    """Refuse to resume into ``out`` when a finished category there (any category, not only the ones
+    asked for now) was made with other settings.
+
+    Raises:
+        ResumeMismatch: naming the folder, the checkpoints and each difference.
+    """
+    mismatched: list[tuple[Path, list[str]]] = []
+    for ckpt in sorted((out / "categories").glob("*.json")):
+        try:
+            done = read_aliases(ckpt)
+        except AliasFileError:
+            continue  # unreadable: redone with a warning in the loop
+        if not _compatible(done.provenance, prov):
+            mismatched.append((ckpt, provenance_differences(done.provenance, prov)))
+    if not mismatched:
+        return
+    diffs = mismatched[0][1]
+    names = ", ".join(p.stem for p, _ in mismatched[:8]) + (", ..." if len(mismatched) > 8 else "")
+    raise ResumeMismatch(
+        f"--resume: {len(mismatched)} finished categor{'y' if len(mismatched) == 1 else 'ies'} in {out} "
+        f"({names}) made with other settings:\n  "
+        + "\n  ".join(diffs[:20])
+        + (f"\n  ... and {len(diffs) - 20} more" if len(diffs) > 20 else "")
+        + "\nrun with the same settings (e.g. the same --config), pass --overwrite to redo them with these, "
+        "or choose a new --output"
+    )
 
 
 def category_record(
-    backend: Sam3Backend, ts: TargetSet, d: SearchOutcome, thresholds: Thresholds, feats: ImageFeatures | None = None
+    backend: Sam3Backend,
+    ts: TargetSet,
+    d: SearchOutcome,
+    thresholds: Thresholds,
+    feats: ImageFeatures | None = None,
+    predictions_path: Path | None = None,
 ) -> AliasRecord:
-    """Score the alias, the name and the oracle phrases on the held-out split; the export record."""
+    """Score the alias, the name and the oracle phrases on the held-out split; the export record.
+
+    The verdict against the name (``extra["vs_name"]``) is the paired bootstrap's over the held-out
+    images (``extra["vs_name_interval"]``: the AP difference and its interval). With
+    ``predictions_path`` the held-out detections of the name, the alias and the best oracle phrase
+    are saved there for the figures (``alias_opt.eval.figures.save_predictions``)."""
     tok = backend.tokenizer
     if d.token_ids is None:
         raise ValueError(f"category {ts.category_id}: the search found no candidate")
@@ -170,13 +247,13 @@ def category_record(
     oracle = _oracle_phrases(ts.oracle_name)
     prompts += [tok.encode(o, special=False) for o in oracle]
     test = ts.test
-    metrics = (
-        evaluate_prompts(
-            backend, test, prompts, feats=feats if feats is not None else encode(backend, test), thresholds=thresholds
-        )
+    preds = (
+        predict(backend, feats if feats is not None else encode(backend, test), test, prompts, thresholds)
         if test
         else [None] * len(prompts)
     )
+    scored = [score_with_matches(p, test, thresholds) if test else (None, None) for p in preds]
+    metrics = [m for m, _ in scored]
     alias_m = metrics[0]
     name_m = metrics[1] if name_ids else None
     oracle_m = metrics[2 if name_ids else 1 :]
@@ -196,7 +273,26 @@ def category_record(
         extra["oracle_text"] = oracle[best]
         extra["oracle_test_metrics"] = oracle_m[best].to_dict() if oracle_m[best] is not None else None
     if alias_m is not None and name_m is not None:
-        extra["vs_name"] = compare(alias_m.ap, name_m.ap)
+        verdict, diff = verdict_vs(scored[0][1], scored[1][1], seed=ts.category_id)
+        extra["vs_name"] = verdict
+        extra["vs_name_interval"] = diff.to_dict() if diff is not None else None
+    if predictions_path is not None and test:
+        from alias_opt.eval.figures import image_aps, save_predictions
+        from alias_opt.eval.text import quote
+
+        panels = []
+        if name_ids:
+            panels.append((f"name {quote(ts.name, 40)}", preds[1]))
+        panels.append((f"alias {quote(tok.decode(token_ids), 40)}", preds[0]))
+        if oracle:
+            panels.append((f"oracle {quote(oracle[best], 40)} (report only)", preds[(2 if name_ids else 1) + best]))
+        save_predictions(
+            predictions_path,
+            ts.category_id,
+            [im.image.image_id for im in test],
+            [(label, p, image_aps(p, test)) for label, p in panels],
+            thresholds.score,
+        )
     return AliasRecord(
         category_id=ts.category_id,
         category_name=ts.name,
@@ -225,6 +321,9 @@ def run(
     progress: bool = True,
     thresholds: Thresholds | None = None,
     dtype: str = "auto",
+    overwrite: bool = False,
+    figures: bool = True,
+    timings: dict | None = None,
 ) -> AliasFile:
     """Discover aliases for a dataset's categories and write the outputs (see the module doc)."""
     thresholds = thresholds or Thresholds()
@@ -238,9 +337,12 @@ def run(
         raise ValueError(f"no usable target set in {ds.annotation_file}")
     backend = backend or Sam3Backend.load(model, device=device, dtype=dtype)
     prov = _provenance(backend, model, ds, cfg, cfg.seed)
+    if resume and not overwrite:  # refuse before anything is written
+        check_resume(out, prov)
     vocab = build_indexes(backend, cfg)
     records: dict[int, AliasRecord] = {}
     bar = tqdm(sets, desc="categories", unit="cat", disable=not progress)
+    prog = RunProgress(bar, bar.total or len(sets), cfg.budget)
     for ts in bar:
         ckpt = out / "categories" / f"{ts.category_id}.json"
         if resume and ckpt.is_file():
@@ -248,18 +350,28 @@ def run(
                 done = read_aliases(ckpt)
                 if _compatible(done.provenance, prov) and done.aliases:
                     records[ts.category_id] = done.aliases[0]
+                    prog.resumed()
                     bar.set_postfix_str(f"{ts.category_id}: resumed")
                     continue
                 logger.warning("%s was made with other settings; redoing category %s", ckpt, ts.category_id)
             except AliasFileError as exc:
                 logger.warning("unreadable checkpoint %s (%s); redoing category %s", ckpt, exc, ts.category_id)
-        bar.set_postfix_str(f"{ts.category_id} {ts.name or ''}".strip())
+        prog.start(ts.category_id, ts.name)
         writer = JsonlWriter(out / "history" / f"{ts.category_id}.jsonl")
         try:
-            d = discover(backend, ts, cfg, vocab, on_step=writer)
+            with prog.timed("encoding"):
+                feats = encode(backend, train_images(ts, cfg, cfg.seed))
+            d = discover(backend, ts, cfg, vocab, on_step=prog.tee(writer), feats=feats)
+            del feats
         finally:
             writer.close()
-        rec = category_record(backend, ts, d, thresholds)
+        in_phases = sum(getattr(r, "wall_time", 0.0) or 0.0 for r in d.phases)
+        prog.timings["search"] += in_phases
+        prog.timings["re-rank"] += max(0.0, d.wall_time - in_phases)
+        with prog.timed("held-out scoring"):
+            rec = category_record(
+                backend, ts, d, thresholds, predictions_path=out / "predictions" / f"{ts.category_id}.json"
+            )
         if d.soft is not None and d.soft.soft is not None:
             from safetensors.torch import save_file
 
@@ -272,14 +384,14 @@ def run(
         write_aliases(ckpt, AliasFile(provenance=prov, aliases=[rec]))
         pause_point("category-checkpoint")  # kill -9 tests stop the run here
         records[ts.category_id] = rec
-        bar.set_postfix_str(f"{ts.category_id}: {rec.text!r} {rec.extra.get('vs_name', '')}")
+        prog.finish(d.wall_time, f"{ts.category_id}: {quote(rec.text, 40)} {rec.extra.get('vs_name', '')}")
     bar.close()
     result = AliasFile(provenance=prov, aliases=[records[ts.category_id] for ts in sets if ts.category_id in records])
     write_aliases(out / "aliases.json", result)
     summary = summarize(result)
     write_json_atomic(out / "summary.json", summary)
-    text = format_table(result) + "\n\n" + format_summary(summary) + "\n"
-    tmp = out / ".report.txt.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, out / "report.txt")
+    with prog.timed("figures and reports"):
+        write_reports(out, result, summary, {ts.category_id: ts for ts in sets}, thresholds.score, figures=figures)
+    if timings is not None:
+        timings.update(prog.timings)
     return result

@@ -11,7 +11,8 @@ dataset (category names the model never saw, e.g. "crimson disc") with a fixed s
 alias per category with ``configs/fast.json``, scores alias and name on held-out images, prints the
 table and writes everything to ``results/demo/``.
 
-Exit codes: 0 done; 1 no usable category; 2 bad arguments, dataset, config or model source.
+Exit codes: 0 done; 1 no usable category; 2 bad arguments, dataset, config, model source or device, or
+a --resume whose settings differ from the finished run's (listed; --overwrite redoes those categories).
 """
 
 from __future__ import annotations
@@ -55,7 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="discovery config JSON (default configs/default.json; the demo uses configs/fast.json)",
     )
     p.add_argument("--resume", action="store_true", help="keep finished categories of an earlier run in --output")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="with --resume: redo finished categories made with other settings (without it such a resume refuses)",
+    )
     p.add_argument("--seed", type=int, help="discovery and split seed (default: the config's, 0)")
+    p.add_argument(
+        "--no-figures", action="store_true", help="do not draw figures/<category>.png (held-out masks) at the end"
+    )
     p.add_argument("--strategy", help="override the config's strategy (e.g. pez+evolution, pez+gcg, scan)")
     p.add_argument(
         "--strategies",
@@ -135,8 +144,9 @@ def main(argv: list[str] | None = None, demo_dir: Path = DEMO_DIR) -> int:
 
     from alias_opt.config import load_config
     from alias_opt.data.loader import DatasetError
-    from alias_opt.discover import run
+    from alias_opt.discover import ResumeMismatch, run
     from alias_opt.eval.summary import format_summary, format_table, summarize
+    from alias_opt.progress import time_report
     from sam3 import ModelSourceError
 
     overrides: dict = {}
@@ -157,6 +167,7 @@ def main(argv: list[str] | None = None, demo_dir: Path = DEMO_DIR) -> int:
         dataset = make_demo_dataset(output / "data")
     else:
         dataset = Path(args.dataset)
+    timings: dict[str, float] = {}
     try:
         result = run(
             dataset,
@@ -165,22 +176,25 @@ def main(argv: list[str] | None = None, demo_dir: Path = DEMO_DIR) -> int:
             model=args.model,
             categories=args.categories,
             resume=args.resume,
+            overwrite=args.overwrite,
             device=args.device,
             dtype=args.dtype,
             progress=not args.no_progress,
+            figures=not args.no_figures,
+            timings=timings,
         )
-    except (DatasetError, FileNotFoundError, ModelSourceError) as exc:
+    except (DatasetError, FileNotFoundError, ModelSourceError, ResumeMismatch) as exc:
         return user_error(exc, model=args.model)
     except ValueError as exc:
         return user_error(exc, code=1)
+    summary = summarize(result)
     print()
-    print(format_table(result))
+    print(format_table(result, summary))
     print()
-    print(format_summary(summarize(result)))
-    print(
-        f"wrote {output / 'aliases.json'}, {output / 'report.txt'} and per-category checkpoints and histories "
-        f"in {time.perf_counter() - t0:.0f} s"
-    )
+    print(format_summary(summary))
+    print(time_report(timings, time.perf_counter() - t0))
+    figures = " and figures/" if not args.no_figures and (output / "figures").is_dir() else ""
+    print(f"output: {output}/ (aliases.json, report.txt, report.md{figures}; categories/, history/, predictions/)")
     return 0
 
 

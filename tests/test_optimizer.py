@@ -174,12 +174,26 @@ def test_resume_after_kill(world, index_dir, tmp_path):
     assert again.returncode == 0 and first.read_bytes() != saved
 
 
-def test_resume_ignores_checkpoints_of_other_settings(world, tiny_backend, index_dir, tmp_path):
+def test_resume_refuses_checkpoints_of_other_settings_unless_overwrite(world, tiny_backend, index_dir, tmp_path):
+    from alias_opt.discover import ResumeMismatch
+
     data, cats = world
     out = tmp_path / "out"
     run(data, out, _cfg(index_dir), categories=cats[:1], backend=tiny_backend, progress=False)
     first = (out / "categories" / f"{cats[0]}.json").read_bytes()
-    run(data, out, _cfg(index_dir, max_len=1), categories=cats[:1], backend=tiny_backend, progress=False, resume=True)
+    with pytest.raises(ResumeMismatch, match="config.max_len: 2 there, 1 now"):
+        run(data, out, _cfg(index_dir, max_len=1), categories=cats[1:2], backend=tiny_backend, resume=True)
+    assert (out / "categories" / f"{cats[0]}.json").read_bytes() == first
+    run(
+        data,
+        out,
+        _cfg(index_dir, max_len=1),
+        categories=cats[:1],
+        backend=tiny_backend,
+        progress=False,
+        resume=True,
+        overwrite=True,
+    )
     rec = read_aliases(out / "categories" / f"{cats[0]}.json")
     assert (out / "categories" / f"{cats[0]}.json").read_bytes() != first
     assert rec.provenance.config["max_len"] == 1

@@ -14,11 +14,13 @@ import contextlib
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from pycocotools.cocoeval import COCOeval
 
+RESAMPLES = 1000  # default resamples of a verdict's interval
+LEVEL = 0.95  # default coverage of a verdict's interval
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # COCO's
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)  # COCO's
 
@@ -56,6 +58,23 @@ class BootstrapDiff:
 
     def describe(self) -> str:
         return f"{self.diff:+.3f} [{self.low:+.3f}, {self.high:+.3f}] ({self.level:.0%}, {self.resamples} resamples)"
+
+    def short(self) -> str:
+        """``+0.412 [+0.300, +0.520]`` (the level goes in the table's legend)."""
+        if math.isnan(self.diff):
+            return ""
+        if math.isnan(self.low):
+            return f"{self.diff:+.3f}"
+        return f"{self.diff:+.3f} [{self.low:+.3f}, {self.high:+.3f}]"
+
+    def to_dict(self) -> dict:
+        """JSON-ready (NaN -> None)."""
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BootstrapDiff:
+        num = lambda v: math.nan if v is None else float(v)  # noqa: E731
+        return cls(num(data["diff"]), num(data["low"]), num(data["high"]), float(data["level"]), int(data["resamples"]))
 
 
 def image_matches(ev: COCOeval, max_dets: int) -> list[ImageMatches]:
@@ -147,3 +166,18 @@ def paired_bootstrap(
         return BootstrapDiff(diff, math.nan, math.nan, level, len(draws))
     lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
     return BootstrapDiff(float(diff), float(lo), float(hi), level, len(draws))
+
+
+def verdict_vs(
+    a: Sequence[ImageMatches] | None,
+    b: Sequence[ImageMatches] | None,
+    resamples: int = RESAMPLES,
+    level: float = LEVEL,
+    seed: int = 0,
+) -> tuple[str, BootstrapDiff | None]:
+    """The verdict of prompt ``a`` against ``b`` on the same images (win / tie / loss by the paired
+    bootstrap interval of AP(a) - AP(b); ``n/a`` without targets) and the interval itself."""
+    if a is None or b is None:
+        return "n/a", None
+    d = paired_bootstrap(a, b, resamples=resamples, level=level, seed=seed)
+    return d.verdict(), d

@@ -5,6 +5,10 @@
     python evaluate.py --dataset DATA --aliases aliases.json  # aliases vs names on the held-out split
     python evaluate.py --dataset DATA --prompt "red circle"   # any text, on every category
     python evaluate.py --dataset DATA --check                 # validate the dataset only
+    python evaluate.py --dataset DATA --aliases A.json --oracle --figures figs   # + oracle_name, pictures
+
+A prompt's verdict against the name is win / loss when the paired bootstrap interval of the AP
+difference over the split's images (--level, default 95%) lies above / below zero, else tie.
 
 Exit codes: 0 done; 1 nothing usable (no target set, or --check found none); 2 bad arguments,
 dataset path, alias file or model source.
@@ -18,6 +22,7 @@ import sys
 
 from alias_opt.cli import add_runtime_flags, init_runtime, user_error
 from alias_opt.data.loader import CocoDataset, DatasetError
+from alias_opt.eval.bootstrap import LEVEL, RESAMPLES
 from alias_opt.eval.evaluation import EvaluationReport, PromptSpec, evaluate_target_sets
 from alias_opt.eval.metrics import Thresholds
 from alias_opt.export import AliasFileError, dataset_hash, read_aliases
@@ -94,7 +99,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=Thresholds.iou,
         help="IoU of a match for precision / recall / F1 (default 0.5)",
     )
-    p.add_argument("--margin", type=float, default=0.01, help="AP margin of a win or loss against the name (0.01)")
+    p.add_argument(
+        "--level",
+        type=float,
+        default=LEVEL,
+        help="coverage of the paired bootstrap interval that decides win / tie / loss against the name (0.95)",
+    )
+    p.add_argument("--resamples", type=int, default=RESAMPLES, help="bootstrap resamples of the images (1000)")
+    p.add_argument(
+        "--oracle",
+        action="store_true",
+        help="also score each category's oracle_name (a dataset field; a list of phrases is an alias set whose "
+        "detections are merged), report only",
+    )
+    p.add_argument("--figures", metavar="DIR", help="draw DIR/<category>.png: targets and each prompt's masks")
+    p.add_argument("--figure-images", type=int, default=6, metavar="N", help="images per figure (default 6)")
     p.add_argument("--json", metavar="OUT", help="also write the report as JSON to OUT (atomically)")
     p.add_argument(
         "--cache-dir",
@@ -171,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     tok = backend.tokenizer
     extra = [PromptSpec("prompt", t, tok.encode(t, special=False)) for t in args.prompt]
     by_cat = alias_file.by_category() if alias_file else {}
+    if args.categories:  # only what the user asked for
+        by_cat = {cid: rec for cid, rec in by_cat.items() if cid in set(args.categories)}
     known = {ts.category_id for ts in sets}
     for cid in sorted(set(by_cat) - known):
         logger.warning("alias for category %s has no target set in this dataset; skipped", cid)
@@ -180,18 +201,26 @@ def main(argv: list[str] | None = None) -> int:
         if ts.category_id in by_cat:
             rec = by_cat[ts.category_id]
             specs.append(PromptSpec("alias", rec.text, list(rec.token_ids)))
+        if args.oracle and ts.oracle_name:
+            phrases = [ts.oracle_name] if isinstance(ts.oracle_name, str) else [str(o) for o in ts.oracle_name]
+            parts = [tok.encode(o, special=False) for o in phrases]
+            text = phrases[0] if len(phrases) == 1 else " | ".join(phrases)
+            specs.append(PromptSpec("oracle", text, parts[0], parts if len(parts) > 1 else None))
         prompts[ts.category_id] = specs + extra
 
     thresholds = Thresholds(score=args.score_threshold, mask=args.mask_threshold, iou=args.iou_threshold)
+    predictions: dict | None = {} if args.figures else None
     results = evaluate_target_sets(
         backend,
         sets,
         prompts,
         split=args.split,
         thresholds=thresholds,
-        margin=args.margin,
+        level=args.level,
+        resamples=args.resamples,
         chunk=args.chunk,
         progress=not args.no_progress,
+        predictions=predictions,
     )
     report = EvaluationReport(
         dataset=str(ds.annotation_file),
@@ -203,14 +232,43 @@ def main(argv: list[str] | None = None) -> int:
         train_fraction=fraction,
         max_negatives=negatives,
         thresholds=thresholds,
-        margin=args.margin,
+        level=args.level,
+        resamples=args.resamples,
         categories=results,
     )
     print(report.table())
     if args.json:
         report.write_json(args.json)
         print(f"wrote {args.json}")
+    if args.figures:
+        drawn = draw_report_figures(report, predictions, args.figures, thresholds.score, args.figure_images)
+        print(f"wrote {drawn} figure(s) to {args.figures}")
     return 0
+
+
+def draw_report_figures(report: EvaluationReport, predictions: dict, folder, score: float, n: int = 6) -> int:
+    """``folder/<category>.png`` for every scored category from the predictions ``evaluate_target_sets``
+    kept (no second model pass); the number drawn."""
+    from pathlib import Path
+
+    from alias_opt.eval.figures import draw_category, image_aps
+    from alias_opt.eval.text import quote
+
+    drawn = 0
+    for c in report.categories:
+        images, preds = predictions.get(c.category_id, ([], []))
+        if not images or not c.prompts:
+            continue
+        panels = []
+        for p, pr in zip(c.prompts, preds):
+            kind = "oracle (report only)" if p.kind == "oracle" else p.kind
+            ap = "-" if p.metrics is None or p.metrics.ap != p.metrics.ap else f"{p.metrics.ap:.2f}"
+            panels.append((f"{kind} {quote(p.text, 40)} (split AP {ap})", pr, image_aps(pr, images)))
+        name = quote(c.name) if c.name is not None else "(nameless)"
+        title = f"category {c.category_id} {name}: {report.split} split, {len(images)} images"
+        if draw_category(Path(folder) / f"{c.category_id}.png", title, images, panels, score, n) is not None:
+            drawn += 1
+    return drawn
 
 
 if __name__ == "__main__":

@@ -16,41 +16,55 @@ import torch
 from tqdm.auto import tqdm
 
 from alias_opt.data.loader import ImageReadError, TargetSet
+from alias_opt.eval.alias_sets import merge_split
+from alias_opt.eval.bootstrap import LEVEL, RESAMPLES, BootstrapDiff, verdict_vs
 from alias_opt.eval.metrics import (
     DEFAULT_THRESHOLDS,
     ImagePredictions,
     PromptMetrics,
     Thresholds,
-    compare,
     predict_pairs,
-    score_predictions,
+    score_with_matches,
 )
+from alias_opt.eval.text import align, quote
 from alias_opt.export import now_iso, tool_version, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("name", "alias", "prompt")  # the natural-name baseline, an alias from a file, a --prompt text
+KINDS = ("name", "alias", "prompt", "oracle")
+# the natural-name baseline, an alias from a file, a --prompt text, the dataset's oracle_name (report only)
 
 
 @dataclass
 class PromptSpec:
-    """A prompt to score on a category: its kind (see KINDS), display text and token ids."""
+    """A prompt to score on a category: its kind (see KINDS), display text and token ids; ``parts``
+    (an alias set: several token-id lists) makes its detections the merge of each part's
+    (``alias_opt.eval.alias_sets.merge_split``), and then ``token_ids`` is the first part."""
 
     kind: str
     text: str
     token_ids: list[int]
+    parts: list[list[int]] | None = None
+
+    @property
+    def all_parts(self) -> list[list[int]]:
+        return [list(p) for p in self.parts] if self.parts else [list(self.token_ids)]
 
 
 @dataclass
 class PromptResult:
     """One prompt's scores on one category; ``vs_name`` is win/tie/loss/n/a against the name
-    baseline (None for the baseline itself and where there is none)."""
+    baseline (None for the baseline itself and where there is none), decided by ``interval``: the
+    paired bootstrap interval over the split's images of AP(prompt) - AP(name)
+    (``BootstrapDiff.to_dict()``; a win when it lies above zero)."""
 
     kind: str
     text: str
     token_ids: list[int]
     metrics: PromptMetrics | None
     vs_name: str | None = None
+    interval: dict | None = None
+    parts: list[list[int]] | None = None
 
 
 @dataclass
@@ -84,7 +98,8 @@ class EvaluationReport:
     train_fraction: float
     max_negatives: int
     thresholds: Thresholds
-    margin: float
+    level: float
+    resamples: int
     categories: list[CategoryResult]
     tool_version: str = field(default_factory=tool_version)
     created: str = field(default_factory=now_iso)
@@ -121,6 +136,8 @@ class EvaluationReport:
                     list(p["token_ids"]),
                     None if p["metrics"] is None else PromptMetrics.from_dict(p["metrics"]),
                     p.get("vs_name"),
+                    p.get("interval"),
+                    p.get("parts"),
                 )
                 for p in c["prompts"]
             ]
@@ -147,11 +164,12 @@ class EvaluationReport:
                 "split_seed",
                 "train_fraction",
                 "max_negatives",
-                "margin",
                 "tool_version",
                 "created",
             )
         }
+        kw["level"] = data.get("level", LEVEL)
+        kw["resamples"] = data.get("resamples", RESAMPLES)
         return cls(thresholds=Thresholds(**data["thresholds"]), categories=cats, **kw)
 
     def write_json(self, path) -> None:
@@ -159,24 +177,48 @@ class EvaluationReport:
         write_json_atomic(path, self.to_dict())
 
     def table(self) -> str:
-        """The human-readable table with a summary line."""
-        head = ("category", "prompt", "AP", "AP50", "F1", "mIoU", "FP rate", "vs name")
+        """The human-readable table, a legend line per column and a summary line."""
+        head = ("category", "images", "prompt", "AP", "AP50", "F1", "mIoU", "FP rate", "vs name", "AP diff [interval]")
         rows: list[tuple[str, ...]] = []
         for c in self.categories:
-            label = f"{c.category_id} {c.name if c.name is not None else '(nameless)'}"
-            label += f" [{c.n_pos_images}+{c.n_neg_images} img]"
+            label = f"{c.category_id} {quote(c.name) if c.name is not None else '(nameless)'}"
+            n_img = f"{c.n_pos_images}+{c.n_neg_images}"
             for k, p in enumerate(c.prompts):
                 m = p.metrics
                 nums = ("-",) * 5 if m is None else tuple(_fmt(v) for v in (m.ap, m.ap50, m.f1, m.miou, m.fp_rate))
-                rows.append((label if k == 0 else "", f"{p.kind}: {_clip(p.text)}", *nums, p.vs_name or ""))
+                kind = "oracle (report only)" if p.kind == "oracle" else p.kind
+                ci = BootstrapDiff.from_dict(p.interval).short() if p.interval else ""
+                first = k == 0
+                text = f"{kind}: {quote(p.text, 40)}"
+                rows.append((label if first else "", n_img if first else "", text, *nums, p.vs_name or "", ci))
             if c.note or not c.prompts:
-                rows.append(("" if c.prompts else label, f"({c.note or 'no prompt'})", *[""] * 6))
-        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-        fmt = lambda r: "  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))  # noqa: E731
-        lines = [fmt(head), "  ".join("-" * w for w in widths), *map(fmt, rows)]
+                rows.append(("" if c.prompts else label, "", f"({c.note or 'no prompt'})", *[""] * 7))
+        lines = align(head, rows, left=3)
+        lines.append("")
+        lines += self.legend()
         lines.append("")
         lines.append(self.summary_line())
         return "\n".join(lines)
+
+    def legend(self) -> list[str]:
+        """One line per column of ``table``."""
+        t = self.thresholds
+        return [
+            "columns:",
+            "  category  the category id and name (quoted; non-printable and wide characters escaped)",
+            f"  images    {self.split}-split images scored: with targets + without (negatives)",
+            "  prompt    name = the category name (the baseline); alias = from --aliases; prompt = --prompt text;",
+            "            oracle = the dataset's oracle_name (report only; a list is an alias set, detections merged)",
+            "  AP        COCO mask AP@[.5:.95] (pycocotools COCOeval, segm), 0..1, every detection ranked by score",
+            "  AP50      COCO mask AP at IoU 0.5, 0..1",
+            f"  F1        instance F1 at IoU {t.iou:g} (one-to-one matching) of detections scoring > {t.score:g}, 0..1",
+            f"  mIoU      IoU of the detections' union (score > {t.score:g}) with the targets' union, mean over "
+            "images with targets",
+            f"  FP rate   share of images without targets with a detection scoring > {t.score:g}",
+            f"  vs name   win / loss when the {self.level:.0%} paired bootstrap interval of the AP difference "
+            f"({self.resamples} resamples of the images) lies above / below 0, else tie; n/a without targets",
+            "  AP diff   AP(prompt) - AP(name) on these images, then that interval [low, high]",
+        ]
 
     def summary_line(self) -> str:
         s = self.summary()
@@ -185,11 +227,10 @@ class EvaluationReport:
             if kind in s:
                 e = s[kind]
                 mean = "-" if e["mean_ap"] is None else f"{e['mean_ap']:.3f}"
-                text = f"{kind}: mean AP {mean} over {e['n']}"
+                text = f"{kind}{' (report only)' if kind == 'oracle' else ''}: mean AP {mean} over {e['n']}"
                 if kind != "name":
-                    text += f"; vs name (margin {self.margin:g}): {e['win']} win, {e['tie']} tie, {e['loss']} loss" + (
-                        f", {e['n/a']} n/a" if e["n/a"] else ""
-                    )
+                    text += f"; vs name ({self.level:.0%} bootstrap interval): {e['win']} win, {e['tie']} tie, "
+                    text += f"{e['loss']} loss" + (f", {e['n/a']} n/a" if e["n/a"] else "")
                 parts.append(text)
         if s["nameless"]:
             parts.append(f"{s['nameless']} nameless categor{'y' if s['nameless'] == 1 else 'ies'} (no baseline)")
@@ -200,20 +241,17 @@ def _fmt(v: float) -> str:
     return "-" if v is None or math.isnan(v) else f"{v:.3f}"
 
 
-def _clip(text: str, width: int = 40) -> str:
-    text = repr(text) if not text.isprintable() else text
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
 def evaluate_target_sets(
     backend,
     sets: Sequence[TargetSet],
     prompts: dict[int, list[PromptSpec]],
     split: str = "test",
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
-    margin: float = 0.01,
+    level: float = LEVEL,
+    resamples: int = RESAMPLES,
     chunk: int = 16,
     progress: bool = True,
+    predictions: dict | None = None,
 ) -> list[CategoryResult]:
     """Score each category's prompts on its split; every image is encoded once for all of them.
 
@@ -221,16 +259,20 @@ def evaluate_target_sets(
         backend: a ``sam3.Sam3Backend``.
         sets: target sets.
         prompts: category id -> prompts to score (a ``name`` prompt is the baseline the others are
-            compared with).
+            compared with: win / tie / loss by a paired bootstrap interval of the AP difference over
+            the split's images, at ``level`` with ``resamples`` resamples).
         split: ``train``, ``test`` or ``all``.
         chunk: images encoded at a time.
+        predictions: if given, filled with category id -> (the split's TargetImages that were scored,
+            per prompt their ImagePredictions), e.g. for ``alias_opt.eval.figures``.
     """
     splits = [ts.split(split) for ts in sets]
     specs = [prompts.get(ts.category_id, []) for ts in sets]
     unique: dict[tuple[int, ...], int] = {}
     for spec_list in specs:
         for spec in spec_list:
-            unique.setdefault(tuple(spec.token_ids), len(unique))
+            for part in spec.all_parts:
+                unique.setdefault(tuple(part), len(unique))
     uses: dict[int, list[tuple[int, int]]] = {}  # image id -> (set index, position in its split)
     entries = {}
     for s, images in enumerate(splits):
@@ -239,8 +281,11 @@ def evaluate_target_sets(
         for pos, im in enumerate(images):
             uses.setdefault(im.image.image_id, []).append((s, pos))
             entries[im.image.image_id] = im.image
-    preds: dict[tuple[int, int], list[ImagePredictions | None]] = {
-        (s, q): [None] * len(splits[s]) for s in range(len(sets)) for q in range(len(specs[s]))
+    preds: dict[tuple[int, int, int], list[ImagePredictions | None]] = {
+        (s, q, r): [None] * len(splits[s])
+        for s in range(len(sets))
+        for q, spec in enumerate(specs[s])
+        for r in range(len(spec.all_parts))
     }
     failed: set[int] = set()
     if unique and uses:
@@ -262,15 +307,16 @@ def evaluate_target_sets(
                 for j, image_id in enumerate(ids):
                     for s, pos in uses[image_id]:
                         for q, spec in enumerate(specs[s]):
-                            p_idx.append(unique[tuple(spec.token_ids)])
-                            i_idx.append(j)
-                            where.append((s, q, pos))
+                            for r, part in enumerate(spec.all_parts):
+                                p_idx.append(unique[tuple(part)])
+                                i_idx.append(j)
+                                where.append((s, q, r, pos))
                 sizes = [(entries[i].height, entries[i].width) for i in ids]
                 for k, pred in predict_pairs(
                     backend, text, feats, torch.tensor(p_idx), torch.tensor(i_idx), sizes, thresholds
                 ):
-                    s, q, pos = where[k]
-                    preds[(s, q)][pos] = pred
+                    s, q, r, pos = where[k]
+                    preds[(s, q, r)][pos] = pred
                 del feats
             bar.update(len(order[start : start + chunk]))
         bar.close()
@@ -290,12 +336,22 @@ def evaluate_target_sets(
         if len(keep) < len(splits[s]):
             notes.append(f"{len(splits[s]) - len(keep)} unreadable image(s) left out")
         result.note = "; ".join(notes)
+        matches = []
+        kept_preds = []
         for q, spec in enumerate(specs[s]):
-            metrics = score_predictions([preds[(s, q)][pos] for pos in keep], images, thresholds) if images else None
-            result.prompts.append(PromptResult(spec.kind, spec.text, list(spec.token_ids), metrics))
-        base = next((p for p in result.prompts if p.kind == "name" and p.metrics is not None), None)
-        for p in result.prompts:
+            per_part = [[preds[(s, q, r)][pos] for pos in keep] for r in range(len(spec.all_parts))]
+            mine = per_part[0] if len(per_part) == 1 else merge_split(per_part)
+            kept_preds.append(mine)
+            metrics, m = score_with_matches(mine, images, thresholds) if images else (None, None)
+            matches.append(m)
+            parts = spec.all_parts if spec.parts else None
+            result.prompts.append(PromptResult(spec.kind, spec.text, list(spec.token_ids), metrics, parts=parts))
+        base = next((q for q, p in enumerate(result.prompts) if p.kind == "name" and p.metrics is not None), None)
+        for q, p in enumerate(result.prompts):
             if p.kind != "name" and base is not None and p.metrics is not None:
-                p.vs_name = compare(p.metrics.ap, base.metrics.ap, margin)
+                p.vs_name, diff = verdict_vs(matches[q], matches[base], resamples=resamples, level=level)
+                p.interval = diff.to_dict() if diff is not None else None
+        if predictions is not None:
+            predictions[ts.category_id] = (images, kept_preds)
         results.append(result)
     return results

@@ -132,3 +132,94 @@ def draw_figure(path: str | Path, rows: Sequence[FigureRow], title: str) -> Path
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+# ---------------------------------------------------------------------- from saved predictions
+def _rle_json(rle: dict) -> dict:
+    counts = rle["counts"]
+    return {"size": list(rle["size"]), "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+
+
+def save_predictions(path: str | Path, category_id: int, image_ids: Sequence[int], prompts, score: float) -> None:
+    """Write what a figure needs of one category's held-out predictions: per prompt and image the
+    detections scoring above ``score`` (RLE masks and scores) and the image's AP (JSON, atomically).
+
+    Args:
+        prompts: ``(label, ImagePredictions per image, AP per image)`` per prompt, images in ``image_ids`` order.
+    """
+    from alias_opt.export import write_json_atomic
+
+    data = {"category_id": category_id, "image_ids": list(image_ids), "score_threshold": score, "prompts": []}
+    for label, preds, aps in prompts:
+        rows = []
+        for p, ap in zip(preds, aps):
+            keep = p.kept(score)
+            rows.append(
+                {
+                    "height": p.height,
+                    "width": p.width,
+                    "scores": [round(float(p.scores[i]), 4) for i in keep],
+                    "rles": [_rle_json(p.rles[i]) for i in keep],
+                    "ap": None if math.isnan(ap) else ap,
+                }
+            )
+        data["prompts"].append({"label": label, "images": rows})
+    write_json_atomic(path, data)
+
+
+def image_aps(preds, images) -> list[float]:
+    """Each image's COCO mask AP of its predictions (NaN on an image without targets)."""
+    from alias_opt.eval.metrics import coco_mask_ap
+
+    return [coco_mask_ap([p], [im])[0] for p, im in zip(preds, images)]
+
+
+def load_predictions(path: str | Path) -> dict:
+    """Read ``save_predictions``' file: the JSON with each image's ``ImagePredictions`` under ``pred``."""
+    import json
+
+    from alias_opt.eval.metrics import ImagePredictions
+
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    for prompt in data["prompts"]:
+        for row in prompt["images"]:
+            rles = [{"size": r["size"], "counts": r["counts"].encode("ascii")} for r in row["rles"]]
+            row["pred"] = ImagePredictions(rles=rles, scores=row["scores"], height=row["height"], width=row["width"])
+            row["ap"] = math.nan if row["ap"] is None else float(row["ap"])
+    return data
+
+
+def draw_category(
+    path: str | Path,
+    title: str,
+    images: Sequence,
+    prompts: Sequence[tuple[str, Sequence, Sequence[float]]],
+    score: float,
+    n: int = 6,
+) -> Path | None:
+    """Draw one category's figure: ``n`` images picked by ``pick_images`` (with and without targets),
+    the target masks and each prompt's detections scoring above ``score``.
+
+    Args:
+        images: the split's ``TargetImage``s (their pixels are read here; unreadable ones are skipped).
+        prompts: ``(label, ImagePredictions per image, AP per image)`` per prompt.
+    Returns:
+        the PNG's path, or None when no picked image could be read.
+    """
+    from alias_opt.data.loader import ImageReadError
+
+    rows = []
+    for i in pick_images([im.is_positive for im in images], n):
+        im = images[i]
+        try:
+            rgb = im.image.load()
+        except (ImageReadError, OSError):
+            continue
+        panels = []
+        for label, preds, aps in prompts:
+            p = preds[i]
+            keep = p.kept(score)
+            masks = p.masks[keep] if keep else np.zeros((0, p.height, p.width), bool)
+            panels.append(Panel(label, masks, [float(p.scores[k]) for k in keep], aps[i]))
+        rows.append(FigureRow(Path(str(im.image.path)).name, rgb, im.masks, panels))
+    return draw_figure(path, rows, title) if rows else None

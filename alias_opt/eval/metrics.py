@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 from tqdm.auto import tqdm
 
 from alias_opt.data.loader import TargetImage, encode_masks
+from alias_opt.eval.bootstrap import ImageMatches, ap_from_matches, evaluated_matches
 from alias_opt.eval.matching import hungarian_match, inside_fraction, iou_matrix, semantic_iou, union_rle
 
 UPSAMPLE_BYTES = 256 << 20  # bound on one upsampling step's float buffer
@@ -267,14 +267,16 @@ def _coco(images: list[dict], anns: list[dict]) -> COCO:
     return coco
 
 
-def coco_mask_ap(
+def coco_matches(
     preds: Sequence[ImagePredictions], images: Sequence[TargetImage], max_dets: int = 100
-) -> tuple[float, float]:
-    """(AP@[.5:.95], AP50) of the detections with COCOeval, on a private ground truth.
+) -> list[ImageMatches] | None:
+    """Each image's detections matched to its targets by COCOeval (segm), run once; None when the
+    images hold no target (AP undefined).
 
     Image and annotation ids are renumbered from 1 (COCOeval reads a match to id 0 as no match),
     crowd / ignore regions are iscrowd=1, and the COCO objects are built here and thrown away
-    (COCOeval rewrites ground truth in place). NaN when there is no target.
+    (COCOeval rewrites ground truth in place). The matches give COCO's AP (``ap_from_matches``) on
+    the images or on any resample of them (``alias_opt.eval.bootstrap.paired_bootstrap``).
     """
     imgs, gts, dts = [], [], []
     for n, (pred, im) in enumerate(zip(preds, images), start=1):
@@ -286,29 +288,35 @@ def coco_mask_ap(
         for rle, score in zip(pred.rles, pred.scores):
             dts.append(_coco_ann(len(dts) + 1, n, rle, score=float(score), iscrowd=0))
     if not any(g["iscrowd"] == 0 for g in gts):
-        return math.nan, math.nan
-    ev = COCOeval(_coco(imgs, gts), _coco(imgs, dts), iouType="segm")
-    ev.params.imgIds = [im["id"] for im in imgs]
-    ev.params.maxDets = [1, 10, max_dets]
-    with contextlib.redirect_stdout(io.StringIO()):
-        ev.evaluate()
-        ev.accumulate()
-    prec = ev.eval["precision"][:, :, 0, 0, -1]  # (iou thresholds, recall points) at area all, max_dets
+        return None
+    return evaluated_matches(_coco(imgs, gts), _coco(imgs, dts), [im["id"] for im in imgs], max_dets)
 
-    def mean(p: np.ndarray) -> float:  # noqa: E306
-        p = p[p > -1]
-        return float(p.mean()) if p.size else math.nan
 
-    return mean(prec), mean(prec[list(np.isclose(ev.params.iouThrs, 0.5)).index(True)])
+def coco_mask_ap(
+    preds: Sequence[ImagePredictions], images: Sequence[TargetImage], max_dets: int = 100
+) -> tuple[float, float]:
+    """(AP@[.5:.95], AP50) of the detections, as COCOeval computes them (``coco_matches`` then
+    ``ap_from_matches``, which is COCOeval's accumulate); NaN when there is no target."""
+    matches = coco_matches(preds, images, max_dets)
+    return (math.nan, math.nan) if matches is None else ap_from_matches(matches)
 
 
 def score_predictions(
     preds: Sequence[ImagePredictions], images: Sequence[TargetImage], thresholds: Thresholds = DEFAULT_THRESHOLDS
 ) -> PromptMetrics:
     """All metrics of one prompt's predictions on a split (one ImagePredictions per image)."""
+    return score_with_matches(preds, images, thresholds)[0]
+
+
+def score_with_matches(
+    preds: Sequence[ImagePredictions], images: Sequence[TargetImage], thresholds: Thresholds = DEFAULT_THRESHOLDS
+) -> tuple[PromptMetrics, list[ImageMatches] | None]:
+    """``score_predictions`` and the per-image COCO matches its AP came from (None without targets),
+    kept for a paired bootstrap against another prompt on the same images."""
     if len(preds) != len(images):
         raise ValueError(f"{len(preds)} predictions for {len(images)} images")
-    ap, ap50 = coco_mask_ap(preds, images, thresholds.max_dets)
+    per_image = coco_matches(preds, images, thresholds.max_dets)
+    ap, ap50 = (math.nan, math.nan) if per_image is None else ap_from_matches(per_image)
     tp = fp = fn = n_det = fp_images = n_targets = 0
     ious = []
     for pred, im in zip(preds, images):
@@ -331,7 +339,7 @@ def score_predictions(
     n_neg = len(images) - n_pos
     nan = math.nan
     precision = tp / (tp + fp) if tp + fp else (0.0 if n_targets else nan)
-    return PromptMetrics(
+    metrics = PromptMetrics(
         ap=ap,
         ap50=ap50,
         precision=precision,
@@ -347,6 +355,7 @@ def score_predictions(
         fn=fn,
         n_detections=n_det,
     )
+    return metrics, per_image
 
 
 def evaluate_prompts(
