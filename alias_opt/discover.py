@@ -384,7 +384,7 @@ def run(
         write_aliases(ckpt, AliasFile(provenance=prov, aliases=[rec]))
         pause_point("category-checkpoint")  # kill -9 tests stop the run here
         records[ts.category_id] = rec
-        prog.finish(d.wall_time, f"{ts.category_id}: {quote(rec.text, 40)} {rec.extra.get('vs_name', '')}")
+        prog.finish(f"done: {quote(rec.text, 40)} {rec.extra.get('vs_name', '')}".strip())
     bar.close()
     result = AliasFile(provenance=prov, aliases=[records[ts.category_id] for ts in sets if ts.category_id in records])
     write_aliases(out / "aliases.json", result)

@@ -1,8 +1,10 @@
 """aliases.json: the discovered aliases with their metrics and provenance (schema version 1).
 
-Layout (DESIGN §6)::
+The schema is ``alias_opt/schemas/aliases.schema.json`` (JSON Schema; README "The alias file" has an
+example); every file names it in ``$schema``. Layout (DESIGN §6)::
 
     {
+      "$schema": "alias_opt/schemas/aliases.schema.json",
       "schema_version": 1,
       "provenance": {"model_fingerprint", "model_source", "dataset_path", "dataset_hash",
                      "split_seed", "train_fraction", "max_negatives", "config", "seed",
@@ -37,6 +39,8 @@ from typing import Any
 from alias_opt.eval.metrics import PromptMetrics
 
 SCHEMA_VERSION = 1
+SCHEMA_ID = "alias_opt/schemas/aliases.schema.json"  # the JSON Schema, in this package
+SCHEMA_FILE = Path(__file__).resolve().parent / "schemas" / "aliases.schema.json"
 MAX_ALIAS_TOKENS = 30
 VOCAB_SIZE = 49408  # SAM 3's CLIP BPE vocabulary
 
@@ -134,8 +138,8 @@ def _json_safe(value: Any) -> Any:
 
 
 def to_dict(alias_file: AliasFile) -> dict:
-    """JSON-ready dict of an AliasFile."""
-    return _json_safe(asdict(alias_file))
+    """JSON-ready dict of an AliasFile (with ``$schema``)."""
+    return _json_safe({"$schema": SCHEMA_ID, **asdict(alias_file)})
 
 
 def _umask() -> int:

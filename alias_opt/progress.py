@@ -41,13 +41,13 @@ class RunProgress:
         self.left = n_categories  # categories still to run
         self.costs: list[int] = []  # finished categories' costs in this run
         self.cost = 0  # the current category's cost so far
-        self.search_time = 0.0  # seconds of search in this run (the ETA's rate)
+        self.search_time = 0.0  # wall seconds of the categories run so far (the ETA's rate)
         self.t_cat = time.perf_counter()
         self.last = 0.0
         self.label = ""
         self.timings: dict[str, float] = dict.fromkeys(PARTS, 0.0)
         with contextlib.suppress(AttributeError):
-            bar.bar_format = "{desc}: {n_fmt}/{total_fmt} [{elapsed}] {postfix}"
+            bar.bar_format = "{desc}: {n_fmt}/{total_fmt} [{elapsed}]{postfix}"
 
     @contextlib.contextmanager
     def timed(self, part: str) -> Iterator[None]:
@@ -79,12 +79,14 @@ class RunProgress:
 
         return on_step
 
-    def finish(self, wall: float, text: str) -> None:
-        """A category is done: its cost counts for the ETA; ``text`` is shown (e.g. its alias and verdict)."""
+    def finish(self, text: str) -> None:
+        """A category is done: its cost and wall time (from ``start``) count for the ETA; ``text`` is
+        shown (e.g. its alias and verdict)."""
+        now = time.perf_counter()
         self.costs.append(self.cost)
-        self.search_time += wall
+        self.search_time += now - self.t_cat
         self.left = max(0, self.left - 1)
-        self.cost = 0
+        self.cost, self.t_cat = 0, now
         self._show(text, passes=False)
 
     def eta(self) -> str:

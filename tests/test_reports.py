@@ -104,7 +104,7 @@ def test_progress_line_shows_phase_passes_best_and_an_eta_in_passes():
     line = bar.shown[-1]
     assert "7 crimson disc" in line and "pez" in line and "300/1,000 passes" in line and "0.4200" in line
     assert "ETA" in line and "first category" not in line  # with a budget the cost to come is known
-    prog.finish(2.0, "7: done")
+    prog.finish("7: done")
     assert prog.left == 2 and prog.costs == [300]
     prog.timings["search"] = 10.0
     text = time_report(prog.timings, 12.0)
@@ -112,3 +112,21 @@ def test_progress_line_shows_phase_passes_best_and_an_eta_in_passes():
     no_budget = RunProgress(_Bar(), 2)
     no_budget.start(1, None)
     assert "ETA after the first category" in no_budget.bar.shown[-1]
+
+
+def test_alias_schema_documents_every_key_written(tmp_path):
+    from alias_opt.export import SCHEMA_FILE, SCHEMA_ID, Provenance, read_aliases, to_dict, write_aliases
+
+    schema = json.loads(SCHEMA_FILE.read_text())
+    rec = AliasRecord(1, "x", [320], "a", True, "s", test_metrics=_metrics(0.5), extra={"vs_name": "tie"})
+    f = AliasFile(provenance=Provenance(), aliases=[rec])
+    data = to_dict(f)
+    assert data["$schema"] == SCHEMA_ID and SCHEMA_FILE.as_posix().endswith(SCHEMA_ID)
+    assert set(data) <= set(schema["properties"]) and set(schema["required"]) <= set(data)
+    assert set(data["provenance"]) <= set(schema["properties"]["provenance"]["properties"])
+    record = schema["$defs"]["record"]
+    assert set(data["aliases"][0]) <= set(record["properties"]) and set(record["required"]) <= set(data["aliases"][0])
+    assert set(data["aliases"][0]["test_metrics"]) <= set(schema["$defs"]["metrics"]["properties"])
+    write_aliases(tmp_path / "a.json", f)
+    assert json.loads((tmp_path / "a.json").read_text())["$schema"] == SCHEMA_ID
+    assert read_aliases(tmp_path / "a.json").aliases[0].text == "a"  # "$schema" is read back fine
