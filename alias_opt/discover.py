@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from alias_opt.cli import pause_point
 from alias_opt.config import SearchConfig
 from alias_opt.data.loader import CocoDataset, TargetImage, TargetSet
+from alias_opt.dist import DistContext, local_first
 from alias_opt.eval.bootstrap import verdict_vs
 from alias_opt.eval.metrics import Thresholds, predict, score_with_matches
 from alias_opt.eval.summary import summarize, write_reports
@@ -324,8 +325,15 @@ def run(
     overwrite: bool = False,
     figures: bool = True,
     timings: dict | None = None,
+    ctx: DistContext | None = None,
 ) -> AliasFile:
-    """Discover aliases for a dataset's categories and write the outputs (see the module doc)."""
+    """Discover aliases for a dataset's categories and write the outputs (see the module doc).
+
+    With a ``ctx`` of several ranks (``torchrun``), each rank runs its shard of the categories
+    (round robin) and writes their checkpoints; rank 0 writes the merged aliases.json, summary.json
+    and report.txt once; every rank returns the merged result.
+    """
+    ctx = ctx or DistContext()
     thresholds = thresholds or Thresholds()
     out = Path(output)
     (out / "categories").mkdir(parents=True, exist_ok=True)
@@ -339,9 +347,10 @@ def run(
     prov = _provenance(backend, model, ds, cfg, cfg.seed)
     if resume and not overwrite:  # refuse before anything is written
         check_resume(out, prov)
-    vocab = build_indexes(backend, cfg)
+    with local_first(ctx):  # one rank per node fills the index cache, the others read it
+        vocab = build_indexes(backend, cfg)
     records: dict[int, AliasRecord] = {}
-    bar = tqdm(sets, desc="categories", unit="cat", disable=not progress)
+    bar = tqdm(ctx.shard(sets), desc="categories", unit="cat", disable=not progress or not ctx.is_main)
     prog = RunProgress(bar, bar.total or len(sets), cfg.budget)
     for ts in bar:
         ckpt = out / "categories" / f"{ts.category_id}.json"
@@ -385,8 +394,13 @@ def run(
         pause_point("category-checkpoint")  # kill -9 tests stop the run here
         records[ts.category_id] = rec
         prog.finish(f"done: {quote(rec.text, 40)} {rec.extra.get('vs_name', '')}".strip())
+    prog.close()
     bar.close()
+    records = {cid: rec for part in ctx.gather(records) for cid, rec in part.items()}  # every rank's
     result = AliasFile(provenance=prov, aliases=[records[ts.category_id] for ts in sets if ts.category_id in records])
+    if not ctx.is_main:
+        ctx.barrier()  # returns once rank 0 has written the merged outputs
+        return result
     write_aliases(out / "aliases.json", result)
     summary = summarize(result)
     write_json_atomic(out / "summary.json", summary)
@@ -394,4 +408,5 @@ def run(
         write_reports(out, result, summary, {ts.category_id: ts for ts in sets}, thresholds.score, figures=figures)
     if timings is not None:
         timings.update(prog.timings)
+    ctx.barrier()
     return result

@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None, demo_dir: Path = DEMO_DIR) -> int:
     from alias_opt.config import load_config
     from alias_opt.data.loader import DatasetError
     from alias_opt.discover import ResumeMismatch, run
+    from alias_opt.dist import close, local_first, start
     from alias_opt.eval.summary import format_summary, format_table, summarize
     from alias_opt.progress import time_report
     from sam3 import ModelSourceError
@@ -160,11 +161,15 @@ def main(argv: list[str] | None = None, demo_dir: Path = DEMO_DIR) -> int:
         return user_error(exc)
 
     output = Path(args.output) if args.output else Path(demo_dir)
+    ctx, device = start(args.device, args.threads)  # torchrun's ranks (or one process); torch's CPU threads
     if demo:
-        print(
-            f"demo: generating the renamed shapes dataset ({DEMO_IMAGES} images, seed {DEMO_SEED}) in {output / 'data'}"
-        )
-        dataset = make_demo_dataset(output / "data")
+        with local_first(ctx):
+            if ctx.local_rank == 0:
+                print(
+                    f"demo: generating the renamed shapes dataset ({DEMO_IMAGES} images, seed {DEMO_SEED}) "
+                    f"in {output / 'data'}"
+                )
+            dataset = make_demo_dataset(output / "data")
     else:
         dataset = Path(args.dataset)
     timings: dict[str, float] = {}
@@ -177,16 +182,21 @@ def main(argv: list[str] | None = None, demo_dir: Path = DEMO_DIR) -> int:
             categories=args.categories,
             resume=args.resume,
             overwrite=args.overwrite,
-            device=args.device,
+            device=device,
             dtype=args.dtype,
             progress=not args.no_progress,
             figures=not args.no_figures,
             timings=timings,
+            ctx=ctx,
         )
     except (DatasetError, FileNotFoundError, ModelSourceError, ResumeMismatch) as exc:
         return user_error(exc, model=args.model)
     except ValueError as exc:
         return user_error(exc, code=1)
+    finally:
+        close(ctx)
+    if not ctx.is_main:
+        return 0
     summary = summarize(result)
     print()
     print(format_table(result, summary))

@@ -14,9 +14,10 @@ on one machine do not oversubscribe it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -87,6 +88,53 @@ def init_from_env(device: str = "cpu") -> DistContext:
         dist.init_process_group(backend=backend)
     logger.info("rank %d of %d (%s)", rank, world, backend)
     return DistContext(rank, world, local_rank, local_world, backend)
+
+
+def start(device: str = "auto", threads: int | None = None) -> tuple[DistContext, str]:
+    """What an entry point does first: join torchrun's process group (if any) and set torch's CPU threads.
+
+    Args:
+        device: the ``--device`` argument; ``auto`` and ``cuda`` become ``cuda:LOCAL_RANK`` under NCCL.
+        threads: ``--threads`` (default: this rank's share of the usable cores, see ``cpu_threads``).
+
+    Returns:
+        the context and the device this rank runs on.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from sam3.loading import pick_device
+
+        ctx = init_from_env(str(pick_device(device)))
+        if ctx.backend == "nccl" and str(device) in ("auto", "cuda"):
+            device = f"cuda:{ctx.local_rank}"
+    else:
+        ctx = DistContext()
+    n = cpu_threads(threads, ctx.local_world_size)
+    torch.set_num_threads(n)
+    logger.info(
+        "rank %d: %d torch threads (%d usable cores, %d ranks on this node)",
+        ctx.rank,
+        n,
+        usable_cores(),
+        ctx.local_world_size,
+    )
+    return ctx, device
+
+
+@contextlib.contextmanager
+def local_first(ctx: DistContext) -> Iterator[None]:
+    """Run the block on each node's local rank 0 first, then on the node's other ranks.
+
+    For work that fills a cache on disk (the vocabulary index, a generated dataset): the first rank
+    writes it, the others read it instead of computing it again beside it. Every rank calls
+    ``barrier`` exactly once, so all ranks must enter the block.
+    """
+    if ctx.distributed and ctx.local_rank != 0:
+        ctx.barrier()
+    try:
+        yield
+    finally:
+        if ctx.distributed and ctx.local_rank == 0:
+            ctx.barrier()
 
 
 def close(ctx: DistContext) -> None:

@@ -53,8 +53,10 @@ from alias_opt.compare.cells import (
 from alias_opt.compare.records import Cell
 from alias_opt.compare.summary import summarize
 from alias_opt.config import CONFIG_DIR, SearchConfig, load_config
+from alias_opt.dist import DistContext, close, local_first, start
 from alias_opt.eval.metrics import Thresholds
 from alias_opt.export import tool_version, write_json_atomic
+from alias_opt.search.shortlist import build_indexes
 from alias_opt.search.strategies import NAMES
 from sam3 import Sam3Backend
 
@@ -91,41 +93,59 @@ def run_comparison(
     report: bool = True,
     command: str | None = None,
     dtype: str = "auto",
+    ctx: DistContext | None = None,
 ) -> dict:
-    """Run every cell (resuming finished ones if asked), write results.json and the report."""
+    """Run every cell (resuming finished ones if asked), write results.json and the report.
+
+    With a ``ctx`` of several ranks (``torchrun``), each rank runs its shard of the cells (round
+    robin over the (category, strategy, seed) list) and writes their checkpoints; rank 0 writes
+    results.json and the report once; every rank returns the merged results.
+    """
+    ctx = ctx or DistContext()
     setup.validate()
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     thresholds = thresholds or Thresholds()
     bench = open_bench(setup, cfg, backend, device, thresholds, dtype)
-    cells: list[Cell] = []
+    if ctx.distributed:  # one rank per node fills the vocabulary index cache, the others read it
+        with local_first(ctx):
+            bench.indexes.update(build_indexes(bench.backend, cfg))
     cids = sorted(bench.sets)
-    total = len(cids) * len(setup.strategies) * len(setup.seeds)
-    bar = tqdm(total=total, desc="cells", unit="cell", disable=not progress)
-    for cid in cids:
-        for strategy in setup.strategies:
-            for seed in setup.seeds:
-                path = out / "cells" / strategy_slug(strategy) / f"{cid}-seed{seed}.json"
-                cell = _resumed(path, bench.key) if resume else None
-                if cell is None:
-                    bar.set_postfix_str(f"{strategy} cat {cid} seed {seed}")
-                    cell = run_cell(bench, cid, strategy, seed, setup.budget, out)
-                    write_json_atomic(path, cell.to_dict())
-                cells.append(cell)
-                bar.update(1)
+    todo = [(cid, strategy, seed) for cid in cids for strategy in setup.strategies for seed in setup.seeds]
+    mine = ctx.shard(todo)
+    done: dict[tuple[int, str, int], Cell] = {}
+    bar = tqdm(total=len(mine), desc="cells", unit="cell", disable=not progress or not ctx.is_main)
+    for cid, strategy, seed in mine:
+        path = out / "cells" / strategy_slug(strategy) / f"{cid}-seed{seed}.json"
+        cell = _resumed(path, bench.key) if resume else None
+        if cell is None:
+            bar.set_postfix_str(f"{strategy} cat {cid} seed {seed}")
+            cell = run_cell(bench, cid, strategy, seed, setup.budget, out)
+            write_json_atomic(path, cell.to_dict())
+        done[cid, strategy, seed] = cell
+        bar.update(1)
     bar.close()
-    cats = {cid: bench.info(cid) for cid in cids}
+    infos: dict[int, dict] = {}
+    for part_cells, part_infos in ctx.gather((done, {c: bench.info(c) for c in dict.fromkeys(k[0] for k in done)})):
+        done.update(part_cells)
+        infos.update(part_infos)
+    cells = [done[k] for k in todo]
+    cats = {cid: infos[cid] if cid in infos else bench.info(cid) for cid in cids}
     results = {
         "setup": {**asdict(setup), "command": command, "tool_version": tool_version(), **bench.settings},
         "categories": {str(c): cats[c] for c in cids},
         "cells": [c.to_dict() for c in cells],
     }
     results["summary"] = summarize(results)
+    if not ctx.is_main:
+        ctx.barrier()  # returns once rank 0 has written results.json and the report
+        return results
     write_json_atomic(out / "results.json", results)
     if report:
         from alias_opt.compare.report import write_report
 
         write_report(out, results)
+    ctx.barrier()
     return results
 
 
@@ -210,22 +230,28 @@ def main(argv: list[str] | None = None) -> int:
         return user_error(exc)
     t0 = time.perf_counter()
     command = "python -m alias_opt.compare " + " ".join(argv if argv is not None else sys.argv[1:])
+    ctx, device = start(args.device, args.threads)  # torchrun's ranks (or one process); torch's CPU threads
     try:
         results = run_comparison(
             setup,
             cfg,
             args.output,
             resume=args.resume,
-            device=args.device,
+            device=device,
             progress=not args.no_progress,
             report=not args.no_report,
             command=command,
             dtype=args.dtype,
+            ctx=ctx,
         )
     except (DatasetError, FileNotFoundError, ModelSourceError) as exc:
         return user_error(exc, args.model)
     except ValueError as exc:
         return user_error(exc, code=1)
+    finally:
+        close(ctx)
+    if not ctx.is_main:
+        return 0
     from alias_opt.compare.summary import format_overview
 
     print(format_overview(results["summary"]))
