@@ -5,7 +5,10 @@
 Per (target set, seed): seed numpy and torch, make the ``SearchContext``, score the natural name,
 run the strategy's phases (``alias_opt.search.strategies``) under the budget (0: none; then each phase
 runs its configured work once), and re-rank the best ``rerank`` candidates and the name by train-split
-COCO AP: the best AP wins, and within ``rerank_tolerance`` of it the lowest loss (shorter on ties).
+COCO AP: the best AP wins, and within ``rerank_tolerance`` of it the most readable (fewest word pieces
+and non-ASCII tokens, ``alias_opt.search.prune.readability``), then the lowest loss (shorter on ties).
+Then the winner's inert tokens are dropped (``prune_inert``: each removal may cost at most
+``prune_tolerance`` of train AP against the winner's), so every token of an alias earns its place.
 Under a budget the re-ranking's forwards are kept back from the phases (unless they would take half of
 it) and the last phase restarts until the rest is spent.
 """
@@ -27,6 +30,7 @@ from alias_opt.search.embeddings import VocabularyIndex
 from alias_opt.search.meter import TracePoint, Usage
 from alias_opt.search.objective import PhaseResult, Seq, Step, until_spent
 from alias_opt.search.phases import PHASES
+from alias_opt.search.prune import prune_inert, readability
 from alias_opt.search.soft_prompt import SoftResult
 from alias_opt.search.strategies import get_strategy
 from sam3 import ImageFeatures, Sam3Backend
@@ -75,6 +79,7 @@ class SearchOutcome:
         soft: the last soft-prompt phase's result (its ``soft`` embeddings), if any.
         kept_soft: the ``soft`` phase's kept prompt, if any.
         trace: improvements of the best fully scored sequence, with their cost.
+        pruned: tokens dropped from the re-ranking's winner as inert, in the order dropped.
     """
 
     strategy: str
@@ -93,6 +98,7 @@ class SearchOutcome:
     soft: SoftResult | None = None
     kept_soft: KeptSoft | None = None
     trace: list[TracePoint] = field(default_factory=list)
+    pruned: tuple[int, ...] = ()
 
 
 def search(
@@ -157,6 +163,11 @@ def run_pipeline(ctx: SearchContext, strategy: str, budget: int = 0) -> SearchOu
     if budget:
         obj.set_budget(ctx.start + budget)
     rows, pool = _rerank(ctx)
+    pruned: tuple[int, ...] = ()
+    if rows and cfg.prune_tolerance >= 0 and rows[0].token_ids != ctx.name_seq and len(rows[0].token_ids) > 1:
+        row, pruned = _prune(ctx, rows[0])
+        if pruned:
+            rows.insert(0, row)
     best = rows[0] if rows else None
     token_ids = best.token_ids if best else (pool[0] if pool else None)
     loss = obj.loss_of(token_ids) if token_ids else None
@@ -184,7 +195,38 @@ def run_pipeline(ctx: SearchContext, strategy: str, budget: int = 0) -> SearchOu
         soft=soft,
         kept_soft=ctx.kept_soft,
         trace=obj.trace,
+        pruned=pruned,
     )
+
+
+def _prune(ctx: SearchContext, best: RerankRow) -> tuple[RerankRow, tuple[int, ...]]:
+    """``best`` without its inert tokens (train AP, charged to the budget), and the tokens dropped."""
+    obj = ctx.obj
+    seen: dict[Seq, PromptMetrics] = {best.token_ids: best.metrics}
+
+    def train_ap(seqs: list[Seq]) -> list[float]:
+        ok = {s for s in seqs if ctx.filt(s) == s}  # a shorter alias must still pass the filter (round trip)
+        if len(ok) < len(seqs):
+            scores = dict(zip(sorted(ok), train_ap(sorted(ok)))) if ok else {}
+            return [scores.get(s, -math.inf) for s in seqs]
+        new = [s for s in seqs if s not in seen]
+        if new and obj.remaining() < len(new) * obj.n_images:  # the budget is spent: keep what we have
+            return [seen[s].ap if s in seen and not math.isnan(seen[s].ap) else -math.inf for s in seqs]
+        if new:
+            for s, m in zip(new, evaluate_prompts(ctx.backend, obj.images, [list(s) for s in new], feats=obj.feats)):
+                seen[s] = m
+            obj.charge(len(new) * obj.n_images)
+        return [seen[s].ap if not math.isnan(seen[s].ap) else -1.0 for s in seqs]
+
+    res = prune_inert(best.token_ids, train_ap, ctx.cfg.prune_tolerance, base=train_ap([best.token_ids])[0])
+    if not res.dropped:
+        return best, ()
+    if obj.loss_of(res.seq) is None:
+        with until_spent():
+            obj.score([res.seq], screen=False)
+    loss = obj.loss_of(res.seq)
+    obj.record("prune", 0, math.inf if loss is None else loss, dropped=list(res.dropped), train_ap=res.score)
+    return RerankRow(res.seq, seen[res.seq].ap, math.inf if loss is None else loss, seen[res.seq]), res.dropped
 
 
 def _rerank(ctx: SearchContext) -> tuple[list[RerankRow], list[Seq]]:
@@ -209,11 +251,14 @@ def _rerank(ctx: SearchContext) -> tuple[list[RerankRow], list[Seq]]:
         loss = obj.loss_of(p)
         rows.append(RerankRow(p, m.ap, math.inf if loss is None else loss, m))
 
-    # the best train AP wins; within ``rerank_tolerance`` of it, the lowest loss (shorter on ties)
+    # the best train AP wins; within ``rerank_tolerance`` of it, the most readable, then the lowest loss
     def ap(r: RerankRow) -> float:
         return r.train_ap if not math.isnan(r.train_ap) else -1.0
 
+    def pieces(r: RerankRow) -> tuple[int, int]:
+        return readability(ctx.backend.tokenizer.token_strings(r.token_ids))[:2]
+
     top = max(ap(r) for r in rows)
-    rows.sort(key=lambda r: (ap(r) < top - cfg.rerank_tolerance, r.loss, len(r.token_ids), -ap(r)))
+    rows.sort(key=lambda r: (ap(r) < top - cfg.rerank_tolerance, pieces(r), r.loss, len(r.token_ids), -ap(r)))
     order = [r.token_ids for r in rows]
     return rows, order + [sq for sq in ranked if sq not in order]

@@ -1,0 +1,52 @@
+"""Pruning inside the pipeline: on sam3-toy, filler after "red circle" is dropped, the concept words stay."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from alias_opt.config import load_config
+from alias_opt.eval.metrics import evaluate_prompts
+from alias_opt.search.context import make_context
+from alias_opt.search.pipeline import RerankRow, _prune
+
+
+@pytest.fixture(scope="module")
+def toy_ctx(tmp_path_factory):
+    from alias_opt.data.loader import CocoDataset
+    from sam3 import Sam3Backend
+    from sam3.loading import TOY_DIR
+    from tests.discovery_helpers import renamed_world
+
+    if not (TOY_DIR / "config.json").is_file():
+        pytest.skip("sam3-toy is not trained yet")
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    tmp = tmp_path_factory.mktemp("prune")
+    b = Sam3Backend.load("toy", device="cpu", cache_dir=tmp / "cache")
+    data, cats = renamed_world(tmp / "world", 20, images=60, seed=5)
+    ts = next(t for t in CocoDataset.open(data).target_sets(max_negatives=20) if t.name == "crimson disc")
+    feats = b.encode_images([im.image.load() for im in ts.train])
+    return b, ts, feats
+
+
+def _row(ctx, seq):
+    m = evaluate_prompts(ctx.backend, ctx.obj.images, [list(seq)], feats=ctx.obj.feats)[0]
+    return RerankRow(tuple(seq), m.ap, math.inf, m)
+
+
+def test_prune_drops_filler_and_keeps_the_concept(toy_ctx):
+    b, ts, feats = toy_ctx
+    cfg = load_config(overrides={"max_len": 4, "prune_tolerance": 0.01})
+    ctx = make_context(b, ts.train, feats, ts.name, cfg, seed=0)
+    enc = b.tokenizer.encode
+    red, circle, host = enc("red", special=False)[0], enc("circle", special=False)[0], enc("host", special=False)[0]
+    row, dropped = _prune(ctx, _row(ctx, (red, circle, host)))
+    assert dropped == (host,) and row.token_ids == (red, circle)
+    assert row.train_ap >= _row(ctx, (red, circle, host)).train_ap - 0.01
+    assert row.train_ap > _row(ctx, (red,)).train_ap + 0.05  # "red" alone is not enough: it stays a pair
+    assert ctx.obj.usage().forward > 0  # the pruning's scoring is charged
+    off = make_context(b, ts.train, feats, ts.name, load_config(overrides={"prune_tolerance": 0.0}), seed=0)
+    same, none = _prune(off, _row(off, (red, circle)))
+    assert none == () and same.token_ids == (red, circle)
