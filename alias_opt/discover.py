@@ -395,6 +395,7 @@ def run(
         records[ts.category_id] = rec
         prog.finish(f"done: {quote(rec.text, 40)} {rec.extra.get('vs_name', '')}".strip())
     prog.close()
+    prog.close()
     bar.close()
     records = {cid: rec for part in ctx.gather(records) for cid, rec in part.items()}  # every rank's
     result = AliasFile(provenance=prov, aliases=[records[ts.category_id] for ts in sets if ts.category_id in records])

@@ -2,7 +2,8 @@
 
 ``RunProgress`` drives the run's category bar: within a category its postfix shows the phase, the
 forward-equivalents spent (of the budget, when there is one) and the best train loss so far,
-refreshed from the search's steps at most every ``every`` seconds; the ETA is the run's cost still
+refreshed from the search's steps at most every ``every`` seconds (a ticker refreshes it every 2 x
+``every`` seconds when no step came); the ETA is the run's cost still
 to come divided by the cost per second so far (cost in forward-equivalents, not categories: the
 budget, or without one the mean of the categories finished in this run). ``timed`` adds up the wall
 time of the run's parts (encoding, search, re-rank, held-out scoring, figures and reports).
@@ -11,6 +12,7 @@ time of the run's parts (encoding, search, re-rank, held-out scoring, figures an
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -46,8 +48,23 @@ class RunProgress:
         self.last = 0.0
         self.label = ""
         self.timings: dict[str, float] = dict.fromkeys(PARTS, 0.0)
+        self.what = "starting"
         with contextlib.suppress(AttributeError):
             bar.bar_format = "{desc}: {n_fmt}/{total_fmt} [{elapsed}]{postfix}"
+        # a phase may record no step for a while: a ticker keeps the clock and the ETA moving
+        self._stop = threading.Event()
+        if not getattr(bar, "disable", True):
+            threading.Thread(target=self._tick, daemon=True, name="run-progress").start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(2 * self.every):
+            if self.label and time.perf_counter() - self.last >= 2 * self.every:
+                with contextlib.suppress(Exception):  # never let the display stop the run
+                    self._show(self.what)
+
+    def close(self) -> None:
+        """Stop the ticker (the bar itself is closed by its owner)."""
+        self._stop.set()
 
     @contextlib.contextmanager
     def timed(self, part: str) -> Iterator[None]:
@@ -63,7 +80,8 @@ class RunProgress:
     def start(self, category_id: int, name: str | None) -> None:
         self.label = f"{category_id} {name or ''}".strip()
         self.cost, self.t_cat, self.last = 0, time.perf_counter(), 0.0
-        self._show("starting")
+        self.what = "starting"
+        self._show(self.what)
 
     def tee(self, writer: Callable[[Step], None]) -> Callable[[Step], None]:
         """An on_step callback: ``writer(step)``, then the progress line (throttled)."""
@@ -75,7 +93,8 @@ class RunProgress:
             if now - self.last >= self.every:
                 self.last = now
                 best = "-" if st.best_loss != st.best_loss or st.best_loss == float("inf") else f"{st.best_loss:.4f}"
-                self._show(f"{st.phase}, best loss {best}")
+                self.what = f"{st.phase}, best loss {best}"
+                self._show(self.what)
 
         return on_step
 
@@ -88,6 +107,7 @@ class RunProgress:
         self.left = max(0, self.left - 1)
         self.cost, self.t_cat = 0, now
         self._show(text, passes=False)
+        self.label = ""  # the ticker waits for the next category
 
     def eta(self) -> str:
         spent = sum(self.costs) + self.cost

@@ -87,8 +87,8 @@ def _draw(ax, rgb: np.ndarray, masks: np.ndarray, colour, scores: Sequence[float
     ax.imshow(overlay(rgb, masks, colour), interpolation="nearest")
     for k, m in enumerate(masks):
         if m.any():
-            ax.contour(m.astype(float), levels=[0.5], colors=["white"], linewidths=2.6)  # visible on any colour
-            ax.contour(m.astype(float), levels=[0.5], colors=[colour], linewidths=1.3)
+            ax.contour(m.astype(float), levels=[0.5], colors=["white"], linewidths=3.4)  # visible on any colour
+            ax.contour(m.astype(float), levels=[0.5], colors=[colour], linewidths=1.8)
             if scores is not None:
                 ys, xs = np.nonzero(m)
                 ax.text(
@@ -105,26 +105,42 @@ def _draw(ax, rgb: np.ndarray, masks: np.ndarray, colour, scores: Sequence[float
     ax.set_yticks([])
 
 
-def draw_figure(path: str | Path, rows: Sequence[FigureRow], title: str) -> Path:
-    """Write the grid of ``rows`` (images) x (targets + panels) to ``path`` (PNG)."""
+def _short(label: str, width: int = 34) -> str:
+    return label if len(label) <= width else label[: width - 3] + "..."
+
+
+def draw_figure(path: str | Path, rows: Sequence[FigureRow], title: str, note: str = "") -> Path:
+    """Write the grid of ``rows`` (images) x (targets + panels) to ``path`` (PNG); the first row's
+    titles name each column's prompt, ``note`` goes under the legend."""
     if not rows:
         raise ValueError("a figure needs at least one image")
     n_cols = 1 + len(rows[0].panels)
     fig, axes = plt.subplots(len(rows), n_cols, figsize=(2.6 * n_cols, 2.6 * len(rows) + 0.8), squeeze=False)
     for r, row in enumerate(rows):
         _draw(axes[r, 0], row.rgb, row.targets, TARGET_COLOUR)
-        axes[r, 0].set_title(f"{row.title}: {len(row.targets)} target(s)", fontsize=8)
+        head = "targets\n" if r == 0 else ""
+        axes[r, 0].set_title(f"{head}{row.title}: {len(row.targets)} target(s)", fontsize=8)
         for c, panel in enumerate(row.panels, start=1):
             _draw(axes[r, c], row.rgb, panel.masks, PROMPT_COLOURS[(c - 1) % len(PROMPT_COLOURS)], panel.scores)
-            ap = "no target" if math.isnan(panel.ap) else f"AP {panel.ap:.2f}"
-            axes[r, c].set_title(f"{len(panel.masks)} detection(s), {ap}", fontsize=8)
+            ap = "no target" if math.isnan(panel.ap) else f"image AP {panel.ap:.2f}"
+            head = f"{_short(panel.label)}\n" if r == 0 else ""
+            axes[r, c].set_title(f"{head}{len(panel.masks)} shown, {ap}", fontsize=8)
     handles = [Patch(color=TARGET_COLOUR, label="target masks")]
     handles += [
         Patch(color=PROMPT_COLOURS[k % len(PROMPT_COLOURS)], label=p.label) for k, p in enumerate(rows[0].panels)
     ]
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        ncol=len(handles),
+        fontsize=8,
+        frameon=False,
+        bbox_to_anchor=(0.5, 0.022 if note else 0.0),
+    )
+    if note:
+        fig.text(0.5, 0.004, note, ha="center", va="bottom", fontsize=7, color="0.3")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
+    fig.tight_layout(rect=(0, 0.06 if note else 0.05, 1, 0.97))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")
@@ -222,4 +238,8 @@ def draw_category(
             masks = p.masks[keep] if keep else np.zeros((0, p.height, p.width), bool)
             panels.append(Panel(label, masks, [float(p.scores[k]) for k in keep], aps[i]))
         rows.append(FigureRow(Path(str(im.image.path)).name, rgb, im.masks, panels))
-    return draw_figure(path, rows, title) if rows else None
+    note = (
+        f"shown: detections scoring > {score:g}, their score at each mask; image AP: COCO mask AP on that image "
+        "over all detections, those below the threshold too"
+    )
+    return draw_figure(path, rows, title, note) if rows else None
