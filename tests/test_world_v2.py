@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from pycocotools.coco import COCO
 
 from sam3.tokenizer import Sam3Tokenizer
@@ -56,8 +57,11 @@ def test_phrase_natural_order_and_synonyms():
 
 def test_render_masks_are_drawn_pixels_and_sizes_fill_as_specified():
     rng = np.random.default_rng(3)
-    plan = [{"size": s, "fill": f, "colour": "red", "shape": "square"} for s in ("small", "large") for f in
-            ("solid", "hollow")] * 2  # fmt: skip
+    plan = [
+        {"size": s, "fill": f, "colour": "red", "shape": "square"}
+        for s in ("small", "large")
+        for f in ("solid", "hollow")
+    ] * 2
     for c in ("blue", "green", "yellow", "pink"):
         plan.append({"size": "large", "fill": "solid", "colour": c, "shape": "circle"})
     radius = {"small": [], "large": []}
@@ -173,3 +177,33 @@ def test_training_prompts_targets_match_their_words(tokenizer):
             assert targets == expect, (words, targets, expect)
             kinds["positive" if targets else "negative"] += 1
     assert min(kinds.values()) >= 10, kinds
+
+
+def test_tie_row_norms_hides_the_most_trained_rows():
+    from sam3.toy.modeling import tie_row_norms
+
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(500, 8, generator=g) * 0.1
+    rows = torch.arange(10, 40)
+    table[10:15] *= 8  # five "heavily trained" rows far from the rest
+    before = table.clone()
+    tie_row_norms(table, rows)
+    dist = (table[rows].double() - table.double().mean(0)).norm(dim=1)
+    assert float(dist.max() - dist.min()) < 1e-6
+    keep = torch.ones(500, dtype=torch.bool)
+    keep[rows] = False
+    assert torch.equal(table[keep], before[keep])
+
+
+def test_training_with_tied_word_norms(tmp_path):
+    from sam3.toy import train
+
+    cfg = TrainConfig(
+        arch="tiny", world="v2", steps=2, images_per_step=1, prompts_per_image=2, warmup=1, tie_word_norms=True
+    )
+    model = train.train(tmp_path, cfg, progress=False, threads=1)
+    table = model.text_encoder.text_model.embeddings.token_embedding.weight.detach().double()
+    tok = Sam3Tokenizer()
+    ids = [tok.encode(w, special=False)[0] for w in vocab.TRAINED_WORDS]
+    dist = (table[ids] - table.mean(0)).norm(dim=1)
+    assert float(dist.max() - dist.min()) < 1e-5 * float(dist.mean())

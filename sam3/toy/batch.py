@@ -39,6 +39,10 @@ class PromptSampler:
         pool[sorted(banned)] = False
         self.random_pool = np.flatnonzero(pool)
 
+    def trained_ids(self) -> set[int]:
+        """Token ids of every trained word."""
+        return {i for ids in self.word_ids.values() for i in ids}
+
     def phrase(self, *words: str) -> list[int]:
         return [i for w in words for i in self.word_ids[w]]
 

@@ -77,3 +77,24 @@ def load_exported(model, directory: Path) -> None:
     except RuntimeError as exc:
         detail = str(exc) if len(str(exc)) <= 600 else str(exc)[:600] + " ..."
         raise ValueError(f"{path} does not fit architecture {model.config.__class__.__name__}: {detail}") from None
+
+
+@torch.no_grad()
+def tie_row_norms(table: torch.Tensor, rows: torch.Tensor, iterations: int = 8) -> None:
+    """Rescale ``table[rows]``, in place, so that every listed row lies at the same distance (their
+    mean distance) from the mean of the whole table.
+
+    Moving the rows moves the mean a little, so the projection is repeated until the distances agree
+    to float precision: a residual would still rank the most-trained words first.
+
+    Args:
+        table: (V, D) token-embedding weights.
+        rows: (R,) row indices (the trained words).
+    """
+    work = table.double()
+    for _ in range(iterations):
+        mean = work.mean(0, keepdim=True)  # (1, D)
+        dev = work[rows] - mean  # (R, D)
+        dist = dev.norm(dim=1, keepdim=True).clamp_min(1e-12)  # (R, 1)
+        work[rows] = mean + dev * (dist.mean() / dist)
+    table.copy_(work.to(table.dtype))

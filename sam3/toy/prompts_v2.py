@@ -62,6 +62,10 @@ class PromptSamplerV2:
         reserved = set(vocab.RESERVED_WORDS)
         self.distractors = [w for w in vocab.DISTRACTORS if w not in reserved]
 
+    def trained_ids(self) -> set[int]:
+        """Token ids of every trained word (not the reserved ones)."""
+        return {i for w in vocab.TRAINED_WORDS for i in self.word_ids[w]}
+
     def ids(self, text: str) -> list[int]:
         return [i for w in text.split() for i in self.word_ids[w]]
 

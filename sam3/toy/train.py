@@ -51,7 +51,7 @@ from sam3.toy.batch import (  # noqa: F401  (re-exported: the step's data is par
     step_rng,
 )
 from sam3.toy.checkpoint import load_checkpoint, restore_rng, save_checkpoint, truncate_log
-from sam3.toy.modeling import export_model, init_model, load_exported
+from sam3.toy.modeling import export_model, init_model, load_exported, tie_row_norms
 from sam3.toy.set_loss import LossWeights, aux_layer_loss, set_prediction_loss
 from sam3.toy.train_config import TrainConfig
 
@@ -179,6 +179,7 @@ def train(
     elif log_path.exists():
         log_path.unlink()
     image_size, mask_size = batch_sizes(model.config)
+    tied_rows = torch.as_tensor(sorted(sampler.trained_ids()), device=device) if cfg.tie_word_norms else None
     weights = LossWeights(cls=cfg.cls_weight, presence=cfg.presence_weight)
     bar = tqdm(total=cfg.steps, initial=start, desc="train sam3-toy", unit="step", disable=not progress)
     t0 = time.time() - elapsed
@@ -213,6 +214,8 @@ def train(
             total.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
+            if cfg.tie_word_norms:
+                tie_row_norms(model.text_encoder.text_model.embeddings.token_embedding.weight, tied_rows)
             rec = {"step": step, "loss": float(total.detach()), **terms}
             for k, v in rec.items():
                 if k != "step":

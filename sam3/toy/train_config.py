@@ -47,3 +47,7 @@ class TrainConfig:
     v2_p_generic: float = 0.05  # a generic noun ("shapes"): every instance
     v2_p_distractor: float = 0.15  # one or two distractor words: nothing (the rest: random tokens)
     v2_p_near_miss: float = 0.5  # a training instance copies an earlier one with one attribute changed
+    # After each step, put every trained word's embedding row at one common distance from the table's mean
+    # (sam3.toy.modeling.tie_row_norms), so that the table's norms do not mark which words the world uses
+    # (a real SAM 3's 49,408 tokens all mean something; the distinct:embed view must not be an answer key).
+    tie_word_norms: bool = False
