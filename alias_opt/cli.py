@@ -22,7 +22,11 @@ def add_runtime_flags(p: argparse.ArgumentParser, threads: bool = True, progress
         help="model compute dtype: auto (bf16 on CUDA where supported, else fp32), fp32, bf16, fp16",
     )
     if threads:
-        p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+        p.add_argument(
+            "--threads",
+            type=int,
+            help="CPU threads for torch (default: the cores this process may use, shared by ranks)",
+        )
     if progress:
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
@@ -73,10 +77,14 @@ def init_runtime(args: argparse.Namespace) -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    if getattr(args, "threads", None):
-        import torch
+    import torch
 
-        torch.set_num_threads(args.threads)
+    from alias_opt.dist import cpu_threads  # --threads, else the cores this process may use
+
+    if getattr(args, "threads", None) is not None and args.threads < 1:
+        print(f"error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+        raise SystemExit(2)
+    torch.set_num_threads(cpu_threads(getattr(args, "threads", None)))
 
 
 def user_error(exc: BaseException, model: str | None = None, code: int = 2) -> int:

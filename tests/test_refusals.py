@@ -109,3 +109,13 @@ def test_resume_with_other_settings_refuses_and_keeps_files(tmp_path, capsys):
         assert rec["provenance"]["config"]["max_len"] == 1
     finally:
         del os.environ["SAM3_ALIAS_CACHE"]
+
+
+@pytest.mark.parametrize("entry", ["main.py", "evaluate.py"])
+def test_bad_thread_count_is_one_line_and_exit_2(entry, capsys):
+    run = {"main.py": main_mod.main, "evaluate.py": lambda a: evaluate.main(["--dataset", "nowhere", *a])}[entry]
+    with pytest.raises(SystemExit) as exc:
+        run(["--threads", "0"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "error: --threads must be >= 1, got 0"

@@ -66,7 +66,7 @@ def test_sam3_lazy_exports_match_all():
 
 def test_installed_commands_resolve():
     """Every [project.scripts] command names a main(argv=None) -> int of the package, and every command
-    that loads a model takes --dtype."""
+    that loads a model takes --dtype and --threads."""
     import importlib
 
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
@@ -77,6 +77,7 @@ def test_installed_commands_resolve():
         parser = getattr(importlib.import_module(module), "build_parser", None)
         if parser is not None and name != "sam3-alias-report":  # the report loads no model
             assert "--dtype" in parser().format_help(), name
+            assert "--threads" in parser().format_help(), name
 
 
 def test_toy_world_and_trainer_have_no_import_cycle():

@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the image-feature cache")
     p.add_argument("--chunk", type=int, default=16, help="images encoded at a time (memory bound; default 16)")
-    add_runtime_flags(p, threads=False)
+    add_runtime_flags(p)
     return p
 
 
