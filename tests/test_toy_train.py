@@ -56,6 +56,18 @@ def test_resume_continues_exactly(tmp_path):
     assert steps[0] == steps[1] == [0, 1, 2, 3]
 
 
+def test_resume_builds_the_checkpoints_architecture(tmp_path):
+    """`--resume` without `--arch` (the command line's default architecture differs) continues the run."""
+    train.train(tmp_path, CFG, stop_after=2, **RUN)
+    resumed = train.train(tmp_path, train.TrainConfig(), resume=True, **RUN)  # default arch toy24d, 8,000 steps
+    assert (
+        resumed.config.vision_config.backbone_config.image_size
+        == named_config("tiny").vision_config.backbone_config.image_size
+    )
+    steps = [json.loads(line)["step"] for line in (tmp_path / train.LOG_NAME).read_text().splitlines()]
+    assert steps == [0, 1, 2, 3]
+
+
 def test_export_loads_through_the_backend(tmp_path):
     model = train.train(tmp_path / "run", CFG, **RUN)
     backend = Sam3Backend.load(str(tmp_path / "run" / "model"), device="cpu", use_cache=False)

@@ -155,22 +155,22 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = out / CKPT_NAME, out / LOG_NAME
     tokenizer = Sam3Tokenizer(ASSET_DIR)
-    sampler = make_sampler(tokenizer, cfg)
-    model = init_model(cfg)
-    if cfg.init_from and not (resume and ckpt_path.is_file()):
-        load_exported(model, Path(cfg.init_from))
-    model.to(device).train()
-    optimizer = build_optimizer(model, cfg)
-    start, elapsed = 0, 0.0
-    if resume and ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path)
+    state = load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None
+    if state is not None:  # the checkpoint's config builds the model (its architecture, not the command line's)
         saved = TrainConfig(**state["config"])
         if extend_to is not None:
             saved = replace(saved, steps=extend_to)
         if saved != cfg:
             print(f"resuming with the checkpoint's config (command-line changes other than --steps ignored): {saved}")
             cfg = saved
-            sampler = make_sampler(tokenizer, cfg)
+    sampler = make_sampler(tokenizer, cfg)
+    model = init_model(cfg)
+    if cfg.init_from and state is None:
+        load_exported(model, Path(cfg.init_from))
+    model.to(device).train()
+    optimizer = build_optimizer(model, cfg)
+    start, elapsed = 0, 0.0
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         restore_rng(state)
