@@ -1,36 +1,6 @@
 """Strategy comparison: cells (``cells``), the run and CLI (``runner``), the summary, the report and
-Optuna tuning. ``python -m alias_opt.compare`` runs ``runner.main``."""
+Optuna tuning. ``python -m alias_opt.compare`` runs ``runner.main``; this package re-exports ``runner``'s
+public names (its ``__all__``)."""
 
-from alias_opt.compare.runner import (
-    DEFAULT_CONFIG,
-    FRACTIONS,
-    Bench,
-    CategoryData,
-    CompareSetup,
-    build_parser,
-    cell_seed,
-    load_soft_prompt,
-    main,
-    open_bench,
-    parse_list,
-    run_cell,
-    run_comparison,
-    strategy_slug,
-)
-
-__all__ = [
-    "DEFAULT_CONFIG",
-    "FRACTIONS",
-    "Bench",
-    "CategoryData",
-    "CompareSetup",
-    "build_parser",
-    "cell_seed",
-    "load_soft_prompt",
-    "main",
-    "open_bench",
-    "parse_list",
-    "run_cell",
-    "run_comparison",
-    "strategy_slug",
-]
+from alias_opt.compare.runner import *  # noqa: F403
+from alias_opt.compare.runner import __all__  # noqa: F401

@@ -61,10 +61,12 @@ from alias_opt.search.strategies import NAMES
 from sam3 import Sam3Backend
 
 __all__ = [
+    "DEFAULT_CONFIG",
     "FRACTIONS",
     "Bench",
     "CategoryData",
     "CompareSetup",
+    "build_parser",
     "cell_seed",
     "load_soft_prompt",
     "main",
