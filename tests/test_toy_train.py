@@ -223,3 +223,24 @@ def test_aux_layer_outputs_rebuild_the_last_layer_and_train(tmp_path):
     weighted = sum(getattr(LossWeights(), k) * rows[0][k] for k in ("box_l1", "giou", "mask_focal", "mask_dice"))
     weighted += 2.0 * rows[0]["cls"] + 2.0 * rows[0]["presence"] + LossWeights().semantic * rows[0]["semantic"]
     assert rows[0]["loss"] == pytest.approx(weighted + rows[0]["aux"], rel=1e-4)
+
+
+def test_partial_warm_start_across_architectures(tmp_path):
+    """toy24d -> toy differ only in the first FPN level: those weights stay fresh, the rest load."""
+    from sam3.toy.modeling import export_model
+
+    src = train.init_model(train.TrainConfig(arch="toy24d", seed=3))
+    export_model(src, tmp_path / "src")
+    dst_cfg = train.TrainConfig(arch="toy", seed=4)
+    dst = train.init_model(dst_cfg)
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    fresh = train.load_exported(dst, tmp_path / "src", partial=True)
+    assert fresh == sorted(k for k in fresh) and all(k.startswith("vision_encoder.neck.fpn_layers.0.") for k in fresh)
+    assert len(fresh) == 3
+    state = dst.state_dict()
+    for k in fresh:  # kept as initialized
+        torch.testing.assert_close(state[k], before[k])
+    key = "text_model.embeddings.token_embedding.weight"
+    key = key if key in state else next(k for k in state if k.endswith("token_embedding.weight"))
+    assert not torch.equal(state[key], before[key])
+    torch.testing.assert_close(state[key], src.state_dict()[key].half().float(), atol=0, rtol=0)

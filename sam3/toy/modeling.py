@@ -4,6 +4,7 @@ the Hugging Face directory (fp16 safetensors + CLIP tokenizer files) that ``Sam3
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -13,6 +14,8 @@ import torch
 from sam3.configs import named_config
 from sam3.tokenizer import ASSET_DIR, TOKENIZER_FILES
 from sam3.toy.train_config import TrainConfig
+
+logger = logging.getLogger(__name__)
 
 
 def init_model(cfg: TrainConfig):
@@ -63,8 +66,20 @@ def export_model(model, out_dir: Path) -> Path:
     return out_dir
 
 
-def load_exported(model, directory: Path) -> None:
-    """Load an exported sam3-toy directory's weights into ``model`` (cast to its dtype), all keys required."""
+def load_exported(model, directory: Path, partial: bool = False) -> list[str]:
+    """Load an exported sam3-toy directory's weights into ``model`` (cast to its dtype).
+
+    Args:
+        model: the Sam3Model to fill.
+        directory: a directory written by ``export_model``.
+        partial: False: every key must match in name and shape (missing, unexpected and mis-shaped
+            weights raise). True: load the weights whose name and shape match and keep the model's
+            own (fresh) weights for the rest; for a warm start across architectures that differ in a
+            few modules (e.g. ``toy24d`` -> ``toy``, which differ only in the first FPN level).
+
+    Returns:
+        The names of the model's weights that were *not* loaded (empty when ``partial`` is False).
+    """
     from safetensors.torch import load_file
 
     path = Path(directory) / "model.safetensors"
@@ -72,11 +87,21 @@ def load_exported(model, directory: Path) -> None:
         raise FileNotFoundError(f"{path} not found: init_from must be a directory written by export_model")
     dtype = next(model.parameters()).dtype
     state = {k: v.to(dtype) for k, v in load_file(str(path)).items()}
+    if partial:
+        own = model.state_dict()
+        fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        if not fits:
+            raise ValueError(f"{path}: no weight fits {model.config.__class__.__name__} in name and shape")
+        model.load_state_dict(fits, strict=False)
+        fresh = sorted(k for k in own if k not in fits)
+        logger.info("warm start from %s: %d weights loaded, %d kept fresh: %s", path, len(fits), len(fresh), fresh)
+        return fresh
     try:
         model.load_state_dict(state)  # strict: missing, unexpected and mis-shaped weights all raise
     except RuntimeError as exc:
         detail = str(exc) if len(str(exc)) <= 600 else str(exc)[:600] + " ..."
         raise ValueError(f"{path} does not fit architecture {model.config.__class__.__name__}: {detail}") from None
+    return []
 
 
 @torch.no_grad()

@@ -166,7 +166,9 @@ def train(
     sampler = make_sampler(tokenizer, cfg)
     model = init_model(cfg)
     if cfg.init_from and state is None:
-        load_exported(model, Path(cfg.init_from))
+        fresh = load_exported(model, Path(cfg.init_from), partial=cfg.init_partial)
+        if fresh:
+            print(f"warm start from {cfg.init_from}: {len(fresh)} weights kept fresh ({', '.join(fresh)})")
     model.to(device).train()
     optimizer = build_optimizer(model, cfg)
     start, elapsed = 0, 0.0
