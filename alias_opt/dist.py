@@ -15,6 +15,7 @@ on one machine do not oversubscribe it.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -63,10 +64,41 @@ class DistContext:
             dist.barrier()
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Sum ``tensor`` over ranks in place (a no-op alone); returns it."""
+        """Sum ``tensor`` over ranks in place (a no-op alone); returns it. Under NCCL a CPU tensor
+        travels through the rank's GPU."""
         if self.distributed:
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            if self.backend == "nccl" and tensor.device.type != "cuda":
+                work = tensor.to(f"cuda:{torch.cuda.current_device()}")
+                dist.all_reduce(work, op=dist.ReduceOp.SUM)
+                tensor.copy_(work.cpu())
+            else:
+                dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
+
+    def owns(self, n: int) -> torch.Tensor:
+        """(n,) bool: which of n items (e.g. the images of one prompt batch) this rank computes (round robin)."""
+        return torch.arange(n) % self.world_size == self.rank if self.distributed else torch.ones(n, dtype=torch.bool)
+
+
+_IMAGE_SHARD: contextvars.ContextVar[DistContext | None] = contextvars.ContextVar("image_shard", default=None)
+
+
+@contextlib.contextmanager
+def image_sharding(ctx: DistContext) -> Iterator[None]:
+    """Within the block, every ``Scorer`` built splits its prompt-image pairs across ``ctx``'s ranks by
+    image (round robin) and all-reduces the losses and the gradients, so all ranks see the same
+    numbers and take the same search steps: one category's images shared by several processes. All
+    ranks must run the same categories with the same seeds inside the block."""
+    token = _IMAGE_SHARD.set(ctx if ctx.distributed else None)
+    try:
+        yield
+    finally:
+        _IMAGE_SHARD.reset(token)
+
+
+def image_shard() -> DistContext | None:
+    """The context of the enclosing ``image_sharding`` block (None outside one, or alone)."""
+    return _IMAGE_SHARD.get()
 
 
 def init_from_env(device: str = "cpu") -> DistContext:

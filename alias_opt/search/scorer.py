@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from alias_opt.config import LossConfig
+from alias_opt.dist import DistContext, image_shard
 from alias_opt.search.embeddings import concept_vector
 from alias_opt.search.losses import COMPONENTS, PairTargets, set_loss
 from sam3 import ImageFeatures, Sam3Backend, TextFeatures
@@ -40,11 +41,20 @@ class Scorer:
             (``alias_opt.data.targets.TargetImage``); K = 0 on negative images.
         loss: loss weights.
         feats: their image features (default: encoded here, from ``image.load()``).
+        shard: ranks that share the pairs by image (default: ``alias_opt.dist.image_shard()``, the
+            enclosing ``image_sharding`` block's); each rank grounds its images' pairs and the losses
+            and gradients are all-reduced, so every rank returns the same numbers.
     """
 
     def __init__(
-        self, backend: Sam3Backend, images: Sequence, loss: LossConfig | None = None, feats: ImageFeatures | None = None
+        self,
+        backend: Sam3Backend,
+        images: Sequence,
+        loss: LossConfig | None = None,
+        feats: ImageFeatures | None = None,
+        shard: DistContext | None = None,
     ):
+        self.shard = shard if shard is not None else image_shard()
         if not images:
             raise ValueError("an objective needs at least one train image")
         self.backend = backend
@@ -103,8 +113,10 @@ class Scorer:
         P, n = len(text), len(idx)
         full = len(idx) == self.n_images and (idx == self.all_idx).all()
         feats = self.feats if full else self.feats.select(idx.tolist())
-        p_idx = torch.arange(P).repeat_interleave(n)
-        i_idx = torch.arange(n).repeat(P)
+        mine = self.shard.owns(n) if self.shard is not None else torch.ones(n, dtype=torch.bool)  # (n,)
+        pairs = torch.nonzero(mine.repeat(P)).flatten()  # this rank's pairs, prompt-major
+        p_idx = pairs // n
+        i_idx = pairs % n
         out_loss = torch.zeros(P * n)
         out_comp = torch.zeros(P * n, len(COMPONENTS))
         # per-prompt weights so that sum(weight * pair_loss) = sum over prompts of the aggregated loss
@@ -117,8 +129,11 @@ class Scorer:
             )
             if grad:
                 (loss * w_img[i_idx[sl]].to(loss.device)).sum().backward()
-            out_loss[sl] = loss.detach().float().cpu()
-            out_comp[sl] = comps.float().cpu()
+            out_loss[pairs[sl]] = loss.detach().float().cpu()
+            out_comp[pairs[sl]] = comps.float().cpu()
+        if self.shard is not None:  # every pair was computed by exactly one rank: the sum is exact
+            self.shard.all_reduce_sum(out_loss)
+            self.shard.all_reduce_sum(out_comp)
         return out_loss.view(P, n), out_comp.view(P, n, -1)
 
     def loss_grad(self, embeds: torch.Tensor, mask: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
@@ -136,8 +151,11 @@ class Scorer:
             text = self.backend.encode_text(embeds=embeds, mask=mask)
             leaf = text.features.detach().requires_grad_(True)
             pair, _ = self.pair_losses(TextFeatures(leaf, text.mask), idx, grad=True)
-            if leaf.grad is not None and text.features.requires_grad:
-                text.features.backward(leaf.grad)
+            grad = leaf.grad
+            if self.shard is not None:  # each rank holds its images' share of the gradient
+                grad = self.shard.all_reduce_sum(grad if grad is not None else torch.zeros_like(leaf))
+            if grad is not None and text.features.requires_grad:
+                text.features.backward(grad)
         return self.aggregate(pair, idx)
 
     @torch.no_grad()
