@@ -139,6 +139,11 @@ class SearchConfig:
     prune_tolerance: float = 0.01  # after re-ranking, drop alias tokens costing at most this train AP (-1: off)
     scan_size: int = 64  # shortlist singles scored by the scan phase
     extend_bases: int = 2  # evolution strategies: the best singles extended by every scanned token (0: off)
+    # alias sets (alias_opt.search.alias_set): up to max_aliases aliases whose detections are merged, for a
+    # category that is a union of concepts; each extra alias is searched on the targets the set misses
+    max_aliases: int = 3  # aliases per category (1: one alias, no set search)
+    set_margin: float = 0.02  # keep a set only where its merged train AP beats the best single alias's by more
+    set_min_uncovered: float = 0.2  # search another alias only while this share of train targets is missed
     loss: LossConfig = field(default_factory=LossConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     soft: SoftConfig = field(default_factory=SoftConfig)
@@ -180,6 +185,10 @@ class SearchConfig:
                 raise ValueError(f"options.{key} must be at least 1")
         if self.budget < 0:
             raise ValueError(f"budget must be >= 0 forward-equivalents (0: none); got {self.budget}")
+        if self.max_aliases < 1:
+            raise ValueError(f"max_aliases must be at least 1 (1: no alias sets); got {self.max_aliases}")
+        if not 0 <= self.set_margin <= 1 or not 0 < self.set_min_uncovered <= 1:
+            raise ValueError("set_margin must be in [0, 1] and set_min_uncovered in (0, 1]")
         return self
 
 

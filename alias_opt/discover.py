@@ -6,8 +6,10 @@ Per category (``discover``): build the ``Objective`` on the train images, the co
 shortlist, then the strategy's phases (default ``pez+evolution``: shortlist scan -> one-token extensions
 of the best singles -> PEZ soft prompt
 -> evolutionary search), re-rank the best few candidates (and the natural name, so the alias is
-never worse on train than the name) by train-split COCO AP, and score the winner, the name and,
-for the report only, the dataset's ``oracle_name`` on the held-out test split.
+never worse on train than the name) by train-split COCO AP; then, for a union of concepts, grow the
+winner into an alias set (``discover_alias_set``: up to ``cfg.max_aliases`` aliases whose detections are
+merged, kept only where it beats the single alias on train); score the set, the name and, for the
+report only, the dataset's ``oracle_name`` on the held-out test split (``alias_opt.record``).
 
 Outputs under ``--output`` (every file written atomically):
     categories/<id>.json   one finished category (an aliases.json with one record): the checkpoint
@@ -37,8 +39,7 @@ from alias_opt.cli import pause_point
 from alias_opt.config import SearchConfig
 from alias_opt.data.loader import CocoDataset, TargetImage, TargetSet
 from alias_opt.dist import DistContext, local_first
-from alias_opt.eval.bootstrap import verdict_vs
-from alias_opt.eval.metrics import Thresholds, predict, score_with_matches
+from alias_opt.eval.metrics import Thresholds
 from alias_opt.eval.summary import summarize, write_reports
 from alias_opt.eval.text import quote
 from alias_opt.export import (
@@ -52,10 +53,13 @@ from alias_opt.export import (
     write_json_atomic,
 )
 from alias_opt.progress import RunProgress
+from alias_opt.record import category_record
+from alias_opt.search.alias_set import AliasSetResult, build_alias_set
 from alias_opt.search.embeddings import VocabularyIndex
 from alias_opt.search.objective import Step
 from alias_opt.search.pipeline import SearchOutcome, search, search_seed
 from alias_opt.search.shortlist import build_indexes
+from alias_opt.search.strategies import get_strategy
 from sam3 import ImageFeatures, Sam3Backend
 
 logger = logging.getLogger(__name__)
@@ -84,6 +88,31 @@ def train_images(ts: TargetSet, cfg: SearchConfig, split_seed: int) -> list[Targ
 def encode(backend: Sam3Backend, images: Sequence[TargetImage]) -> ImageFeatures:
     """Image features of TargetImages, read in their JSON orientation (as alias_opt.eval.metrics does)."""
     return backend.encode_images([im.image.load() for im in images])
+
+
+def discover_alias_set(
+    backend: Sam3Backend,
+    ts: TargetSet,
+    cfg: SearchConfig,
+    first: SearchOutcome,
+    vocab: VocabularyIndex | Mapping[str, VocabularyIndex] | None = None,
+    on_step: Callable[[Step], None] | None = None,
+    feats: ImageFeatures | None = None,
+) -> AliasSetResult | None:
+    """Grow ``first``'s alias into an alias set (``alias_opt.search.alias_set.build_alias_set``) on the
+    same train images; None with ``cfg.max_aliases == 1`` or when the search found no alias.
+
+    Args:
+        first: ``discover``'s outcome for ``ts`` with the same ``cfg``.
+        vocab, on_step, feats: as for ``discover``.
+    """
+    if cfg.max_aliases <= 1 or first.token_ids is None:
+        return None
+    indexes = dict(vocab) if isinstance(vocab, Mapping) else {vocab.space: vocab} if vocab is not None else {}
+    images = train_images(ts, cfg, cfg.seed)
+    feats = feats if feats is not None else encode(backend, images)
+    seed = search_seed(cfg.seed, ts.category_id)
+    return build_alias_set(backend, images, feats, ts.name, cfg, seed, first, indexes=indexes, on_step=on_step)
 
 
 def discover(
@@ -119,12 +148,6 @@ def discover(
 
 
 # ---------------------------------------------------------------------------------------- the run
-def _oracle_phrases(oracle) -> list[str]:
-    if oracle is None:
-        return []
-    return [oracle] if isinstance(oracle, str) else [str(o) for o in oracle]
-
-
 class JsonlWriter:
     """Appends Steps to a JSONL file (line-buffered; a crash loses at most the line being written)."""
 
@@ -223,93 +246,6 @@ def check_resume(out: Path, prov: Provenance) -> None:
     )
 
 
-def category_record(
-    backend: Sam3Backend,
-    ts: TargetSet,
-    d: SearchOutcome,
-    thresholds: Thresholds,
-    feats: ImageFeatures | None = None,
-    predictions_path: Path | None = None,
-) -> AliasRecord:
-    """Score the alias, the name and the oracle phrases on the held-out split; the export record.
-
-    The verdict against the name (``extra["vs_name"]``) is the paired bootstrap's over the held-out
-    images (``extra["vs_name_interval"]``: the AP difference and its interval). With
-    ``predictions_path`` the held-out detections of the name, the alias and the best oracle phrase
-    are saved there for the figures (``alias_opt.eval.figures.save_predictions``)."""
-    tok = backend.tokenizer
-    if d.token_ids is None:
-        raise ValueError(f"category {ts.category_id}: the search found no candidate")
-    token_ids = list(d.token_ids)
-    name_ids = tok.encode(ts.name, special=False) if ts.name else None
-    prompts: list[list[int]] = [token_ids]
-    if name_ids:
-        prompts.append(name_ids)
-    oracle = _oracle_phrases(ts.oracle_name)
-    prompts += [tok.encode(o, special=False) for o in oracle]
-    test = ts.test
-    preds = (
-        predict(backend, feats if feats is not None else encode(backend, test), test, prompts, thresholds)
-        if test
-        else [None] * len(prompts)
-    )
-    scored = [score_with_matches(p, test, thresholds) if test else (None, None) for p in preds]
-    metrics = [m for m, _ in scored]
-    alias_m = metrics[0]
-    name_m = metrics[1] if name_ids else None
-    oracle_m = metrics[2 if name_ids else 1 :]
-    counter = d.usage.as_dict()
-    extra = {
-        "train_loss": d.loss,
-        "shortlist": d.shortlist[:32],
-        "phases": [r.to_dict() for r in d.phases],
-        "reranked": [r.to_dict(tok.decode(r.token_ids)) for r in d.reranked],
-        **counter,
-        "wall_time": round(d.wall_time, 3),
-        "ms_per_pair": round(1000 * d.wall_time / max(1, counter["cost"]), 3),
-        "history": f"history/{ts.category_id}.jsonl",
-    }
-    if oracle:
-        best = int(np.nanargmax([m.ap if m is not None and not math.isnan(m.ap) else -1 for m in oracle_m]))
-        extra["oracle_text"] = oracle[best]
-        extra["oracle_test_metrics"] = oracle_m[best].to_dict() if oracle_m[best] is not None else None
-    if alias_m is not None and name_m is not None:
-        verdict, diff = verdict_vs(scored[0][1], scored[1][1], seed=ts.category_id)
-        extra["vs_name"] = verdict
-        extra["vs_name_interval"] = diff.to_dict() if diff is not None else None
-    if predictions_path is not None and test:
-        from alias_opt.eval.figures import image_aps, save_predictions
-        from alias_opt.eval.text import quote
-
-        panels = []
-        if name_ids:
-            panels.append((f"name {quote(ts.name, 40)}", preds[1]))
-        panels.append((f"alias {quote(tok.decode(token_ids), 40)}", preds[0]))
-        if oracle:
-            panels.append((f"oracle {quote(oracle[best], 40)} (report only)", preds[(2 if name_ids else 1) + best]))
-        save_predictions(
-            predictions_path,
-            ts.category_id,
-            [im.image.image_id for im in test],
-            [(label, p, image_aps(p, test)) for label, p in panels],
-            thresholds.score,
-        )
-    return AliasRecord(
-        category_id=ts.category_id,
-        category_name=ts.name,
-        token_ids=token_ids,
-        text=tok.decode(token_ids),
-        roundtrips=tok.roundtrips(token_ids),
-        strategy="name" if d.chose_name else d.strategy,
-        train_metrics=d.train_metrics,
-        test_metrics=alias_m,
-        baseline_text=ts.name,
-        baseline_train_metrics=d.name_train_metrics,
-        baseline_test_metrics=name_m,
-        extra=extra,
-    )
-
-
 def run(
     dataset: str | Path,
     output: str | Path,
@@ -348,7 +284,8 @@ def run(
     if resume and not overwrite:  # refuse before anything is written
         check_resume(out, prov)
     with local_first(ctx):  # one rank per node fills the index cache, the others read it
-        vocab = build_indexes(backend, cfg)
+        # strategies without a shortlist never read an index: at full size on a CPU a table costs hours
+        vocab = build_indexes(backend, cfg) if get_strategy(cfg.strategy).needs_vocab else {}
     records: dict[int, AliasRecord] = {}
     bar = tqdm(ctx.shard(sets), desc="categories", unit="cat", disable=not progress or not ctx.is_main)
     prog = RunProgress(bar, bar.total or len(sets), cfg.budget)
@@ -371,6 +308,8 @@ def run(
             with prog.timed("encoding"):
                 feats = encode(backend, train_images(ts, cfg, cfg.seed))
             d = discover(backend, ts, cfg, vocab, on_step=prog.tee(writer), feats=feats)
+            with prog.timed("alias sets"):
+                aset = discover_alias_set(backend, ts, cfg, d, vocab, on_step=prog.tee(writer), feats=feats)
             del feats
         finally:
             writer.close()
@@ -379,7 +318,12 @@ def run(
         prog.timings["re-rank"] += max(0.0, d.wall_time - in_phases)
         with prog.timed("held-out scoring"):
             rec = category_record(
-                backend, ts, d, thresholds, predictions_path=out / "predictions" / f"{ts.category_id}.json"
+                backend,
+                ts,
+                d,
+                thresholds,
+                predictions_path=out / "predictions" / f"{ts.category_id}.json",
+                alias_set=aset,
             )
         if d.soft is not None and d.soft.soft is not None:
             from safetensors.torch import save_file
@@ -393,8 +337,7 @@ def run(
         write_aliases(ckpt, AliasFile(provenance=prov, aliases=[rec]))
         pause_point("category-checkpoint")  # kill -9 tests stop the run here
         records[ts.category_id] = rec
-        prog.finish(f"done: {quote(rec.text, 40)} {rec.extra.get('vs_name', '')}".strip())
-    prog.close()
+        prog.finish(f"done: {quote(rec.set_text, 40)} {rec.extra.get('vs_name', '')}".strip())
     prog.close()
     bar.close()
     records = {cid: rec for part in ctx.gather(records) for cid, rec in part.items()}  # every rank's

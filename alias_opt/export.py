@@ -1,20 +1,28 @@
-"""aliases.json: the discovered aliases with their metrics and provenance (schema version 1).
+"""aliases.json: the discovered aliases with their metrics and provenance (schema version 2).
 
 The schema is ``alias_opt/schemas/aliases.schema.json`` (JSON Schema; README "The alias file" has an
 example); every file names it in ``$schema``. Layout (DESIGN §6)::
 
     {
       "$schema": "alias_opt/schemas/aliases.schema.json",
-      "schema_version": 1,
+      "schema_version": 2,
       "provenance": {"model_fingerprint", "model_source", "dataset_path", "dataset_hash",
                      "split_seed", "train_fraction", "max_negatives", "config", "seed",
                      "tool_version", "created"},
       "aliases": [
         {"category_id", "category_name", "token_ids", "text", "roundtrips", "strategy",
          "train_metrics", "test_metrics", "baseline_text", "baseline_train_metrics",
-         "baseline_test_metrics", "extra"}, ...
+         "baseline_test_metrics", "extra",
+         "alias_set": [{"token_ids", "text", "roundtrips", "train_metrics", "test_metrics"}, ...]}, ...
       ]
     }
+
+A record answers its category with an *alias set* of 1..k aliases whose detections are merged
+(``alias_opt.eval.alias_sets``): ``alias_set`` lists them, each with its own metrics scored alone; the
+record's ``train_metrics`` / ``test_metrics`` are the set's (merged detections). ``token_ids``, ``text``
+and ``roundtrips`` repeat the set's first alias (the best single alias on train), so a reader that
+takes one prompt still gets one. Version 1 files (no ``alias_set``) load as one-alias sets; other
+versions are refused with one line naming the versions this tool reads.
 
 Token ids are the ground truth (no SOT/EOT, 1..30 ids); ``text`` is their decoding, usable as a plain
 prompt only where ``roundtrips`` is true. Metrics are ``PromptMetrics.to_dict()`` objects (NaN as
@@ -38,7 +46,8 @@ from typing import Any
 
 from alias_opt.eval.metrics import PromptMetrics
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # v1: one alias per record, read as a one-alias set
 SCHEMA_ID = "alias_opt/schemas/aliases.schema.json"  # the JSON Schema, in this package
 SCHEMA_FILE = Path(__file__).resolve().parent / "schemas" / "aliases.schema.json"
 MAX_ALIAS_TOKENS = 30
@@ -94,8 +103,21 @@ class Provenance:
 
 
 @dataclass
+class AliasMember:
+    """One alias of a record's alias set, with its metrics scored alone (not merged)."""
+
+    token_ids: list[int]
+    text: str
+    roundtrips: bool
+    train_metrics: PromptMetrics | None = None
+    test_metrics: PromptMetrics | None = None
+
+
+@dataclass
 class AliasRecord:
-    """One category's alias and how it scored."""
+    """One category's answer and how it scored: the alias set (``members()``: 1..k aliases, detections
+    merged) whose first alias is ``token_ids`` / ``text`` / ``roundtrips``; ``train_metrics`` and
+    ``test_metrics`` are the set's. ``alias_set`` empty means the one alias in ``token_ids``."""
 
     category_id: int
     category_name: str | None
@@ -109,6 +131,28 @@ class AliasRecord:
     baseline_train_metrics: PromptMetrics | None = None
     baseline_test_metrics: PromptMetrics | None = None
     extra: dict = field(default_factory=dict)
+    alias_set: list[AliasMember] = field(default_factory=list)
+
+    def members(self) -> list[AliasMember]:
+        """The aliases whose detections are merged (one: the record's own alias, with its metrics)."""
+        if self.alias_set:
+            return list(self.alias_set)
+        return [AliasMember(list(self.token_ids), self.text, self.roundtrips, self.train_metrics, self.test_metrics)]
+
+    @property
+    def is_set(self) -> bool:
+        """More than one alias."""
+        return len(self.members()) > 1
+
+    @property
+    def set_text(self) -> str:
+        """The aliases' texts joined by `` | `` (the text alone for one alias)."""
+        return " | ".join(m.text for m in self.members())
+
+    @property
+    def parts(self) -> list[list[int]]:
+        """Each alias's token ids."""
+        return [list(m.token_ids) for m in self.members()]
 
 
 @dataclass
@@ -138,8 +182,13 @@ def _json_safe(value: Any) -> Any:
 
 
 def to_dict(alias_file: AliasFile) -> dict:
-    """JSON-ready dict of an AliasFile (with ``$schema``)."""
-    return _json_safe({"$schema": SCHEMA_ID, **asdict(alias_file)})
+    """JSON-ready dict of an AliasFile (with ``$schema``), in the current schema version (every record
+    with its ``alias_set``)."""
+    data = asdict(alias_file)
+    data["schema_version"] = SCHEMA_VERSION
+    for rec, row in zip(alias_file.aliases, data["aliases"]):
+        row["alias_set"] = [asdict(m) for m in rec.members()]
+    return _json_safe({"$schema": SCHEMA_ID, **data})
 
 
 def _umask() -> int:
@@ -200,13 +249,14 @@ def _validate(data: Any, where: str, vocab_size: int = VOCAB_SIZE) -> AliasFile:
     version = data.get("schema_version")
     if version is None:
         raise AliasFileError(f"{where}: no 'schema_version'; this is not a sam3-alias aliases file")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise AliasFileError(f"{where}: schema_version {version!r} is not a version this tool knows (1)")
-    if version > SCHEMA_VERSION:
-        raise AliasFileError(
-            f"{where}: schema_version {version} was written by a newer sam3-alias; this version "
-            f"({tool_version()}) reads schema {SCHEMA_VERSION}: upgrade sam3-alias"
-        )
+    known_versions = ", ".join(map(str, READABLE_VERSIONS))
+    if isinstance(version, bool) or not isinstance(version, int) or version not in READABLE_VERSIONS:
+        if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+            raise AliasFileError(
+                f"{where}: schema_version {version} was written by a newer sam3-alias; this version "
+                f"({tool_version()}) reads schema versions {known_versions}: upgrade sam3-alias"
+            )
+        raise AliasFileError(f"{where}: schema_version {version!r} is not a version this tool knows ({known_versions})")
     for key in ("provenance", "aliases"):
         if key not in data:
             raise AliasFileError(f"{where}: missing key '{key}'")
@@ -224,17 +274,63 @@ def _validate(data: Any, where: str, vocab_size: int = VOCAB_SIZE) -> AliasFile:
         raise AliasFileError(f"{where}: 'aliases' must be a list")
     records, seen = [], set()
     for n, rec in enumerate(data["aliases"]):
-        record = _record(rec, f"{where}: aliases[{n}]", vocab_size)
+        record = _record(rec, f"{where}: aliases[{n}]", vocab_size, version)
         if record.category_id in seen:
             raise AliasFileError(
                 f"{where}: aliases[{n}]: a second alias for category {record.category_id}; keep one per category"
             )
         seen.add(record.category_id)
         records.append(record)
-    return AliasFile(version, provenance, records)
+    return AliasFile(SCHEMA_VERSION, provenance, records)  # held in the current version (v1: one-alias sets)
 
 
-def _record(rec: Any, where: str, vocab_size: int) -> AliasRecord:
+def _token_ids(ids: Any, where: str, vocab_size: int) -> list[int]:
+    if not isinstance(ids, list) or not 1 <= len(ids) <= MAX_ALIAS_TOKENS:
+        raise AliasFileError(f"{where}: token_ids must be a list of 1..{MAX_ALIAS_TOKENS} ids")
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < vocab_size:
+            raise AliasFileError(f"{where}: token id {i!r} is not in the vocabulary (0..{vocab_size - 1})")
+    return list(ids)
+
+
+def _metrics(value: Any, key: str, where: str) -> PromptMetrics | None:
+    if value is None:
+        return None
+    try:
+        return PromptMetrics.from_dict(value)
+    except KeyError as exc:
+        raise AliasFileError(f"{where}: {key} lacks '{exc.args[0]}'") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise AliasFileError(f"{where}: {key} is not a metrics object: {exc}") from None
+
+
+def _members(rec: dict, where: str, vocab_size: int, ids: list[int]) -> list[AliasMember]:
+    """A v2 record's ``alias_set``: one or more members, the first one the record's own ``token_ids``."""
+    items = rec.get("alias_set")
+    if not isinstance(items, list) or not items:
+        raise AliasFileError(f"{where}: alias_set must be a non-empty list of aliases (schema 2)")
+    members = []
+    for n, m in enumerate(items):
+        at = f"{where}: alias_set[{n}]"
+        if not isinstance(m, dict) or not {"token_ids", "text", "roundtrips"} <= set(m):
+            raise AliasFileError(f"{at}: expected an object with token_ids, text and roundtrips")
+        if not isinstance(m["text"], str) or not isinstance(m["roundtrips"], bool):
+            raise AliasFileError(f"{at}: text must be a string and roundtrips true or false")
+        members.append(
+            AliasMember(
+                _token_ids(m["token_ids"], at, vocab_size),
+                m["text"],
+                m["roundtrips"],
+                _metrics(m.get("train_metrics"), "train_metrics", at),
+                _metrics(m.get("test_metrics"), "test_metrics", at),
+            )
+        )
+    if members[0].token_ids != ids:
+        raise AliasFileError(f"{where}: alias_set[0] must be the record's own token_ids {ids}")
+    return members
+
+
+def _record(rec: Any, where: str, vocab_size: int, version: int = SCHEMA_VERSION) -> AliasRecord:
     if not isinstance(rec, dict):
         raise AliasFileError(f"{where}: expected an object")
     for key in ("category_id", "token_ids", "text", "roundtrips", "strategy"):
@@ -244,12 +340,7 @@ def _record(rec: Any, where: str, vocab_size: int) -> AliasRecord:
     if isinstance(cid, bool) or not isinstance(cid, int):
         raise AliasFileError(f"{where}: category_id must be an integer, got {cid!r}")
     where = f"{where} (category {cid})"
-    ids = rec["token_ids"]
-    if not isinstance(ids, list) or not 1 <= len(ids) <= MAX_ALIAS_TOKENS:
-        raise AliasFileError(f"{where}: token_ids must be a list of 1..{MAX_ALIAS_TOKENS} ids")
-    for i in ids:
-        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < vocab_size:
-            raise AliasFileError(f"{where}: token id {i!r} is not in the vocabulary (0..{vocab_size - 1})")
+    ids = _token_ids(rec["token_ids"], where, vocab_size)
     name = rec.get("category_name")
     if name is not None and not isinstance(name, str):
         raise AliasFileError(f"{where}: category_name must be a string or null")
@@ -263,22 +354,11 @@ def _record(rec: Any, where: str, vocab_size: int) -> AliasRecord:
     extra = rec.get("extra") or {}
     if not isinstance(extra, dict):
         raise AliasFileError(f"{where}: extra must be an object")
-    metrics = {}
-    for key in METRIC_KEYS:
-        value = rec.get(key)
-        if value is None:
-            metrics[key] = None
-            continue
-        try:
-            metrics[key] = PromptMetrics.from_dict(value)
-        except KeyError as exc:
-            raise AliasFileError(f"{where}: {key} lacks '{exc.args[0]}'") from None
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise AliasFileError(f"{where}: {key} is not a metrics object: {exc}") from None
-    return AliasRecord(
+    metrics = {key: _metrics(rec.get(key), key, where) for key in METRIC_KEYS}
+    record = AliasRecord(
         cid,
         name,
-        list(ids),
+        ids,
         rec["text"],
         rec["roundtrips"],
         rec["strategy"],
@@ -286,6 +366,9 @@ def _record(rec: Any, where: str, vocab_size: int) -> AliasRecord:
         baseline_text=baseline,
         **metrics,
     )
+    if version >= 2:
+        record.alias_set = _members(rec, where, vocab_size, ids)
+    return record
 
 
 def dataset_hash(path: str | Path) -> str:

@@ -46,3 +46,126 @@ def test_merge_split_and_errors():
         merge_predictions([])
     with pytest.raises(ValueError):
         merge_predictions([full, ImagePredictions(np.zeros((1, 8, 8), bool), [0.1])])
+
+
+# ---------------------------------------------------------------- the set builder's steps (alias_opt.search.alias_set)
+from types import SimpleNamespace  # noqa: E402
+
+from alias_opt.config import load_config  # noqa: E402
+from alias_opt.search import alias_set as aset  # noqa: E402
+from alias_opt.search.meter import Usage  # noqa: E402
+
+EMPTY = np.zeros((0, H, W), bool)
+A1, A2, B2, B3 = box(1, 1, 9, 9), box(2, 20, 10, 30), box(18, 4, 30, 14), box(20, 20, 31, 31)
+JUNK = box(12, 12, 16, 16)
+MAX_AP_HALF = 51 / 101  # COCO's 101-point AP when half the targets are found first, at precision 1
+
+
+def target(image_id, *masks):
+    stack = np.stack(masks) if masks else EMPTY
+    return TargetImage(ImageEntry(image_id, Path(f"{image_id}.png"), H, W), stack, None, list(range(len(masks))))
+
+
+def pred(*pairs):
+    return ImagePredictions(np.stack([m for m, _ in pairs]) if pairs else EMPTY, [s for _, s in pairs])
+
+
+# a union category: concept a (A1, A2) and concept b (B2, B3); image 4 is a negative
+IMAGES = [target(1, A1), target(2, A2, B2), target(3, B3), target(4)]
+PREDS = {  # each alias alone on the four images
+    (1,): [pred((A1, 0.9)), pred((A2, 0.8)), pred(), pred()],  # finds concept a
+    (2,): [pred(), pred((B2, 0.85)), pred((B3, 0.7)), pred()],  # finds concept b
+    (3,): [pred((JUNK, 0.95)), pred(), pred(), pred((JUNK, 0.95))],  # fires on nothing right
+}
+
+
+def test_covered_targets_and_residual_image():
+    im = IMAGES[1]
+    partial_b = box(18, 4, 30, 7)  # IoU with B2 = 0.25: not a match
+    p = pred((A2, 0.9), (partial_b, 0.8), (B2, 0.2))  # B2 itself only below the score threshold 0.3
+    assert aset.covered_targets(p, im).tolist() == [True, False]
+    res = aset.residual_image(im, np.array([True, False]))
+    assert res.n_targets == 1 and (res.masks[0] == B2).all() and res.ann_ids == [1]
+    assert (res.ignore == A2).all()  # the covered target is an ignore region now
+    assert aset.residual_image(im, np.array([True, True])) is None  # nothing left to find there
+    assert aset.residual_image(im, np.array([False, False])) is im
+    assert aset.residual_image(IMAGES[3], np.zeros(0, bool)) is IMAGES[3]  # negatives stay
+
+
+def test_residual_plan_and_its_reasons():
+    plan = aset.residual_plan(IMAGES, PREDS[(1,)], min_uncovered=0.2)
+    assert (plan.n_targets, plan.uncovered, plan.reason) == (4, 2, "")
+    assert plan.index == [1, 2, 3]  # image 1 (all covered) is left out, the negative kept
+    assert [im.n_targets for im in plan.images] == [1, 1, 0]
+    assert "finds no target" in aset.residual_plan(IMAGES, PREDS[(3,)], 0.2).reason
+    assert "2 of 4 train targets missed" in aset.residual_plan(IMAGES, PREDS[(1,)], 0.6).reason
+    assert aset.residual_plan([IMAGES[3]], [pred()], 0.2).reason == "no train targets"
+
+
+def test_rank_additions_scores_the_union():
+    single = aset.merged_metrics([PREDS[(1,)]], IMAGES)
+    assert single.ap == pytest.approx(MAX_AP_HALF) and single.recall == 0.5
+    ranked = aset.rank_additions([PREDS[(1,)]], {(3,): PREDS[(3,)], (2,): PREDS[(2,)]}, IMAGES)
+    assert [s for s, _ in ranked] == [(2,), (3,)]
+    assert ranked[0][1].ap == pytest.approx(1.0) and ranked[0][1].recall == 1.0
+    # two junk detections rank first (0.95): precision 1/3 and 2/4 at the two hits, interpolated 1/2 to recall 0.5
+    assert ranked[1][1].ap == pytest.approx(MAX_AP_HALF / 2)
+
+
+def test_keep_set_margin():
+    assert aset.keep_set(0.5, 0.6, 0.02) and not aset.keep_set(0.5, 0.51, 0.02)
+    assert aset.keep_set(float("nan"), 0.1, 0.02) and not aset.keep_set(0.5, float("nan"), 0.02)
+
+
+class _Feats:
+    def select(self, index):
+        return ("selected", tuple(index))
+
+
+def _fake_world(monkeypatch, calls):
+    def predict(backend, feats, images, prompts, thresholds=None):
+        return [PREDS[tuple(p)] for p in prompts]
+
+    def search(backend, images, feats, name, cfg, seed, indexes=None, on_step=None):
+        calls.append((images, feats, seed))
+        rows = [SimpleNamespace(token_ids=(3,))]
+        return SimpleNamespace(reranked=rows, candidates=[(3,), (2,)], usage=Usage(forward=10, backward=1))
+
+    monkeypatch.setattr(aset, "predict", predict)
+    monkeypatch.setattr(aset, "search", search)
+
+
+def test_build_alias_set_greedy_on_hand_made_masks(monkeypatch):
+    calls = []
+    _fake_world(monkeypatch, calls)
+    first = SimpleNamespace(token_ids=(1,), candidates=[(1,), (3,)])
+    cfg = load_config(overrides={"max_aliases": 3})
+    res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", cfg, seed=5, first=first)
+    assert len(calls) == 1  # round 2 found every target covered: no second search
+    images, feats, seed = calls[0]
+    assert feats == ("selected", (1, 2, 3)) and seed == aset.round_seed(5, 1)
+    assert [im.n_targets for im in images] == [1, 1, 0] and (images[0].ignore == A2).all()
+    assert res.kept and res.members == [(1,), (2,)] and res.built == [(1,), (2,)]
+    assert res.single_ap == pytest.approx(MAX_AP_HALF) and res.metrics.ap == pytest.approx(1.0)
+    assert [m.ap for m in res.member_metrics] == pytest.approx([MAX_AP_HALF, MAX_AP_HALF])
+    assert [(r.uncovered, r.searched, r.tried, r.pick) for r in res.rounds] == [(2, True, 2, (2,)), (0, False, 0, None)]
+    assert "0 of 4 train targets missed" in res.rounds[-1].stop
+    assert res.usage.forward == 4 + 10 + 2 * 4  # the first alias on 4 images, the residual search, 2 candidates
+    info = res.to_dict(lambda s: f"t{s[0]}")
+    assert info["kept"] and info["built"][1] == {"token_ids": [2], "text": "t2"} and info["set_backward_passes"] == 1
+
+
+def test_build_alias_set_keeps_one_alias_below_the_margin(monkeypatch):
+    _fake_world(monkeypatch, [])
+    first = SimpleNamespace(token_ids=(1,), candidates=[(1,)])
+    cfg = load_config(overrides={"max_aliases": 2, "set_margin": 0.6})  # 1.0 does not beat 0.505 + 0.6
+    res = aset.build_alias_set(None, IMAGES, _Feats(), None, cfg, seed=0, first=first)
+    assert not res.kept and res.members == [(1,)] and res.built == [(1,), (2,)]
+    assert res.metrics.ap == pytest.approx(MAX_AP_HALF) and res.built_ap == pytest.approx(1.0)
+    assert len(res.rounds) == 1  # max_aliases 2: one round
+
+
+def test_max_aliases_validated():
+    with pytest.raises(ValueError, match="max_aliases"):
+        load_config(overrides={"max_aliases": 0})
+    assert load_config().max_aliases == 3

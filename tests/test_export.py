@@ -1,4 +1,4 @@
-"""alias_opt.export: aliases.json schema v1, atomic writes, validated reads."""
+"""alias_opt.export: aliases.json schema v2, atomic writes, validated reads."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def test_round_trip(tmp_path):
     original = sample()
     write_aliases(path, original)
     data = json.loads(path.read_text())  # plain JSON: NaN written as null
-    assert data["schema_version"] == 1 and data["aliases"][0]["test_metrics"]["fp_rate"] is None
+    assert data["schema_version"] == 2 and data["aliases"][0]["test_metrics"]["fp_rate"] is None
     back = read_aliases(path)
     assert to_dict(back) == to_dict(original)
     assert math.isnan(back.aliases[0].test_metrics.fp_rate)
@@ -108,7 +108,7 @@ def _written(tmp_path, mutate) -> str:
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda d: d.update(schema_version=2), "schema_version 2 was written by a newer sam3-alias"),
+        (lambda d: d.update(schema_version=3), "schema_version 3 was written by a newer sam3-alias"),
         (lambda d: d.update(schema_version="1"), "schema_version '1' is not a version"),
         (lambda d: d.pop("schema_version"), "no 'schema_version'"),
         (lambda d: d.pop("aliases"), "missing key 'aliases'"),

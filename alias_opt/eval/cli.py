@@ -2,13 +2,15 @@
 (``python evaluate.py``; installed: ``sam3-alias-evaluate``).
 
     python evaluate.py --dataset DATA                         # natural-name baseline per category
-    python evaluate.py --dataset DATA --aliases aliases.json  # aliases vs names on the held-out split
+    python evaluate.py --dataset DATA --aliases aliases.json  # aliases (or alias sets) vs names, held out
     python evaluate.py --dataset DATA --prompt "red circle"   # any text, on every category
     python evaluate.py --dataset DATA --check                 # validate the dataset only
     python evaluate.py --dataset DATA --aliases A.json --oracle --figures figs   # + oracle_name, pictures
 
-A prompt's verdict against the name is win / loss when the paired bootstrap interval of the AP
-difference over the split's images (--level, default 95%) lies above / below zero, else tie.
+An alias set (a record of aliases.json with several aliases) is scored as one prompt whose detections
+are the merge of its aliases' (``alias_opt.eval.alias_sets``). A prompt's verdict against the name is
+win / loss when the paired bootstrap interval of the AP difference over the split's images (--level,
+default 95%) lies above / below zero, else tie.
 
 Exit codes: 0 done; 1 nothing usable (no target set, or --check found none); 2 bad arguments,
 dataset path, alias file or model source.
@@ -200,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         specs = [PromptSpec("name", ts.name, tok.encode(ts.name, special=False))] if ts.name is not None else []
         if ts.category_id in by_cat:
             rec = by_cat[ts.category_id]
-            specs.append(PromptSpec("alias", rec.text, list(rec.token_ids)))
+            parts = rec.parts  # an alias set: its aliases' detections are merged
+            specs.append(PromptSpec("alias", rec.set_text, parts[0], parts if len(parts) > 1 else None))
         if args.oracle and ts.oracle_name:
             phrases = [ts.oracle_name] if isinstance(ts.oracle_name, str) else [str(o) for o in ts.oracle_name]
             parts = [tok.encode(o, special=False) for o in phrases]

@@ -207,7 +207,8 @@ class EvaluationReport:
             "columns:",
             "  category  the category id and name (quoted; non-printable and wide characters escaped)",
             f"  images    {self.split}-split images scored: with targets + without (negatives)",
-            "  prompt    name = the category name (the baseline); alias = from --aliases; prompt = --prompt text;",
+            "  prompt    name = the category name (the baseline); alias = from --aliases (a | b: an alias set, "
+            "detections merged); prompt = --prompt text;",
             "            oracle = the dataset's oracle_name (report only; a list is an alias set, detections merged)",
             "  AP        COCO mask AP@[.5:.95] (pycocotools COCOeval, segm), 0..1, every detection ranked by score",
             "  AP50      COCO mask AP at IoU 0.5, 0..1",

@@ -51,12 +51,15 @@ def summarize(f: AliasFile, margin: float = 0.01, ratio: float = 0.9) -> dict:
     for r in f.aliases:
         a, n, o = _ap(r.test_metrics), _ap(r.baseline_test_metrics), _ap(r.extra.get("oracle_test_metrics"))
         verdict, interval = _verdict(r.extra, a, n, margin)
+        members = r.members()
         rows.append(
             {
                 "category_id": r.category_id,
                 "name": r.category_name,
-                "alias": r.text,
+                "alias": r.set_text,
                 "token_ids": r.token_ids,
+                "n_aliases": len(members),
+                "single_ap": _ap(members[0].test_metrics),  # the set's first alias alone (= alias_ap for one)
                 "alias_ap": a,
                 "name_ap": n,
                 "oracle_ap": o,
@@ -78,6 +81,7 @@ def summarize(f: AliasFile, margin: float = 0.01, ratio: float = 0.9) -> dict:
 
     n = len(rows)
     with_o = [x for x in rows if not math.isnan(x["oracle_ratio"])]
+    sets = [x for x in rows if x["n_aliases"] > 1]
     levels = {x["vs_name_interval"]["level"] for x in rows if x["vs_name_interval"]}
     resamples = {x["vs_name_interval"]["resamples"] for x in rows if x["vs_name_interval"]}
     return {
@@ -95,6 +99,8 @@ def summarize(f: AliasFile, margin: float = 0.01, ratio: float = 0.9) -> dict:
                 1 for x in rows if x["vs_name"] != "n/a" and x["vs_name_interval"] is None
             ),  # records from before the bootstrap
         },
+        "alias_sets": len(sets),  # records answered by more than one alias
+        "set_beats_single": sum(x["alias_ap"] > x["single_ap"] for x in sets),  # held out, vs its first alias
         "mean_alias_ap": mean("alias_ap"),
         "mean_name_ap": mean("name_ap"),
         "mean_oracle_ap": mean("oracle_ap"),
@@ -113,6 +119,7 @@ HEAD = (
     "id",
     "name",
     "alias",
+    "AP single",
     "images",
     "AP alias",
     "AP name",
@@ -134,6 +141,7 @@ def _rows(s: dict) -> list[tuple[str, ...]]:
                 str(x["category_id"]),
                 quote(x["name"], 26) if x["name"] is not None else "(none)",
                 quote(x["alias"], 32),
+                _f(x["single_ap"]) if x.get("n_aliases", 1) > 1 else "",
                 imgs,
                 _f(x["alias_ap"]),
                 _f(x["name_ap"]),
@@ -153,7 +161,9 @@ def legend(s: dict) -> list[str]:
     lines = [
         "columns:",
         "  id, name      the category id and its dataset name (quoted; non-printable and wide characters escaped)",
-        "  alias         the discovered alias, decoded from its token ids (aliases.json holds the ids), quoted",
+        "  alias         the discovered alias, decoded from its token ids (aliases.json holds the ids), quoted;",
+        "                a | b: an alias set, detections merged (kept only where it beat its first alias on train)",
+        "  AP single     for an alias set: the held-out AP of its first alias alone (the best single alias on train)",
         "  images        held-out (test split) images scored: with targets + without (negatives)",
         "  AP alias      COCO mask AP@[.5:.95] (pycocotools COCOeval, segm), 0..1, of the alias on the held-out images",
         "  AP name       the same for the category name as the prompt (the baseline)",
@@ -187,6 +197,10 @@ def format_summary(s: dict) -> str:
     if s["with_oracle"]:
         key = next(k for k in s if k.startswith("oracle_ratio_ge_"))
         parts.append(f"alias >= {key.rsplit('_', 1)[1]} x oracle AP in {s[key]}/{s['with_oracle']}")
+    if s.get("alias_sets"):
+        parts.append(
+            f"alias sets in {s['alias_sets']}/{n}, beating their single alias held out in {s['set_beats_single']}"
+        )
     parts.append(f"search time {s['wall_time']:.0f} s")
     return " | ".join(parts)
 

@@ -1,0 +1,136 @@
+"""One finished category's export record: its alias set, the name and the oracle scored on the held-out split.
+
+    rec = category_record(backend, ts, outcome, thresholds, alias_set=built)
+
+The record's alias set is ``alias_set.members`` (``alias_opt.search.alias_set``) or, without one, the
+search's winner alone; the set's detections are merged (``alias_opt.eval.alias_sets``) and scored as one
+prompt, and each member is also scored alone (``AliasMember.test_metrics``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from alias_opt.data.loader import TargetSet
+from alias_opt.eval.alias_sets import merge_split
+from alias_opt.eval.bootstrap import verdict_vs
+from alias_opt.eval.metrics import Thresholds, predict, score_with_matches
+from alias_opt.export import AliasMember, AliasRecord
+from alias_opt.search.alias_set import AliasSetResult
+from alias_opt.search.pipeline import SearchOutcome
+from sam3 import ImageFeatures, Sam3Backend
+
+
+def oracle_phrases(oracle) -> list[str]:
+    """A dataset's ``oracle_name`` as a list of phrases (none, one, or a union's)."""
+    if oracle is None:
+        return []
+    return [oracle] if isinstance(oracle, str) else [str(o) for o in oracle]
+
+
+def category_record(
+    backend: Sam3Backend,
+    ts: TargetSet,
+    d: SearchOutcome,
+    thresholds: Thresholds,
+    feats: ImageFeatures | None = None,
+    predictions_path: Path | None = None,
+    alias_set: AliasSetResult | None = None,
+) -> AliasRecord:
+    """Score the alias set, the name and the oracle phrases on the held-out split; the export record.
+
+    The verdict against the name (``extra["vs_name"]``) is the paired bootstrap's over the held-out
+    images (``extra["vs_name_interval"]``: the AP difference and its interval), for the set's merged
+    detections. With ``predictions_path`` the held-out detections of the name, the alias set and the
+    best oracle phrase are saved there for the figures (``alias_opt.eval.figures.save_predictions``)."""
+    tok = backend.tokenizer
+    if d.token_ids is None:
+        raise ValueError(f"category {ts.category_id}: the search found no candidate")
+    members = [list(s) for s in alias_set.members] if alias_set is not None else [list(d.token_ids)]
+    name_ids = tok.encode(ts.name, special=False) if ts.name else None
+    oracle = oracle_phrases(ts.oracle_name)
+    # prompt order: the first alias, the name, the oracle phrases, the other aliases of the set
+    prompts: list[list[int]] = [members[0]] + ([name_ids] if name_ids else [])
+    prompts += [tok.encode(o, special=False) for o in oracle] + members[1:]
+    first_oracle = 2 if name_ids else 1
+    rest = first_oracle + len(oracle)
+    test = ts.test
+    preds = (
+        predict(backend, feats if feats is not None else _encode(backend, test), test, prompts, thresholds)
+        if test
+        else [None] * len(prompts)
+    )
+    member_preds = [preds[0]] + preds[rest:]
+    set_preds = member_preds[0] if len(members) == 1 or not test else merge_split(member_preds, thresholds.iou)
+    scored = [score_with_matches(p, test, thresholds) if test else (None, None) for p in preds]
+    alias_m, alias_matches = score_with_matches(set_preds, test, thresholds) if test else (None, None)
+    member_test = [scored[0][0]] + [m for m, _ in scored[rest:]]
+    name_m = scored[1][0] if name_ids else None
+    oracle_m = [m for m, _ in scored[first_oracle:rest]]
+    counter = d.usage.as_dict()  # the single-alias search's work (the set's: extra["alias_set_search"])
+    extra = {
+        "train_loss": d.loss,
+        "shortlist": d.shortlist[:32],
+        "phases": [r.to_dict() for r in d.phases],
+        "reranked": [r.to_dict(tok.decode(r.token_ids)) for r in d.reranked],
+        **counter,
+        "wall_time": round(d.wall_time, 3),
+        "ms_per_pair": round(1000 * d.wall_time / max(1, counter["cost"]), 3),
+        "history": f"history/{ts.category_id}.jsonl",
+    }
+    if alias_set is not None:
+        extra["alias_set_search"] = alias_set.to_dict(lambda s: tok.decode(list(s)))
+    if oracle:
+        best = int(np.nanargmax([m.ap if m is not None and not math.isnan(m.ap) else -1 for m in oracle_m]))
+        extra["oracle_text"] = oracle[best]
+        extra["oracle_test_metrics"] = oracle_m[best].to_dict() if oracle_m[best] is not None else None
+    if alias_m is not None and name_m is not None:
+        verdict, diff = verdict_vs(alias_matches, scored[1][1], seed=ts.category_id)
+        extra["vs_name"] = verdict
+        extra["vs_name_interval"] = diff.to_dict() if diff is not None else None
+    texts = [tok.decode(m) for m in members]
+    if predictions_path is not None and test:
+        from alias_opt.eval.figures import image_aps, save_predictions
+        from alias_opt.eval.text import quote
+
+        panels = []
+        if name_ids:
+            panels.append((f"name {quote(ts.name, 40)}", preds[1]))
+        label = "alias" if len(members) == 1 else f"alias set of {len(members)}"
+        panels.append((f"{label} {quote(' | '.join(texts), 40)}", set_preds))
+        if oracle:
+            panels.append((f"oracle {quote(oracle[best], 40)} (report only)", preds[first_oracle + best]))
+        save_predictions(
+            predictions_path,
+            ts.category_id,
+            [im.image.image_id for im in test],
+            [(label, p, image_aps(p, test)) for label, p in panels],
+            thresholds.score,
+        )
+    train_members = alias_set.member_metrics if alias_set is not None else [d.train_metrics]
+    return AliasRecord(
+        category_id=ts.category_id,
+        category_name=ts.name,
+        token_ids=members[0],
+        text=texts[0],
+        roundtrips=tok.roundtrips(members[0]),
+        strategy="name" if d.chose_name else d.strategy,
+        train_metrics=alias_set.metrics if alias_set is not None else d.train_metrics,
+        test_metrics=alias_m,
+        baseline_text=ts.name,
+        baseline_train_metrics=d.name_train_metrics,
+        baseline_test_metrics=name_m,
+        extra=extra,
+        alias_set=[
+            AliasMember(m, t, tok.roundtrips(m), tr, te)
+            for m, t, tr, te in zip(members, texts, train_members, member_test, strict=True)
+        ],
+    )
+
+
+def _encode(backend: Sam3Backend, images) -> ImageFeatures:
+    """Image features of TargetImages, read in their JSON orientation."""
+    return backend.encode_images([im.image.load() for im in images])

@@ -1,0 +1,326 @@
+"""Alias sets: a category that is a union of concepts answered by up to ``max_aliases`` aliases.
+
+    result = build_alias_set(backend, images, feats, name, cfg, seed, first, indexes)
+
+Greedy, after the single-alias search (``alias_opt.search.pipeline.search``); the set starts as its
+winner. Each round (at most ``cfg.max_aliases - 1``):
+
+1. ``covered_targets``: which train targets the set's merged detections find (a detection scoring
+   above the threshold, matched one-to-one at IoU >= ``Thresholds.iou``).
+2. ``residual_plan``: go on only while at least one target is covered and at least
+   ``cfg.set_min_uncovered`` of them are not. With nothing covered the residual is the original problem
+   (the search would find the same alias); with little left the category is one concept.
+3. ``residual_images``: the train images with the missed targets as targets and the covered ones as
+   ignore regions (finding them again is neither rewarded nor punished); images whose targets are all
+   covered are left out, negatives kept.
+4. The same search (strategy, config, budget per search) on the residual images, with a seed of its
+   own; its re-ranked candidates and the first search's are each scored *merged* with the set on all
+   train images (``rank_additions``), and the best joins the set if it raises the set's train AP.
+
+The set is kept only where its merged train AP beats the single alias's by more than
+``cfg.set_margin`` (``keep_set``); otherwise the result is the single alias alone.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from alias_opt.config import SearchConfig
+from alias_opt.data.targets import TargetImage
+from alias_opt.eval.alias_sets import merge_split
+from alias_opt.eval.matching import hungarian_match, iou_matrix
+from alias_opt.eval.metrics import DEFAULT_THRESHOLDS, ImagePredictions, PromptMetrics, Thresholds, predict
+from alias_opt.eval.metrics import score_predictions as _score
+from alias_opt.search.meter import Usage
+from alias_opt.search.objective import Seq, Step
+from alias_opt.search.pipeline import SearchOutcome, search
+from sam3 import ImageFeatures, Sam3Backend
+
+Preds = list[ImagePredictions]  # one prompt's (or a merged set's) predictions, one per image
+
+
+# ------------------------------------------------------------------------------ pure steps
+def covered_targets(pred: ImagePredictions, target: TargetImage, thresholds: Thresholds = DEFAULT_THRESHOLDS):
+    """(K,) bool: which of the image's K targets a detection scoring above ``thresholds.score`` finds
+    (one-to-one matching at IoU >= ``thresholds.iou``, as the F1 metric counts them)."""
+    kept = [pred.rles[i] for i in pred.kept(thresholds.score)]
+    hit = np.zeros(target.n_targets, dtype=bool)
+    for _, t in hungarian_match(iou_matrix(kept, target.rles), thresholds.iou):
+        hit[t] = True
+    return hit
+
+
+def residual_image(target: TargetImage, covered: np.ndarray) -> TargetImage | None:
+    """The image with only its ``~covered`` targets as targets and the covered ones added to its ignore
+    region; None when it has targets and all are covered (nothing left to find there). A negative
+    image comes back unchanged."""
+    covered = np.asarray(covered, dtype=bool)
+    if not target.is_positive:
+        return target
+    if covered.all():
+        return None
+    if not covered.any():
+        return target
+    rles = target.rles
+    keep = [rles[k] for k in np.flatnonzero(~covered)]
+    ignore = [rles[k] for k in np.flatnonzero(covered)]
+    if target.ignore_rle is not None:
+        ignore.append(target.ignore_rle)
+    return TargetImage(
+        target.image,
+        rles=keep,
+        ignore_rle=ignore[0] if len(ignore) == 1 else mask_utils.merge(ignore),
+        ann_ids=[target.ann_ids[k] for k in np.flatnonzero(~covered)],
+    )
+
+
+@dataclass
+class ResidualPlan:
+    """The train targets a set misses, and the images a residual search would run on.
+
+    Attributes:
+        images: residual TargetImages (``residual_image``), in train order.
+        index: their positions in the train images (to select their features).
+        n_targets: train targets; uncovered: those the set misses.
+        reason: why no residual search runs ("" when one should).
+    """
+
+    images: list[TargetImage]
+    index: list[int]
+    n_targets: int
+    uncovered: int
+    reason: str = ""
+
+
+def residual_plan(
+    images: Sequence[TargetImage], preds: Preds, min_uncovered: float, thresholds: Thresholds = DEFAULT_THRESHOLDS
+) -> ResidualPlan:
+    """What the set with predictions ``preds`` (one per image) leaves to find (see the module doc)."""
+    out, index, n_targets, uncovered = [], [], 0, 0
+    for i, (im, pred) in enumerate(zip(images, preds, strict=True)):
+        hit = covered_targets(pred, im, thresholds)
+        n_targets += im.n_targets
+        uncovered += int((~hit).sum())
+        res = residual_image(im, hit)
+        if res is not None:
+            out.append(res)
+            index.append(i)
+    reason = ""
+    if n_targets == 0:
+        reason = "no train targets"
+    elif uncovered == n_targets:
+        reason = "the set finds no target: a residual search would repeat the search"
+    elif uncovered < min_uncovered * n_targets:
+        reason = f"{uncovered} of {n_targets} train targets missed (< {min_uncovered:g})"
+    return ResidualPlan(out, index, n_targets, uncovered, reason)
+
+
+def merged_metrics(parts: Sequence[Preds], images: Sequence[TargetImage], thresholds=DEFAULT_THRESHOLDS):
+    """Metrics of a set whose members predicted ``parts`` ((k) x (I) predictions) on ``images``."""
+    preds = list(parts[0]) if len(parts) == 1 else merge_split(parts, thresholds.iou)
+    return _score(preds, images, thresholds)
+
+
+def _ap(m: PromptMetrics | None) -> float:
+    return -1.0 if m is None or math.isnan(m.ap) else m.ap
+
+
+def rank_additions(
+    base: Sequence[Preds],
+    candidates: Mapping[Seq, Preds],
+    images: Sequence[TargetImage],
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+) -> list[tuple[Seq, PromptMetrics]]:
+    """Each candidate scored merged with the set's members' predictions ``base``; best train AP first
+    (ties: fewer tokens, then the candidates' order)."""
+    rows = [(seq, merged_metrics([*base, preds], images, thresholds)) for seq, preds in candidates.items()]
+    order = {seq: n for n, seq in enumerate(candidates)}
+    return sorted(rows, key=lambda r: (-_ap(r[1]), len(r[0]), order[r[0]]))
+
+
+def keep_set(single_ap: float, set_ap: float, margin: float) -> bool:
+    """A set is kept only where its train AP beats the single alias's by more than ``margin``."""
+    single = -1.0 if math.isnan(single_ap) else single_ap
+    return not math.isnan(set_ap) and set_ap > single + margin
+
+
+def round_seed(seed: int, n: int) -> int:
+    """The residual search seed of round ``n`` (1, 2, ...) of a category searched with ``seed``."""
+    return (int(seed) + 7919 * n) % (1 << 32)
+
+
+# ------------------------------------------------------------------------------ the builder
+@dataclass
+class SetRound:
+    """One round of the set builder.
+
+    Attributes:
+        n_targets, uncovered: train targets, and those the set missed before the round.
+        searched: a residual search ran (else ``stop`` says why not).
+        tried: sequences scored merged with the set.
+        pick: the alias added (None: none raised the set's train AP).
+        set_ap: the set's merged train AP after the round.
+        stop: why the builder stopped after this round ("" when it went on).
+    """
+
+    n_targets: int
+    uncovered: int
+    searched: bool = False
+    tried: int = 0
+    pick: Seq | None = None
+    set_ap: float = math.nan
+    stop: str = ""
+
+    def to_dict(self, decode: Callable[[Seq], str]) -> dict:
+        return {
+            "n_targets": self.n_targets,
+            "uncovered": self.uncovered,
+            "searched": self.searched,
+            "tried": self.tried,
+            "pick": None if self.pick is None else {"token_ids": list(self.pick), "text": decode(self.pick)},
+            "set_train_ap": self.set_ap,
+            "stop": self.stop,
+        }
+
+
+@dataclass
+class AliasSetResult:
+    """What the set builder chose.
+
+    Attributes:
+        members: the aliases (the first search's winner first); one when no set was kept.
+        member_metrics: each member's train metrics alone.
+        metrics: the result's train metrics (merged when ``kept``; else the single alias's).
+        single_ap: the single alias's train AP.
+        built: the best set built (kept or not), built_ap its merged train AP.
+        kept: the set beat the single alias by more than ``margin`` (``cfg.set_margin``).
+        rounds: each round.
+        searches: the residual searches' outcomes.
+        usage: their work plus the merged scoring's pair forwards; wall_time: seconds.
+    """
+
+    members: list[Seq]
+    member_metrics: list[PromptMetrics]
+    metrics: PromptMetrics
+    single_ap: float
+    built: list[Seq]
+    built_ap: float
+    kept: bool
+    margin: float = 0.0
+    rounds: list[SetRound] = field(default_factory=list)
+    searches: list[SearchOutcome] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    wall_time: float = 0.0
+
+    def to_dict(self, decode: Callable[[Seq], str]) -> dict:
+        """The record's ``extra["alias_set_search"]``."""
+        return {
+            "kept": self.kept,
+            "single_train_ap": self.single_ap,
+            "built": [{"token_ids": list(s), "text": decode(s)} for s in self.built],
+            "built_train_ap": self.built_ap,
+            "margin": self.margin,
+            "rounds": [r.to_dict(decode) for r in self.rounds],
+            **{f"set_{k}": v for k, v in self.usage.as_dict().items()},
+            "set_wall_time": round(self.wall_time, 3),
+        }
+
+
+def _add(u: Usage, v: Usage) -> Usage:
+    return Usage(u.forward + v.forward, u.backward + v.backward, u.candidates + v.candidates, u.memo_hits + v.memo_hits)
+
+
+def build_alias_set(
+    backend: Sam3Backend,
+    images: Sequence[TargetImage],
+    feats: ImageFeatures,
+    name: str | None,
+    cfg: SearchConfig,
+    seed: int,
+    first: SearchOutcome,
+    indexes: Mapping | None = None,
+    on_step: Callable[[Step], None] | None = None,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+) -> AliasSetResult:
+    """Grow an alias set from ``first``'s winner on the train ``images`` (see the module doc).
+
+    Args:
+        backend: the frozen SAM 3; images, feats: the train images the first search ran on.
+        name: the category's name (the residual searches re-rank it as they do).
+        cfg: the search settings (``max_aliases``, ``set_margin``, ``set_min_uncovered``).
+        seed: the first search's seed (round ``n`` searches with ``round_seed(seed, n)``).
+        first: the single-alias search's outcome (its ``token_ids`` must be set).
+        indexes, on_step: passed to each residual search.
+    """
+    if first.token_ids is None:
+        raise ValueError("the single-alias search found no candidate")
+    t0 = time.perf_counter()
+    single = tuple(first.token_ids)
+    usage = Usage(forward=len(images))
+    preds: dict[Seq, Preds] = {single: predict(backend, feats, images, [list(single)], thresholds)[0]}
+    chosen = [single]
+    metrics = {single: merged_metrics([preds[single]], images, thresholds)}
+    set_metrics = metrics[single]
+    rounds: list[SetRound] = []
+    searches: list[SearchOutcome] = []
+    for n in range(1, cfg.max_aliases):
+        current = [preds[s] for s in chosen]
+        merged = current[0] if len(current) == 1 else merge_split(current, thresholds.iou)
+        plan = residual_plan(images, merged, cfg.set_min_uncovered, thresholds)
+        rnd = SetRound(plan.n_targets, plan.uncovered, set_ap=set_metrics.ap)
+        rounds.append(rnd)
+        if plan.reason:
+            rnd.stop = plan.reason
+            break
+        out = search(
+            backend,
+            plan.images,
+            feats.select(plan.index),
+            name,
+            cfg,
+            round_seed(seed, n),
+            indexes=indexes,
+            on_step=on_step,
+        )
+        searches.append(out)
+        usage = _add(usage, out.usage)
+        rnd.searched = True
+        pool = [r.token_ids for r in out.reranked] + out.candidates[: cfg.rerank] + first.candidates[: cfg.rerank]
+        fresh = [tuple(s) for s in dict.fromkeys(tuple(s) for s in pool) if tuple(s) not in chosen]
+        new = [s for s in fresh if s not in preds]
+        for s, p in zip(new, predict(backend, feats, images, [list(s) for s in new], thresholds)):
+            preds[s] = p
+        usage = _add(usage, Usage(forward=len(new) * len(images)))
+        ranked = rank_additions(current, {s: preds[s] for s in fresh}, images, thresholds)
+        rnd.tried = len(ranked)
+        if not ranked or _ap(ranked[0][1]) <= _ap(set_metrics):
+            rnd.stop = "no candidate raises the set's train AP"
+            break
+        rnd.pick, set_metrics = ranked[0]
+        rnd.set_ap = set_metrics.ap
+        chosen.append(rnd.pick)
+    for s in chosen:
+        if s not in metrics:
+            metrics[s] = merged_metrics([preds[s]], images, thresholds)
+    kept = len(chosen) > 1 and keep_set(metrics[single].ap, set_metrics.ap, cfg.set_margin)
+    members = chosen if kept else [single]
+    return AliasSetResult(
+        members=members,
+        member_metrics=[metrics[s] for s in members],
+        metrics=set_metrics if kept else metrics[single],
+        single_ap=metrics[single].ap,
+        built=chosen,
+        built_ap=set_metrics.ap,
+        kept=kept,
+        margin=cfg.set_margin,
+        rounds=rounds,
+        searches=searches,
+        usage=usage,
+        wall_time=time.perf_counter() - t0,
+    )
