@@ -3,7 +3,8 @@
 ``RunProgress`` drives the run's category bar: within a category its postfix shows the phase, the
 forward-equivalents spent (of the budget, when there is one) and the best train loss so far,
 refreshed from the search's steps at most every ``every`` seconds (a ticker refreshes it every 2 x
-``every`` seconds when no step came); the ETA is the run's cost still
+``every`` seconds when no step came; a phase that scores many candidates in one call records a step per
+chunk, ``alias_opt.search.phases.stepwise``); the ETA is the run's cost still
 to come divided by the cost per second so far (cost in forward-equivalents, not categories: the
 budget, or without one the mean of the categories finished in this run). ``timed`` adds up the wall
 time of the run's parts (encoding, search, re-rank, held-out scoring, figures and reports).
@@ -12,6 +13,7 @@ time of the run's parts (encoding, search, re-rank, held-out scoring, figures an
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +45,7 @@ class RunProgress:
         self.left = n_categories  # categories still to run
         self.costs: list[int] = []  # finished categories' costs in this run
         self.cost = 0  # the current category's cost so far
+        self.best = math.inf  # the current category's best train loss so far
         self.search_time = 0.0  # wall seconds of the categories run so far (the ETA's rate)
         self.t_cat = time.perf_counter()
         self.last = 0.0
@@ -79,7 +82,7 @@ class RunProgress:
 
     def start(self, category_id: int, name: str | None) -> None:
         self.label = f"{category_id} {name or ''}".strip()
-        self.cost, self.t_cat, self.last = 0, time.perf_counter(), 0.0
+        self.cost, self.t_cat, self.last, self.best = 0, time.perf_counter(), 0.0, math.inf
         self.what = "starting"
         self._show(self.what)
 
@@ -89,10 +92,14 @@ class RunProgress:
         def on_step(st: Step) -> None:
             writer(st)
             self.cost = st.forward_passes + BACKWARD_COST * st.backward_passes
+            # the objective's best, or a chunk's best scored on all train images before the objective knows it
+            for v in (st.best_loss, st.loss if st.extra.get("split") == "full" else math.inf):
+                if v == v and v < self.best:
+                    self.best = v
             now = time.perf_counter()
             if now - self.last >= self.every:
                 self.last = now
-                best = "-" if st.best_loss != st.best_loss or st.best_loss == float("inf") else f"{st.best_loss:.4f}"
+                best = "-" if math.isinf(self.best) else f"{self.best:.4f}"
                 self.what = f"{st.phase}, best loss {best}"
                 self._show(self.what)
 

@@ -11,9 +11,10 @@ as discovery always did. Under a budget two rules make every strategy use it fai
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import numpy as np
@@ -28,6 +29,41 @@ from alias_opt.search.projection import embed_prompts, random_sequences
 from alias_opt.search.soft_prompt import SoftResult, initial_sequences, optimize_soft, soft_metrics
 
 UNLIMITED = 10**9  # candidates when the budget is the only stop
+STEP_PAIRS = 512  # pair forwards between two recorded steps of a long scoring call (progress and history)
+
+
+@contextlib.contextmanager
+def stepwise(obj, phase: str, pairs: int = STEP_PAIRS) -> Iterator[None]:
+    """Inside the block, ``obj.losses`` scores new sequences about ``pairs`` pair forwards at a time and
+    records a step after each chunk (``extra``: ``split`` "screen" or "full", ``scored``), so that a phase
+    that scores thousands of candidates in one ``Objective.score`` call shows its passes as they are spent.
+
+    The same sequences are scored in the same order with the same budget stops (a chunk that does not fit
+    scores what fits and raises ``BudgetExhausted`` as the whole call would); only the batches are smaller.
+    """
+    whole = obj.losses
+    n_steps = 0
+
+    def losses(seqs, idx=None, subset=None):
+        nonlocal n_steps
+        n = obj.n_images if idx is None else len(idx)
+        size = max(1, pairs // max(1, n))
+        if len(seqs) <= size:
+            return whole(seqs, idx, subset)
+        parts = []
+        for i in range(0, len(seqs), size):
+            part = whole(seqs[i : i + size], idx, subset)
+            parts.append(part)
+            n_steps += 1
+            split = "full" if n == obj.n_images else "screen"
+            obj.record(phase, n_steps, float(np.min(part)), split=split, scored=len(part))
+        return np.concatenate(parts)
+
+    obj.losses = losses  # an instance attribute: Objective.score and screen_losses call it
+    try:
+        yield
+    finally:
+        del obj.losses
 
 
 def _restarts(
@@ -90,7 +126,7 @@ def extend_phase(ctx: SearchContext) -> PhaseResult | None:
         return None
     bases = [(t,) for t in ctx.ranked_singles()[: s.extend_bases]]
     tokens = ctx.shortlist()[: s.scan_size]
-    with ctx.share((1.0 if ctx.last else s.options.scan_share) * ctx.budget):
+    with ctx.share((1.0 if ctx.last else s.options.scan_share) * ctx.budget), stepwise(ctx.obj, "extend"):
         return extend(ctx.obj, bases, tokens, ctx.filt)
     return None  # the share's budget was spent before a result
 
