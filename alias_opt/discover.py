@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from alias_opt.cli import pause_point
 from alias_opt.config import SearchConfig
 from alias_opt.data.loader import CocoDataset, TargetImage, TargetSet
-from alias_opt.dist import DistContext, local_first
+from alias_opt.dist import DistContext, image_sharding, local_first
 from alias_opt.eval.metrics import Thresholds
 from alias_opt.eval.summary import summarize, write_reports
 from alias_opt.eval.text import quote
@@ -165,6 +165,32 @@ class JsonlWriter:
         self.fh.close()
 
 
+class _NoHistory:
+    """The history writer of a rank that does not write (image sharding: rank 0 writes)."""
+
+    def __call__(self, st: Step) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+_no_history = _NoHistory()
+
+
+def _save_soft(path: Path, soft) -> None:
+    """Write a soft prompt (P, T, D) as safetensors, atomically."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({"soft": soft.float().contiguous()}, str(tmp))
+    os.replace(tmp, path)
+
+
+SHARD_MODES = ("categories", "images")  # how torchrun's ranks split a run (run(shard=...), main.py --shard)
+
+
 def _provenance(backend: Sam3Backend, model: str, ds: CocoDataset, cfg: SearchConfig, split_seed: int) -> Provenance:
     return Provenance(
         model_fingerprint=backend.fingerprint,
@@ -262,14 +288,23 @@ def run(
     figures: bool = True,
     timings: dict | None = None,
     ctx: DistContext | None = None,
+    shard: str = "categories",
 ) -> AliasFile:
     """Discover aliases for a dataset's categories and write the outputs (see the module doc).
 
-    With a ``ctx`` of several ranks (``torchrun``), each rank runs its shard of the categories
-    (round robin) and writes their checkpoints; rank 0 writes the merged aliases.json, summary.json
-    and report.txt once; every rank returns the merged result.
+    With a ``ctx`` of several ranks (``torchrun``) and ``shard="categories"``, each rank runs its
+    shard of the categories (round robin) and writes their checkpoints. With ``shard="images"`` all
+    ranks run every category together: each encodes its share of the category's images into the
+    shared feature cache, the search grounds each rank's share of the prompt-image pairs and
+    all-reduces losses and gradients (``alias_opt.dist.image_sharding``), and rank 0 writes the
+    per-category files. Either way rank 0 writes the merged aliases.json, summary.json and reports
+    once, and every rank returns the merged result.
     """
+    if shard not in SHARD_MODES:
+        raise ValueError(f"unknown shard mode {shard!r}; choose from {', '.join(SHARD_MODES)}")
     ctx = ctx or DistContext()
+    by_image = shard == "images" and ctx.distributed
+    writes = ctx.is_main or not by_image  # who writes a category's checkpoint, history, predictions
     thresholds = thresholds or Thresholds()
     out = Path(output)
     (out / "categories").mkdir(parents=True, exist_ok=True)
@@ -287,60 +322,63 @@ def run(
         # strategies without a shortlist never read an index: at full size on a CPU a table costs hours
         vocab = build_indexes(backend, cfg) if get_strategy(cfg.strategy).needs_vocab else {}
     records: dict[int, AliasRecord] = {}
-    bar = tqdm(ctx.shard(sets), desc="categories", unit="cat", disable=not progress or not ctx.is_main)
+    bar = tqdm(
+        sets if by_image else ctx.shard(sets), desc="categories", unit="cat", disable=not progress or not ctx.is_main
+    )
     prog = RunProgress(bar, bar.total or len(sets), cfg.budget)
-    for ts in bar:
-        ckpt = out / "categories" / f"{ts.category_id}.json"
-        if resume and ckpt.is_file():
+    with image_sharding(ctx if by_image else DistContext()):
+        for ts in bar:
+            ckpt = out / "categories" / f"{ts.category_id}.json"
+            if resume and ckpt.is_file():
+                try:
+                    done = read_aliases(ckpt)
+                    if _compatible(done.provenance, prov) and done.aliases:
+                        records[ts.category_id] = done.aliases[0]
+                        prog.resumed()
+                        bar.set_postfix_str(f"{ts.category_id}: resumed")
+                        continue
+                    logger.warning("%s was made with other settings; redoing category %s", ckpt, ts.category_id)
+                except AliasFileError as exc:
+                    logger.warning("unreadable checkpoint %s (%s); redoing category %s", ckpt, exc, ts.category_id)
+            prog.start(ts.category_id, ts.name)
+            writer = JsonlWriter(out / "history" / f"{ts.category_id}.jsonl") if writes else _no_history
             try:
-                done = read_aliases(ckpt)
-                if _compatible(done.provenance, prov) and done.aliases:
-                    records[ts.category_id] = done.aliases[0]
-                    prog.resumed()
-                    bar.set_postfix_str(f"{ts.category_id}: resumed")
-                    continue
-                logger.warning("%s was made with other settings; redoing category %s", ckpt, ts.category_id)
-            except AliasFileError as exc:
-                logger.warning("unreadable checkpoint %s (%s); redoing category %s", ckpt, exc, ts.category_id)
-        prog.start(ts.category_id, ts.name)
-        writer = JsonlWriter(out / "history" / f"{ts.category_id}.jsonl")
-        try:
-            with prog.timed("encoding"):
-                feats = encode(backend, train_images(ts, cfg, cfg.seed))
-            d = discover(backend, ts, cfg, vocab, on_step=prog.tee(writer), feats=feats)
-            with prog.timed("alias sets"):
-                aset = discover_alias_set(backend, ts, cfg, d, vocab, on_step=prog.tee(writer), feats=feats)
-            del feats
-        finally:
-            writer.close()
-        in_phases = sum(getattr(r, "wall_time", 0.0) or 0.0 for r in d.phases)
-        prog.timings["search"] += in_phases
-        prog.timings["re-rank"] += max(0.0, d.wall_time - in_phases)
-        with prog.timed("held-out scoring"):
-            rec = category_record(
-                backend,
-                ts,
-                d,
-                thresholds,
-                predictions_path=out / "predictions" / f"{ts.category_id}.json",
-                alias_set=aset,
-            )
-        if d.soft is not None and d.soft.soft is not None:
-            from safetensors.torch import save_file
-
-            soft_path = out / "soft" / f"{ts.category_id}.safetensors"
-            soft_path.parent.mkdir(exist_ok=True)
-            tmp = soft_path.with_suffix(".tmp")
-            save_file({"soft": d.soft.soft.float().contiguous()}, str(tmp))
-            os.replace(tmp, soft_path)
-            rec.extra["soft_prompt"] = f"soft/{ts.category_id}.safetensors"
-        write_aliases(ckpt, AliasFile(provenance=prov, aliases=[rec]))
-        pause_point("category-checkpoint")  # kill -9 tests stop the run here
-        records[ts.category_id] = rec
-        prog.finish(f"done: {quote(rec.set_text, 40)} {rec.extra.get('vs_name', '')}".strip())
+                with prog.timed("encoding"):
+                    if by_image:  # each rank encodes its share into the shared cache, then all read it
+                        encode(backend, ctx.shard([*train_images(ts, cfg, cfg.seed), *ts.test]))
+                        ctx.barrier()
+                    feats = encode(backend, train_images(ts, cfg, cfg.seed))
+                d = discover(backend, ts, cfg, vocab, on_step=prog.tee(writer), feats=feats)
+                with prog.timed("alias sets"):
+                    aset = discover_alias_set(backend, ts, cfg, d, vocab, on_step=prog.tee(writer), feats=feats)
+                del feats
+            finally:
+                writer.close()
+            in_phases = sum(getattr(r, "wall_time", 0.0) or 0.0 for r in d.phases)
+            prog.timings["search"] += in_phases
+            prog.timings["re-rank"] += max(0.0, d.wall_time - in_phases)
+            with prog.timed("held-out scoring"):
+                rec = category_record(
+                    backend,
+                    ts,
+                    d,
+                    thresholds,
+                    predictions_path=out / "predictions" / f"{ts.category_id}.json" if writes else None,
+                    alias_set=aset,
+                )
+            if d.soft is not None and d.soft.soft is not None:
+                rec.extra["soft_prompt"] = f"soft/{ts.category_id}.safetensors"
+                if writes:
+                    _save_soft(out / rec.extra["soft_prompt"], d.soft.soft)
+            if writes:
+                write_aliases(ckpt, AliasFile(provenance=prov, aliases=[rec]))
+            pause_point("category-checkpoint")  # kill -9 tests stop the run here
+            records[ts.category_id] = rec
+            prog.finish(f"done: {quote(rec.set_text, 40)} {rec.extra.get('vs_name', '')}".strip())
     prog.close()
     bar.close()
-    records = {cid: rec for part in ctx.gather(records) for cid, rec in part.items()}  # every rank's
+    if not by_image:  # every rank's share (sharding by image, every rank holds every record)
+        records = {cid: rec for part in ctx.gather(records) for cid, rec in part.items()}
     result = AliasFile(provenance=prov, aliases=[records[ts.category_id] for ts in sets if ts.category_id in records])
     if not ctx.is_main:
         ctx.barrier()  # returns once rank 0 has written the merged outputs

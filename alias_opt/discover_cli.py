@@ -63,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, help="discovery and split seed (default: the config's, 0)")
     p.add_argument(
+        "--shard",
+        choices=("categories", "images"),  # alias_opt.discover.SHARD_MODES (not imported here: no torch for --help)
+        default="categories",
+        help="under torchrun: split the categories across ranks (default), or run every category on all ranks "
+        "with its images split across them (losses and gradients all-reduced; for few, large categories)",
+    )
+    p.add_argument(
         "--no-figures", action="store_true", help="do not draw figures/<category>.png (held-out masks) at the end"
     )
     p.add_argument("--strategy", help="override the config's strategy (e.g. pez+evolution, pez+gcg, scan)")
@@ -188,6 +195,7 @@ def main(argv: list[str] | None = None, demo_dir: Path = DEMO_DIR) -> int:
             figures=not args.no_figures,
             timings=timings,
             ctx=ctx,
+            shard=args.shard,
         )
     except (DatasetError, FileNotFoundError, ModelSourceError, ResumeMismatch) as exc:
         return user_error(exc, model=args.model)
