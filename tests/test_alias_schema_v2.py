@@ -134,3 +134,16 @@ def test_written_file_validates_against_the_json_schema(tmp_path):
     assert not validator.is_valid(data)  # schema 2 requires the set
     data["schema_version"] = 1
     assert validator.is_valid(data)  # a v1 file has none
+
+
+def test_summary_counts_sets_that_beat_their_first_alias():
+    from alias_opt.eval.summary import format_summary, format_table, summarize
+
+    worse = set_record()
+    worse.category_id, worse.test_metrics = 9, metrics(0.3)  # a set below its first alias (0.35) held out
+    worse.extra = {"wall_time": 2.0, "alias_set_search": {"set_wall_time": 3.5}}
+    s = summarize(AliasFile(aliases=[set_record(), worse, AliasRecord(8, None, [320], "a", True, "s")]))
+    assert (s["alias_sets"], s["set_beats_single"]) == (2, 1)
+    assert [r["single_ap"] for r in s["rows"][:2]] == [0.35, 0.35] and s["rows"][1]["wall_time"] == 5.5
+    assert "alias sets in 2/3, beating their first alias held out in 1" in format_summary(s)
+    assert '"red circle | blue square"' in format_table(AliasFile(aliases=[set_record()]))
