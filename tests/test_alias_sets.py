@@ -54,6 +54,7 @@ from types import SimpleNamespace  # noqa: E402
 from alias_opt.config import load_config  # noqa: E402
 from alias_opt.search import alias_set as aset  # noqa: E402
 from alias_opt.search.meter import Usage  # noqa: E402
+from alias_opt.search.objective import Step  # noqa: E402
 
 EMPTY = np.zeros((0, H, W), bool)
 A1, A2, B2, B3 = box(1, 1, 9, 9), box(2, 20, 10, 30), box(18, 4, 30, 14), box(20, 20, 31, 31)
@@ -128,6 +129,8 @@ def _fake_world(monkeypatch, calls):
 
     def search(backend, images, feats, name, cfg, seed, indexes=None, on_step=None):
         calls.append((images, feats, seed))
+        if on_step is not None:
+            on_step(Step("scan", 0, 1.0, 1.0, [3], 10, 0, 0.1))
         rows = [SimpleNamespace(token_ids=(3,))]
         return SimpleNamespace(reranked=rows, candidates=[(3,), (2,)], usage=Usage(forward=10, backward=1))
 
@@ -140,7 +143,9 @@ def test_build_alias_set_greedy_on_hand_made_masks(monkeypatch):
     _fake_world(monkeypatch, calls)
     first = SimpleNamespace(token_ids=(1,), candidates=[(1,), (3,)])
     cfg = load_config(overrides={"max_aliases": 3})
-    res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", cfg, seed=5, first=first)
+    steps = []
+    res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", cfg, seed=5, first=first, on_step=steps.append)
+    assert [st.phase for st in steps] == ["set1:scan"]  # the residual search's history lines are tagged
     assert len(calls) == 1  # round 2 found every target covered: no second search
     images, feats, seed = calls[0]
     assert feats == ("selected", (1, 2, 3)) and seed == aset.round_seed(5, 1)

@@ -23,6 +23,7 @@ The set is kept only where its merged train AP beats the single alias's by more 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -232,6 +233,13 @@ class AliasSetResult:
         }
 
 
+def _tagged(on_step: Callable[[Step], None] | None, prefix: str) -> Callable[[Step], None] | None:
+    """``on_step`` with each step's phase prefixed (a residual search's steps in the one history file)."""
+    if on_step is None:
+        return None
+    return lambda st: on_step(dataclasses.replace(st, phase=prefix + st.phase))
+
+
 def _add(u: Usage, v: Usage) -> Usage:
     return Usage(u.forward + v.forward, u.backward + v.backward, u.candidates + v.candidates, u.memo_hits + v.memo_hits)
 
@@ -256,7 +264,7 @@ def build_alias_set(
         cfg: the search settings (``max_aliases``, ``set_margin``, ``set_min_uncovered``).
         seed: the first search's seed (round ``n`` searches with ``round_seed(seed, n)``).
         first: the single-alias search's outcome (its ``token_ids`` must be set).
-        indexes, on_step: passed to each residual search.
+        indexes, on_step: passed to each residual search (its steps' phases prefixed ``set<n>:``).
     """
     if first.token_ids is None:
         raise ValueError("the single-alias search found no candidate")
@@ -286,7 +294,7 @@ def build_alias_set(
             cfg,
             round_seed(seed, n),
             indexes=indexes,
-            on_step=on_step,
+            on_step=_tagged(on_step, f"set{n}:"),
         )
         searches.append(out)
         usage = _add(usage, out.usage)
