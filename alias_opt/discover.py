@@ -13,7 +13,8 @@ report only, the dataset's ``oracle_name`` on the held-out test split (``alias_o
 
 Outputs under ``--output`` (every file written atomically):
     categories/<id>.json   one finished category (an aliases.json with one record): the checkpoint
-    history/<id>.jsonl     one line per search step (phase, step, loss, best, passes, wall time)
+    history/<id>.jsonl     one line per search step (phase, step, loss, best, passes, wall time; an
+                           alias set's residual searches' phases are tagged set<n>:)
     aliases.json           all finished categories (alias_opt.export schema)
     summary.json, report.txt  the held-out table and the win / tie / loss counts
 ``resume=True`` skips categories whose checkpoint matches the model, dataset, split and config, so
