@@ -244,3 +244,21 @@ def test_partial_warm_start_across_architectures(tmp_path):
     key = key if key in state else next(k for k in state if k.endswith("token_embedding.weight"))
     assert not torch.equal(state[key], before[key])
     torch.testing.assert_close(state[key], src.state_dict()[key].half().float(), atol=0, rtol=0)
+
+
+def test_worker_batches_equal_in_loop_batches():
+    """A DataLoader worker renders exactly the batches the loop would (world v2, from a later start)."""
+    from sam3.configs import named_config
+    from sam3.tokenizer import ASSET_DIR, Sam3Tokenizer
+    from sam3.toy.batch import batch_sizes, make_sampler
+
+    cfg = train.TrainConfig(arch="tiny", world="v2", steps=5, images_per_step=2, prompts_per_image=3)
+    sampler = make_sampler(Sam3Tokenizer(ASSET_DIR), cfg)
+    sizes = batch_sizes(named_config("tiny"))
+    a = list(train.batches(sampler, cfg, 2, *sizes, workers=0))
+    b = list(train.batches(sampler, cfg, 2, *sizes, workers=1))
+    assert len(a) == len(b) == 3
+    for x, y in zip(a, b):
+        assert torch.equal(x.pixels, y.pixels) and x.prompts == y.prompts and torch.equal(x.img_idx, y.img_idx)
+        assert all(torch.equal(s.masks, t.masks) for s, t in zip(x.targets, y.targets))
+    assert not torch.equal(a[0].pixels, a[1].pixels)

@@ -129,6 +129,42 @@ def build_optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
 
 
+class StepBatches(torch.utils.data.Dataset):
+    """Step k's batch (``make_batch``): a pure function of (seed, k), so a worker process can make it."""
+
+    def __init__(self, sampler, cfg: TrainConfig, image_size: int, mask_size: tuple[int, int]):
+        self.sampler, self.cfg, self.image_size, self.mask_size = sampler, cfg, image_size, mask_size
+
+    def __len__(self) -> int:
+        return self.cfg.steps
+
+    def __getitem__(self, step: int):
+        return make_batch(self.sampler, self.cfg, step, self.image_size, self.mask_size)
+
+
+def _as_is(batch):
+    return batch
+
+
+def batches(sampler, cfg: TrainConfig, start: int, image_size: int, mask_size: tuple[int, int], workers: int):
+    """The batches of steps ``start`` .. ``cfg.steps - 1``, in order. With ``workers`` > 0 a
+    ``torch.utils.data.DataLoader`` renders them in that many worker processes, a few steps ahead of
+    the model (rendering world v2 costs about a third of a step); the batches are the same."""
+    if workers <= 0:
+        return (make_batch(sampler, cfg, k, image_size, mask_size) for k in range(start, cfg.steps))
+    return iter(
+        torch.utils.data.DataLoader(
+            StepBatches(sampler, cfg, image_size, mask_size),
+            batch_size=None,
+            sampler=range(start, cfg.steps),
+            num_workers=workers,
+            prefetch_factor=2,
+            collate_fn=_as_is,
+            generator=torch.Generator(),  # its own seed draw: the global RNG (saved in checkpoints) stays untouched
+        )
+    )
+
+
 def train(
     out: Path,
     cfg: TrainConfig,
@@ -141,6 +177,7 @@ def train(
     stop_after: int | None = None,
     extend_to: int | None = None,
     device: str = "cpu",
+    workers: int = 1,
 ):
     """Train (or resume) a run in ``out``; export the final model; return it.
 
@@ -187,8 +224,7 @@ def train(
     t0 = time.time() - elapsed
     running: dict[str, float] = {}
     with open(log_path, "a") as log:
-        for step in range(start, cfg.steps):
-            batch = make_batch(sampler, cfg, step, image_size, mask_size)
+        for step, batch in zip(range(start, cfg.steps), batches(sampler, cfg, start, image_size, mask_size, workers)):
             ids, mask = pad_prompts(batch.prompts, tokenizer)
             pixels, img_idx, ids, mask = (t.to(device) for t in (batch.pixels, batch.img_idx, ids, mask))
             targets = [t.to(device) for t in batch.targets]  # no-op on the CPU
@@ -293,6 +329,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
     ap.add_argument("--ckpt-every", type=int, default=200, help="steps between checkpoints")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument(
+        "--workers", type=int, default=1, help="processes that render the next steps' images ahead (0: in the loop)"
+    )
     ap.add_argument("--device", default="cpu", help="torch device of the model, e.g. cuda (default cpu)")
     ap.add_argument("--export-to", type=Path, default=None, help="HF directory to write (default DIR/model)")
     ap.add_argument("--export-only", action="store_true", help="export the checkpoint's weights and stop")
@@ -335,6 +374,7 @@ def main(argv: list[str] | None = None) -> None:
         export_to=args.export_to,
         progress=not args.no_progress,
         device=args.device,
+        workers=args.workers,
     )
 
 
