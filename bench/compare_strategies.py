@@ -42,7 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", help="compare config JSON (default configs/compare.json)")
     p.add_argument("--out", default=str(REPO / "results" / "compare-toy"), help="output folder")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
-    p.add_argument("--resume", action="store_true", help="reuse finished cells")
+    p.add_argument("--resume", action="store_true", help="reuse finished cells made with the same settings")
+    p.add_argument(
+        "--overwrite", action="store_true", help="with --resume: redo finished cells made with other settings"
+    )
+    p.add_argument("--no-figures", action="store_true", help="write report.md without its PNGs")
     args = p.parse_args(argv)
 
     from alias_opt import compare
@@ -60,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     cmd += ["--seeds", args.seeds, "--strategies", args.strategies, "--categories", ",".join(map(str, cats))]
     cmd += ["--threads", str(args.threads)] + (["--config", args.config] if args.config else [])
     cmd += ["--resume"] if args.resume else []
+    cmd += ["--overwrite"] if args.overwrite else []
+    cmd += ["--no-figures"] if args.no_figures else []
     print("python -m alias_opt.compare " + " ".join(cmd))
     return compare.main(cmd)
 

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from alias_opt.compare import CompareSetup, load_soft_prompt, main, parse_list, run_comparison
+from alias_opt.compare import CompareSetup, ResumeMismatch, load_soft_prompt, main, parse_list, run_comparison
 from alias_opt.compare.cells import soft_score_sum
+from alias_opt.compare.records import Cell, Shown
 from alias_opt.compare.summary import nanmean, sd
 from alias_opt.config import load_config
 from alias_opt.data.loader import CocoDataset
-from alias_opt.eval.metrics import compare
+from alias_opt.eval.metrics import predict
 from alias_opt.search.soft_prompt import soft_metrics
 
 BUDGET = 400
@@ -89,8 +90,14 @@ def test_summary_numbers_follow_from_the_cells(first_run):
         r = summ["strategies"][s]
         assert r["ap_mean"] == pytest.approx(np.mean(per_seed))
         assert r["ap_sd"] == pytest.approx(np.std(per_seed, ddof=1))
-        verdicts = [compare(c["ap"], c["name_ap"]) for c in mine]
+        verdicts = [c["vs_name"] for c in mine]  # each cell's paired bootstrap verdict
         assert (r["win"], r["tie"], r["loss"]) == tuple(verdicts.count(v) for v in ("win", "tie", "loss"))
+        for c in mine:
+            iv = c["vs_name_interval"]
+            assert iv["level"] == 0.95 and iv["diff"] == pytest.approx(c["ap"] - c["name_ap"])
+            assert iv["low"] <= iv["diff"] <= iv["high"]
+            assert c["vs_name"] == ("win" if iv["low"] > 0 else "loss" if iv["high"] < 0 else "tie")
+        assert r["diff_mean"] == pytest.approx(np.mean([c["ap"] - c["name_ap"] for c in mine]))
         assert r["cost"] == pytest.approx(np.mean([c["cost"] for c in mine]))
         cat = str(mine[0]["category_id"])
         assert r["categories"][cat]["ap_mean"] == pytest.approx(
@@ -142,9 +149,17 @@ def test_resume_reuses_cells_and_redoes_changed_ones(first_run, cfg, tiny_backen
     old = json.loads(before[victim])
     assert redone["token_ids"] == old["token_ids"] and redone["cost"] == old["cost"]  # deterministic per seed
     assert [c["ap"] for c in again["cells"]] == pytest.approx([c["ap"] for c in results["cells"]], nan_ok=True)
-    # other settings (here the budget): the checkpoints do not match and every cell is redone
+    # other settings (here the budget): refused before anything is written, the difference listed ...
     small = CompareSetup(setup.dataset, setup.model, ["random"], 300, [0], setup.categories[:1])
-    third = run_comparison(small, cfg, out, resume=True, backend=tiny_backend, progress=False, report=False)
+    files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(ResumeMismatch, match="budget: 400 there, 300 now") as err:
+        run_comparison(small, cfg, out, resume=True, backend=tiny_backend, progress=False, report=False)
+    assert "--overwrite" in str(err.value) and f"{len(paths)} finished cells" in str(err.value)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
+    # ... and redone with --overwrite
+    third = run_comparison(
+        small, cfg, out, resume=True, overwrite=True, backend=tiny_backend, progress=False, report=False
+    )
     assert third["cells"][0]["budget"] == 300 and third["cells"][0]["cost"] <= 300
 
 
@@ -176,8 +191,62 @@ def test_cli_run_writes_report(tmp_path, world, cfg, monkeypatch):
     argv = ["--dataset", str(data), "--output", str(out), "--model", "random:tiny", "--device", "cpu"]
     argv += ["--strategies", "random,scan", "--budget", "300", "--seeds", "3", "--categories", str(cats[0])]
     assert main([*argv, "--config", str(conf), "--no-progress"]) == 0
-    assert (out / "report.md").is_file() and len(list((out / "plots").glob("*.png"))) == 3
+    names = {p.name for p in (out / "plots").glob("*.png")}
+    assert names == {"ap_vs_cost.png", "per_category.png", "alias_vs_name.png", "learning_curve.png", "aliases.png"}
+    md = (out / "report.md").read_text()
+    assert all(f"(plots/{n})" in md for n in names)
     results = json.loads((out / "results.json").read_text())
     assert results["setup"]["command"].startswith("python -m alias_opt.compare --dataset")
     assert [c["strategy"] for c in results["cells"]] == ["random", "scan"]
     assert Path(results["setup"]["dataset_path"]).name == "annotations.json"
+
+
+def test_cells_save_what_the_figures_need(first_run, tiny_backend, world):
+    """Each cell keeps its learning curve and its detections on the category's figure image (the same image
+    for every strategy and seed), equal to what the model predicts there: drawing needs no model pass."""
+    out, _, results = first_run
+    data, _ = world
+    ds = CocoDataset.open(data)
+    for c in results["cells"]:
+        cell = Cell.from_dict(c)
+        info = results["categories"][str(cell.category_id)]
+        losses = [p.loss for p in cell.losses]
+        assert losses == sorted(losses, reverse=True) and cell.losses[-1].cost == cell.cost
+        assert cell.losses[-1].loss == pytest.approx(min(losses)) and min(losses) <= cell.train_loss + 1e-9
+        assert cell.shown is not None and cell.shown.image_id == info["shown_image_id"]
+        if cell.strategy == "soft":
+            continue
+        ts = ds.target_sets(seed=0, max_negatives=4, categories=[cell.category_id])[0]
+        im = next(t for t in ts.test if t.image.image_id == cell.shown.image_id)
+        assert im.is_positive
+        pred = predict(tiny_backend, tiny_backend.encode_images([im.image.load()]), [im], [cell.token_ids])[0][0]
+        again = Shown.of(pred, im.image.image_id, 0.3, cell.shown.ap)
+        assert again.scores == pytest.approx(cell.shown.scores, abs=1e-4)
+        assert np.array_equal(again.prediction().masks, cell.shown.prediction().masks)
+    for info in results["categories"].values():
+        assert info["name_shown"]["image_id"] == info["shown_image_id"]
+
+
+def test_no_figures_writes_the_report_without_pngs(first_run, tmp_path):
+    from alias_opt.compare.report import write_report
+
+    _, _, results = first_run
+    md = write_report(tmp_path, results, figures=False).read_text()
+    assert not (tmp_path / "plots").exists() and "![" not in md and "## Aliases" in md
+    md = write_report(tmp_path, results).read_text()
+    assert md.count("![") == 5 and (tmp_path / "plots" / "aliases.png").is_file()
+
+
+def test_cli_resume_with_other_settings_refuses_unless_overwrite(first_run, world, cfg, tmp_path, capsys):
+    out, setup, _ = first_run
+    data, cats = world
+    conf = tmp_path / "c.json"
+    conf.write_text(json.dumps({**TINY, "rerank": 3, "index": {**TINY["index"], "cache_dir": cfg.index.cache_dir}}))
+    argv = ["--dataset", str(data), "--output", str(out), "--model", "random:tiny", "--device", "cpu", "--resume"]
+    argv += ["--strategies", "random", "--budget", "300", "--seeds", "0", "--categories", str(cats[0])]
+    argv += ["--config", str(conf), "--no-progress"]
+    files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "config.rerank: 2 there, 3 now" in err and "pass --overwrite" in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files  # nothing written

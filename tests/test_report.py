@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alias_opt.compare.report import PLOTS, main, markdown, write_report
+from alias_opt.compare.records import Cell
+from alias_opt.compare.report import LEARNING, PLOTS, interval_text, main, markdown, write_report
 from alias_opt.compare.summary import fmt, summarize
 
 
@@ -111,26 +112,33 @@ def _row(md: str, first_cell: str, after: str) -> list[str]:
 
 
 def test_markdown_numbers_match_the_json(results, tmp_path):
-    path = write_report(tmp_path, results)
+    path = write_report(tmp_path, results)  # the dataset /d is not there: no mask figure, the rest drawn
     md = path.read_text()
-    assert md == markdown(results)
+    assert md == markdown(results, aliases_figure=False) and "plots/aliases.png" not in md
     summ = results["summary"]
     for s in summ["order"]:
         r = summ["strategies"][s]
         row = _row(md, f"`{s}`", "## Summary")
         assert row[1] == f"{fmt(r['ap_mean'])} ± {fmt(r['ap_sd'])}"
-        assert row[3] == f"{r['win']}/{r['tie']}/{r['loss']}"
-        assert row[4] == fmt(r["gap_to_soft"]) and row[8] == fmt(r["cost"], 0)
+        assert row[3] == f"{r['diff_mean']:+.3f}" and row[4] == f"{r['win']}/{r['tie']}/{r['loss']}"
+        assert row[5] == fmt(r["gap_to_soft"]) and row[9] == fmt(r["cost"], 0)
         curve = _row(md, f"`{s}`", "## Held-out AP by budget spent")
         assert curve[1:] == [f"{fmt(p['ap_mean'])} ± {fmt(p['ap_sd'])}" for p in r["curve"]]
     cat = _row(md, "3 (nameless)", "## Per category")
     assert cat[1] == "-"  # no name, no baseline
     pe = summ["strategies"]["pez+evolution"]["categories"]["3"]
     assert cat[3 + summ["order"].index("pez+evolution")] == f"{fmt(pe['ap_mean'])} ± {fmt(pe['ap_sd'])}"
-    assert "'random-2'" in md and "(soft prompt)" in md and "`python -m alias_opt.compare x`" in md
+    assert '"random-2"' in md and "(soft prompt)" in md and "`python -m alias_opt.compare x`" in md
     aliases = md[md.index("## Aliases") :]
     assert len(re.findall(r"^\| `", aliases, flags=re.M)) == len(results["cells"])
-    for name in PLOTS:
+    # a legend line per column under every table
+    for section, n_cols in (("## Summary", 12), ("## Per category", 3 + 3), ("## Aliases", 10)):
+        tail = md[md.index(section) :].split("\n\n")
+        table = next(t for t in tail if t.startswith("|"))
+        legend = tail[tail.index(table) + 1].splitlines()
+        assert len(table.splitlines()[0].split(" | ")) == n_cols == len(legend)
+        assert all(x.startswith("- **") for x in legend)
+    for name in (*PLOTS, LEARNING):
         assert f"plots/{name}" in md
         with Image.open(tmp_path / "plots" / name) as im:
             assert im.format == "PNG" and im.size[0] > 300 and im.size[1] > 300
@@ -144,7 +152,30 @@ def test_report_from_json_on_disk(results, tmp_path, capsys):
     write_json_atomic(tmp_path / "results.json", results)  # NaN -> null on disk
     assert main([str(tmp_path)]) == 0
     md = (tmp_path / "report.md").read_text()
-    assert md == markdown(json.loads((tmp_path / "results.json").read_text()))
+    assert md == markdown(json.loads((tmp_path / "results.json").read_text()), aliases_figure=False)
     assert "| `soft` |" in md
     assert main([str(tmp_path / "missing")]) == 2
     assert "run python -m alias_opt.compare first" in capsys.readouterr().err
+
+
+def test_bootstrap_interval_is_the_verdict(results):
+    """A cell with a bootstrap interval is judged by it, not by the AP margin, and the tables show it."""
+    cells = [dict(c) for c in results["cells"]]
+    assert (cells[2]["strategy"], cells[2]["category_id"], cells[2]["seed"]) == ("soft", 2, 0)  # AP 0.50 vs 0.10
+    iv = {"level": 0.9, "resamples": 990}
+    cells[2].update(vs_name="tie", vs_name_interval={**iv, "diff": 0.4, "low": -0.1, "high": 0.9})  # margin: win
+    cells[3].update(vs_name="win", vs_name_interval={**iv, "diff": 0.3, "low": 0.05, "high": 0.6})
+    assert interval_text(Cell.from_dict(cells[2])) == "+0.400 [-0.100, +0.900]"
+    assert interval_text(Cell.from_dict(cells[0])) == "+0.300"  # no interval: the difference only
+    res = {**results, "cells": cells}
+    res["summary"] = summarize(res)
+    soft = res["summary"]["strategies"]["soft"]
+    assert res["summary"]["level"] == 0.9
+    # cat 1: two margin wins (no interval); cat 2: tie and win by their intervals; cat 3: nameless
+    assert (soft["win"], soft["tie"], soft["loss"], soft["no_baseline"]) == (3, 1, 0, 2)
+    assert soft["categories"]["2"]["win"] == 1 and soft["categories"]["2"]["tie"] == 1
+    md = markdown(res, figures=False)
+    line = next(x for x in md.splitlines() if x.startswith("| `soft` | 2 | 0 |"))
+    assert [c.strip() for c in line.strip("|").split("|")][7:9] == ["+0.400 [-0.100, +0.900]", "tie"]
+    assert "90% paired bootstrap interval" in md and "ΔAP [90%]" in md and "![" not in md
+    assert "1000 resamples drawn; 990-990 of them held a target" in md

@@ -3,8 +3,10 @@
 ``open_bench`` opens what all cells share (dataset split, model, vocabulary index); ``Bench``
 prepares a category once (train/test features, the natural name's and oracle words' held-out
 metrics); ``run_cell`` runs one strategy on it (``alias_opt.search.strategies.run_strategy``) and scores
-the result, its anytime curve and (for ``soft``) the soft prompt on the test split. The runner and
-CLI are ``alias_opt.compare``.
+the result, its anytime curve and (for ``soft``) the soft prompt on the test split, with its paired
+bootstrap verdict against the name, its learning curve and its detections on the category's figure
+image (one held-out image, the same for every strategy and seed: ``figure_image``). The runner and CLI
+are ``alias_opt.compare``.
 """
 
 from __future__ import annotations
@@ -19,14 +21,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alias_opt.compare.records import CELL_VERSION, Cell, CurvePoint, SoftCell
+from alias_opt.compare.records import CELL_VERSION, CategoryInfo, Cell, CurvePoint, LossPoint, Shown, SoftCell
 from alias_opt.config import SearchConfig
 from alias_opt.data.loader import CocoDataset, TargetImage, TargetSet
 from alias_opt.discover import JsonlWriter, encode, train_images
-from alias_opt.eval.metrics import PromptMetrics, Thresholds, compare, evaluate_prompts
+from alias_opt.eval.bootstrap import RESAMPLES, ImageMatches, verdict_vs
+from alias_opt.eval.figures import pick_images
+from alias_opt.eval.metrics import (
+    ImagePredictions,
+    PromptMetrics,
+    Thresholds,
+    coco_mask_ap,
+    predict,
+    predict_text,
+    score_with_matches,
+)
 from alias_opt.export import dataset_hash
 from alias_opt.search.pipeline import SearchOutcome, search, search_seed
-from alias_opt.search.soft_prompt import soft_metrics
 from alias_opt.search.strategies import NAMES
 from sam3 import ImageFeatures, Sam3Backend
 
@@ -88,7 +99,9 @@ class CategoryData:
     train: list[TargetImage]
     train_feats: ImageFeatures
     test_feats: ImageFeatures | None
-    info: dict  # JSON-ready: names, baseline metrics, image counts
+    info: CategoryInfo  # names, baseline metrics, image counts, the figure image
+    name_matches: list[ImageMatches] | None  # the name's per-image held-out matches (for the bootstrap)
+    shown: int | None  # index in ts.test of the figure image (None without test images)
 
 
 class Bench:
@@ -101,7 +114,11 @@ class Bench:
         indexes: vocabulary indexes by space, shared by the cells (more are built on first use).
         thresholds: held-out metric thresholds.
         settings: JSON-ready description of everything a cell's result depends on.
+
+    ``resamples`` (default 1000) is the bootstrap's per verdict; 0 skips the verdicts (tuning).
     """
+
+    resamples: int = RESAMPLES
 
     def __init__(self, backend, sets, cfg: SearchConfig, indexes: dict, thresholds: Thresholds, settings: dict):
         self.backend = backend
@@ -112,7 +129,7 @@ class Bench:
         self.settings = settings
         self.key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
         self._cats: dict[int, CategoryData] = {}
-        self._infos: dict[int, dict] = {}
+        self._infos: dict[int, CategoryInfo] = {}
 
     def category(self, cid: int) -> CategoryData:
         """A category's data (features of one category are kept at a time)."""
@@ -121,8 +138,8 @@ class Bench:
             self._infos[cid] = self._cats[cid].info
         return self._cats[cid]
 
-    def info(self, cid: int) -> dict:
-        """A category's baselines and image counts (JSON-ready)."""
+    def info(self, cid: int) -> CategoryInfo:
+        """A category's baselines and image counts."""
         return self._infos[cid] if cid in self._infos else self.category(cid).info
 
     def _prepare(self, ts: TargetSet) -> CategoryData:
@@ -135,38 +152,59 @@ class Bench:
         prompts = ([tok.encode(ts.name, special=False)] if ts.name else []) + [
             tok.encode(o, special=False) for o in oracle
         ]
-        m = evaluate_prompts(b, ts.test, prompts, feats=test_feats, thresholds=self.thresholds) if ts.test else []
-        m = m or [None] * len(prompts)
+        preds = predict(b, test_feats, ts.test, prompts, self.thresholds) if ts.test and prompts else []
+        scored = [score_with_matches(p, ts.test, self.thresholds) for p in preds] or [(None, None)] * len(prompts)
+        m = [x for x, _ in scored]
         name_m = m[0] if ts.name else None
         oracle_m = m[1:] if ts.name else m
         best_o = int(np.argmax([_ap(x) if not math.isnan(_ap(x)) else -1 for x in oracle_m])) if oracle else None
-        info = {
-            "category_id": ts.category_id,
-            "name": ts.name,
-            "name_ap": _ap(name_m),
-            "name_test_metrics": name_m.to_dict() if name_m else None,
-            "oracle_text": oracle[best_o] if best_o is not None else None,
-            "oracle_ap": _ap(oracle_m[best_o]) if best_o is not None else math.nan,
-            "n_train": len(train),
-            "n_train_pos": sum(t.is_positive for t in train),
-            "n_test": len(ts.test),
-            "n_test_pos": sum(t.is_positive for t in ts.test),
-        }
-        return CategoryData(ts, train, train_feats, test_feats, info)
+        shown = figure_image(ts.test)
+        info = CategoryInfo(
+            category_id=ts.category_id,
+            name=ts.name,
+            name_ap=_ap(name_m),
+            name_test_metrics=name_m.to_dict() if name_m else None,
+            oracle_text=oracle[best_o] if best_o is not None else None,
+            oracle_ap=_ap(oracle_m[best_o]) if best_o is not None else math.nan,
+            n_train=len(train),
+            n_train_pos=sum(t.is_positive for t in train),
+            n_test=len(ts.test),
+            n_test_pos=sum(t.is_positive for t in ts.test),
+            shown_image_id=ts.test[shown].image.image_id if shown is not None else None,
+            name_shown=self.shown(ts, shown, preds[0]) if ts.name and preds and shown is not None else None,
+        )
+        name_matches = scored[0][1] if ts.name else None
+        return CategoryData(ts, train, train_feats, test_feats, info, name_matches, shown)
+
+    def shown(self, ts: TargetSet, i: int, preds: list[ImagePredictions]) -> Shown:
+        """A prompt's detections on the figure image ``ts.test[i]`` (from its held-out predictions)."""
+        im = ts.test[i]
+        return Shown.of(preds[i], im.image.image_id, self.thresholds.score, coco_mask_ap([preds[i]], [im])[0])
 
 
-def run_cell(bench: Bench, cid: int, strategy: str, seed: int, budget: int, out: Path | None = None) -> Cell:
+def figure_image(test: list[TargetImage]) -> int | None:
+    """The held-out image a category's figure row shows: the first image with targets among
+    ``pick_images``' deterministic pick (else the first picked)."""
+    picked = pick_images([im.is_positive for im in test])
+    return next((i for i in picked if test[i].is_positive), picked[0] if picked else None)
+
+
+def run_cell(
+    bench: Bench, cid: int, strategy: str, seed: int, budget: int, out: Path | None = None, progress=None
+) -> Cell:
     """Run one (strategy, category, seed) cell and score it on the held-out split.
 
-    With ``out``, the step history goes to ``out/history/...`` and the soft prompt to ``out/soft/...``.
+    With ``out``, the step history goes to ``out/history/...`` and the soft prompt to ``out/soft/...``;
+    with ``progress`` (an ``alias_opt.progress.RunProgress``) its line follows the search's steps.
     """
     cat = bench.category(cid)
     ts, b, cfg = cat.ts, bench.backend, bench.cfg
     stem = f"{cid}-seed{seed}"
     writer = JsonlWriter(out / "history" / strategy_slug(strategy) / f"{stem}.jsonl") if out else None
+    on_step = progress.tee(writer or (lambda st: None)) if progress is not None else writer
     try:  # the one pipeline main.py runs, with this cell's budget
         res = search(
-            b, cat.train, cat.train_feats, ts.name, cfg, cell_seed(seed, cid), budget, strategy, bench.indexes, writer
+            b, cat.train, cat.train_feats, ts.name, cfg, cell_seed(seed, cid), budget, strategy, bench.indexes, on_step
         )
     finally:
         if writer:
@@ -177,23 +215,33 @@ def run_cell(bench: Bench, cid: int, strategy: str, seed: int, budget: int, out:
     final = list(res.token_ids) if res.token_ids else None
     prompts = ([final] if final else []) + [list(p.token_ids) for _, p in points if p is not None]
     unique = [list(p) for p in dict.fromkeys(tuple(p) for p in prompts)]
-    metrics = {}
+    metrics, matches, preds = {}, None, None
     if unique and ts.test:
-        scored = evaluate_prompts(b, ts.test, unique, feats=cat.test_feats, thresholds=bench.thresholds)
-        metrics = {tuple(p): m for p, m in zip(unique, scored)}
-    has_pos = cat.info["n_test_pos"] > 0
+        for p, pr in zip(unique, predict(b, cat.test_feats, ts.test, unique, bench.thresholds)):
+            metrics[tuple(p)], mt = score_with_matches(pr, ts.test, bench.thresholds)
+            if tuple(p) == tuple(final or ()):
+                matches, preds = mt, pr
+    has_pos = cat.info.n_test_pos > 0
     nothing = 0.0 if has_pos else math.nan  # no alias within the budget: it finds nothing
 
     def ap_of(ids) -> float:
         return _ap(metrics.get(tuple(ids))) if ids else nothing
 
     alias_m = metrics.get(tuple(final)) if final else None
-    soft = _soft_cell(bench, cat, res, out, strategy, stem) if res.kept_soft is not None else None
+    soft = None
+    if res.kept_soft is not None:
+        soft, matches, preds = _soft_cell(bench, cat, res, out, strategy, stem)
     ap = soft.ap if soft else ap_of(final)
     curve = [
         CurvePoint(f, round(f * budget), list(p.token_ids) if p else None, ap_of(p.token_ids if p else None))
         for f, p in points
     ]
+    verdict, diff = (
+        verdict_vs(matches, cat.name_matches, bench.resamples, seed=cid) if bench.resamples else ("n/a", None)
+    )
+    losses = [LossPoint(int(p.cost), float(p.loss)) for p in res.trace]
+    if losses:  # the curve runs to the cell's cost
+        losses.append(LossPoint(int(counter["cost"]), min(p.loss for p in losses)))
     return Cell(
         version=CELL_VERSION,
         settings=bench.key,
@@ -218,8 +266,11 @@ def run_cell(bench: Bench, cid: int, strategy: str, seed: int, budget: int, out:
         ap=ap,
         ap50=soft.ap50 if soft else _ap50(alias_m),
         curve=[*curve, CurvePoint(1.0, budget, final, ap)],
-        name_ap=cat.info["name_ap"],
-        vs_name=compare(ap, cat.info["name_ap"]),
+        name_ap=cat.info.name_ap,
+        vs_name=verdict,
+        vs_name_interval=diff,
+        losses=losses,
+        shown=bench.shown(ts, cat.shown, preds) if preds is not None and cat.shown is not None else None,
     )
 
 
@@ -231,14 +282,16 @@ def _best_at(res: SearchOutcome, cost: float):
 
 def _soft_cell(
     bench: Bench, cat: CategoryData, res: SearchOutcome, out: Path | None, strategy: str, stem: str
-) -> SoftCell:
+) -> tuple[SoftCell, list[ImageMatches] | None, list[ImagePredictions] | None]:
+    """The kept soft prompt scored on the test split (the predictions and scoring of ``soft_metrics``),
+    its per-image matches and predictions; its safetensors file written under ``out``."""
     kept = res.kept_soft
     embeds, mask = kept.embeds.float(), kept.mask
-    test = (
-        soft_metrics(bench.backend, cat.ts.test, embeds, mask, cat.test_feats, bench.thresholds)[0]
-        if cat.ts.test
-        else None
-    )
+    test, matches, preds = None, None, None
+    if cat.ts.test:
+        text = bench.backend.encode_text(embeds=embeds, mask=mask)
+        preds = predict_text(bench.backend, cat.test_feats, cat.ts.test, text, bench.thresholds)[0]
+        test, matches = score_with_matches(preds, cat.ts.test, bench.thresholds)
     entry = SoftCell(
         ap=_ap(test),
         ap50=_ap50(test),
@@ -258,7 +311,7 @@ def _soft_cell(
         save_file({"embeds": embeds.contiguous(), "mask": mask.contiguous()}, str(tmp), metadata=meta)
         tmp.replace(path)
         entry.file = str(path.relative_to(out))
-    return entry
+    return entry, matches, preds
 
 
 @torch.no_grad()

@@ -16,12 +16,20 @@ Outputs under ``--output`` (every file written atomically):
     soft/soft/<category>-seed<s>.safetensors  the ``soft`` strategy's prompt: ``embeds`` (1, T, D)
         incl. SOT/EOT and ``mask`` (1, T), for ``Sam3Backend.encode_text(embeds=..., mask=...)``
         (``load_soft_prompt`` reads it)
+    settings/<key>.json                       what the cells of settings key <key> depend on (to list
+        the differences when a --resume does not match)
     results.json                              setup, per-category baselines, all cells, the summary
-    report.md, plots/*.png                    the report (``alias_opt.compare.report``)
+    report.md, plots/*.png                    the report (``alias_opt.compare.report``; no PNGs with
+        --no-figures); drawn once at the end from the cells' saved detections, never a model pass
 One cell is ``alias_opt.compare.cells``; the aggregation ``alias_opt.compare.summary``; the report
 ``alias_opt.compare.report``.
 
-Exit codes: 0 done; 1 no usable category; 2 bad arguments, dataset, config or model source.
+``--resume`` keeps finished cells made with the same settings; if a finished cell in ``--output`` was
+made with other settings it refuses before writing anything, listing the differences, unless
+``--overwrite`` (then those cells are redone), as ``main.py --resume`` does.
+
+Exit codes: 0 done; 1 no usable category; 2 bad arguments, dataset, config or model source, or a
+--resume whose settings differ from the finished cells' (listed; --overwrite redoes them).
 """
 
 from __future__ import annotations
@@ -50,12 +58,14 @@ from alias_opt.compare.cells import (
     run_cell,
     strategy_slug,
 )
-from alias_opt.compare.records import Cell
+from alias_opt.compare.records import Cell, Results
 from alias_opt.compare.summary import summarize
 from alias_opt.config import CONFIG_DIR, SearchConfig, load_config
+from alias_opt.discover import ResumeMismatch
 from alias_opt.dist import DistContext, close, local_first, start
 from alias_opt.eval.metrics import Thresholds
 from alias_opt.export import tool_version, write_json_atomic
+from alias_opt.progress import RunProgress
 from alias_opt.search.shortlist import build_indexes
 from alias_opt.search.strategies import NAMES
 from sam3 import Sam3Backend
@@ -63,11 +73,13 @@ from sam3 import Sam3Backend
 __all__ = [
     "DEFAULT_CONFIG",
     "FRACTIONS",
+    "ResumeMismatch",
     "Bench",
     "CategoryData",
     "CompareSetup",
     "build_parser",
     "cell_seed",
+    "check_resume",
     "load_soft_prompt",
     "main",
     "open_bench",
@@ -96,8 +108,14 @@ def run_comparison(
     command: str | None = None,
     dtype: str = "auto",
     ctx: DistContext | None = None,
+    overwrite: bool = False,
+    figures: bool = True,
 ) -> dict:
     """Run every cell (resuming finished ones if asked), write results.json and the report.
+
+    With ``resume`` and without ``overwrite``, finished cells in ``output`` made with other settings make
+    it refuse (``ResumeMismatch``, the differences listed) before anything is written; with ``overwrite``
+    they are redone. ``figures=False`` writes the report without its PNGs.
 
     With a ``ctx`` of several ranks (``torchrun``), each rank runs its shard of the cells (round
     robin over the (category, strategy, seed) list) and writes their checkpoints; rank 0 writes
@@ -106,9 +124,13 @@ def run_comparison(
     ctx = ctx or DistContext()
     setup.validate()
     out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
     thresholds = thresholds or Thresholds()
     bench = open_bench(setup, cfg, backend, device, thresholds, dtype)
+    if resume and not overwrite:  # refuse before anything is written
+        check_resume(out, bench.key, bench.settings)
+    out.mkdir(parents=True, exist_ok=True)
+    if ctx.is_main:
+        write_json_atomic(out / "settings" / f"{bench.key}.json", bench.settings)
     if ctx.distributed:  # one rank per node fills the vocabulary index cache, the others read it
         with local_first(ctx):
             bench.indexes.update(build_indexes(bench.backend, cfg))
@@ -117,28 +139,37 @@ def run_comparison(
     mine = ctx.shard(todo)
     done: dict[tuple[int, str, int], Cell] = {}
     bar = tqdm(total=len(mine), desc="cells", unit="cell", disable=not progress or not ctx.is_main)
-    for cid, strategy, seed in mine:
-        path = out / "cells" / strategy_slug(strategy) / f"{cid}-seed{seed}.json"
-        cell = _resumed(path, bench.key) if resume else None
-        if cell is None:
-            bar.set_postfix_str(f"{strategy} cat {cid} seed {seed}")
-            cell = run_cell(bench, cid, strategy, seed, setup.budget, out)
-            write_json_atomic(path, cell.to_dict())
-        done[cid, strategy, seed] = cell
-        bar.update(1)
-    bar.close()
+    prog = RunProgress(bar, len(mine), setup.budget)
+    try:
+        for cid, strategy, seed in mine:
+            path = out / "cells" / strategy_slug(strategy) / f"{cid}-seed{seed}.json"
+            cell = _resumed(path, bench.key) if resume else None
+            if cell is None:
+                prog.start(f"{strategy} cat {cid} seed {seed}", None)
+                cell = run_cell(bench, cid, strategy, seed, setup.budget, out, progress=prog)
+                write_json_atomic(path, cell.to_dict())
+                prog.finish(f"{strategy} cat {cid} seed {seed}: AP {cell.ap:.3f} {cell.vs_name}")
+            else:
+                prog.resumed()
+            done[cid, strategy, seed] = cell
+            bar.update(1)
+    finally:
+        prog.close()
+        bar.close()
     infos: dict[int, dict] = {}
     for part_cells, part_infos in ctx.gather((done, {c: bench.info(c) for c in dict.fromkeys(k[0] for k in done)})):
         done.update(part_cells)
         infos.update(part_infos)
     cells = [done[k] for k in todo]
     cats = {cid: infos[cid] if cid in infos else bench.info(cid) for cid in cids}
-    results = {
-        "setup": {**asdict(setup), "command": command, "tool_version": tool_version(), **bench.settings},
-        "categories": {str(c): cats[c] for c in cids},
-        "cells": [c.to_dict() for c in cells],
-    }
-    results["summary"] = summarize(results)
+    res = Results(
+        {**asdict(setup), "command": command, "tool_version": tool_version(), **bench.settings},
+        {str(c): cats[c] for c in cids},
+        cells,
+        {},
+    )
+    res.summary = summarize(res)
+    results = res.to_dict()
     if not ctx.is_main:
         ctx.barrier()  # returns once rank 0 has written results.json and the report
         return results
@@ -146,9 +177,75 @@ def run_comparison(
     if report:
         from alias_opt.compare.report import write_report
 
-        write_report(out, results)
+        write_report(out, res, figures=figures, sets=bench.sets)
     ctx.barrier()
     return results
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def settings_differences(there: dict | None, now: dict) -> list[str]:
+    """What differs between a finished cell's settings and this run's, one ``key: X there, Y now`` each."""
+    if there is None:
+        return ["settings: not recorded there (a run before settings/ was written)"]
+    a, b = _flat(there), _flat(now)
+    missing = object()
+    show = lambda v: "(unset)" if v is missing else repr(v)  # noqa: E731
+    return [
+        f"{k}: {show(a.get(k, missing))} there, {show(b.get(k, missing))} now"
+        for k in sorted(set(a) | set(b))
+        if a.get(k, missing) != b.get(k, missing)
+    ]
+
+
+def check_resume(out: Path, key: str, settings: dict) -> None:
+    """Refuse to resume into ``out`` when a finished cell there (any cell, not only the ones asked for
+    now) was made with other settings or another cell format.
+
+    Raises:
+        ResumeMismatch: naming the folder, the cells and each difference.
+    """
+    bad: dict[str, list[Path]] = {}
+    for path in sorted((out / "cells").glob("*/*.json")):
+        try:
+            data = json.loads(path.read_text())
+            there = (data.get("settings"), data.get("version"))
+        except (OSError, ValueError, AttributeError):
+            continue  # unreadable: redone with a warning in the loop
+        if there != (key, CELL_VERSION):
+            bad.setdefault(f"{there[0]}@{there[1]}", []).append(path)
+    if not bad:
+        return
+    cells = [p for ps in bad.values() for p in ps]
+    old_key, _, old_version = next(iter(bad)).partition("@")
+    diffs = (
+        [] if old_version == str(CELL_VERSION) else [f"cell format: version {old_version} there, {CELL_VERSION} now"]
+    )
+    try:
+        there = json.loads((out / "settings" / f"{old_key}.json").read_text())
+    except (OSError, ValueError):
+        there = None
+    if old_key != key:
+        diffs += settings_differences(there, settings)
+    names = ", ".join(str(p.relative_to(out / "cells").with_suffix("")) for p in cells[:6])
+    raise ResumeMismatch(
+        f"--resume: {len(cells)} finished cell{'s' if len(cells) > 1 else ''} in {out} ({names}"
+        f"{', ...' if len(cells) > 6 else ''}) made with other settings"
+        + (f" ({len(bad)} different sets; the first:)" if len(bad) > 1 else ":")
+        + "\n  "
+        + "\n  ".join(diffs[:20])
+        + (f"\n  ... and {len(diffs) - 20} more" if len(diffs) > 20 else "")
+        + "\nrun with the same settings (e.g. the same --config and --budget), pass --overwrite to redo them "
+        "with these, or choose a new --output"
+    )
 
 
 def _resumed(path: Path, key: str) -> Cell | None:
@@ -202,7 +299,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume", action="store_true", help="reuse finished cells of an earlier run with the same settings"
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="with --resume: redo finished cells made with other settings (without it such a resume refuses)",
+    )
     p.add_argument("--no-report", action="store_true", help="write results.json only (make the report later)")
+    p.add_argument(
+        "--no-figures", action="store_true", help="write report.md without its PNGs (plots/, mask and loss figures)"
+    )
     add_runtime_flags(p)
     return p
 
@@ -239,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg,
             args.output,
             resume=args.resume,
+            overwrite=args.overwrite,
+            figures=not args.no_figures,
             device=device,
             progress=not args.no_progress,
             report=not args.no_report,
@@ -246,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
             dtype=args.dtype,
             ctx=ctx,
         )
-    except (DatasetError, FileNotFoundError, ModelSourceError) as exc:
+    except (DatasetError, FileNotFoundError, ModelSourceError, ResumeMismatch) as exc:
         return user_error(exc, args.model)
     except ValueError as exc:
         return user_error(exc, code=1)

@@ -1,5 +1,7 @@
 """Aggregate a strategy comparison's cells: mean and spread per strategy and category, win / tie /
-loss against the natural name, the soft-to-discrete gap, the anytime curve and the cost.
+loss against the natural name (each cell's paired bootstrap verdict; cells of older runs without an
+interval: the AP margin), the mean AP difference to the name, the soft-to-discrete gap, the anytime curve
+and the cost.
 
 Spread: a strategy's ``ap_sd`` is the standard deviation over seeds of its mean over categories;
 a (strategy, category)'s is the standard deviation over seeds. Both use ddof = 1 (0 with one seed).
@@ -14,10 +16,10 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from alias_opt.compare.records import Cell
+from alias_opt.compare.records import Cell, Results
 from alias_opt.eval.metrics import compare
 
-MARGIN = 0.01  # DESIGN §5: a win is held-out AP above the name's by more than this
+MARGIN = 0.01  # cells without a bootstrap interval (older runs): a win is AP above the name's by more than this
 
 
 def num(v) -> float:
@@ -49,24 +51,35 @@ def _spread(per_seed: list[float]) -> dict:
     }
 
 
-def summarize(results: dict, margin: float = MARGIN) -> dict:
+def verdict(cell: Cell, margin: float = MARGIN) -> str:
+    """The cell's verdict against the name: its paired bootstrap verdict, or (a cell without an
+    interval) the AP margin's."""
+    if cell.vs_name_interval is not None:
+        return cell.vs_name
+    return compare(num(cell.ap), num(cell.name_ap), margin)
+
+
+def summarize(results: dict | Results, margin: float = MARGIN) -> dict:
     """The summary of ``results`` (``setup``, ``categories``, ``cells``; see alias_opt.compare)."""
-    cells = [c if isinstance(c, Cell) else Cell.from_dict(c) for c in results["cells"]]
-    cats = results["categories"]
-    order = [s for s in results["setup"]["strategies"] if any(c.strategy == s for c in cells)]
+    if isinstance(results, dict):
+        results = Results.of(results, summarized=False)
+    cells, cats = results.cells, results.categories
+    order = [s for s in results.setup["strategies"] if any(c.strategy == s for c in cells)]
     soft = {(c.category_id, c.seed): num(c.ap) for c in cells if c.strategy == "soft"}
+    levels = sorted({c.vs_name_interval.level for c in cells if c.vs_name_interval is not None})
     out = {
         "margin": margin,
+        "level": levels[0] if len(levels) == 1 else None,  # of every cell's interval
         "order": order,
-        "name_ap_mean": nanmean(c["name_ap"] for c in cats.values()),
-        "oracle_ap_mean": nanmean(c.get("oracle_ap") for c in cats.values()),
+        "name_ap_mean": nanmean(c.name_ap for c in cats.values()),
+        "oracle_ap_mean": nanmean(c.oracle_ap for c in cats.values()),
         "strategies": {},
     }
     for s in order:
         mine = [c for c in cells if c.strategy == s]
         seeds = sorted({c.seed for c in mine})
         per_seed = [nanmean(c.ap for c in mine if c.seed == k) for k in seeds]
-        verdicts = Counter(compare(num(c.ap), num(c.name_ap), margin) for c in mine)
+        verdicts = Counter(verdict(c, margin) for c in mine)
         if s == "soft":  # the soft prompt against its own one-shot projection
             gaps = [num(c.ap) - num(c.alias_ap) for c in mine]
         else:
@@ -86,7 +99,7 @@ def summarize(results: dict, margin: float = MARGIN) -> dict:
         per_cat = {}
         for cid in sorted({c.category_id for c in mine}):
             cc = [c for c in mine if c.category_id == cid]
-            v = Counter(compare(num(c.ap), num(c.name_ap), margin) for c in cc)
+            v = Counter(verdict(c, margin) for c in cc)
             texts = Counter(c.text for c in cc if c.text is not None)
             per_cat[str(cid)] = {
                 **_spread([num(c.ap) for c in cc]),
@@ -104,6 +117,7 @@ def summarize(results: dict, margin: float = MARGIN) -> dict:
             "tie": verdicts["tie"],
             "loss": verdicts["loss"],
             "no_baseline": verdicts["n/a"],
+            "diff_mean": nanmean(num(c.ap) - num(c.name_ap) for c in mine),  # held-out AP minus the name's
             "gap_to_soft": nanmean(gaps) if gaps else math.nan,
             "train_loss_mean": nanmean(c.train_loss for c in mine),
             "train_ap_mean": nanmean(c.train_ap for c in mine),

@@ -155,6 +155,7 @@ def make_objective(
     """The trial function: sampled settings over ``base`` (a config dict), every category x seed."""
     space = SPACES[strategy]
     cids = sorted(bench.sets)
+    bench.resamples = 0  # trials read the held-out AP only: no bootstrap verdicts
 
     def objective(trial: optuna.Trial) -> float:
         overrides = space(trial)

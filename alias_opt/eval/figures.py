@@ -29,6 +29,13 @@ PROMPT_COLOURS = (
     (204 / 255, 121 / 255, 167 / 255),
     (230 / 255, 159 / 255, 0 / 255),
 )  # vermillion (the name), blue (the alias), purple, orange
+# the rest of Okabe-Ito, for figures with more prompt columns (after PROMPT_COLOURS)
+MORE_COLOURS = (
+    (86 / 255, 180 / 255, 233 / 255),
+    (240 / 255, 228 / 255, 66 / 255),
+    (0.0, 0.0, 0.0),
+)  # sky blue, yellow, black
+PALETTE = PROMPT_COLOURS + MORE_COLOURS
 ALPHA = 0.45  # overlay opacity
 
 
@@ -40,6 +47,7 @@ class Panel:
     masks: np.ndarray  # (D, H, W) bool detections above the score threshold
     scores: Sequence[float]  # (D,) their scores
     ap: float  # the prompt's AP on this image (NaN on an image without targets)
+    detail: str = ""  # shown in the panel's title on every row (e.g. this row's alias), where label is not
 
 
 @dataclass
@@ -115,20 +123,20 @@ def draw_figure(path: str | Path, rows: Sequence[FigureRow], title: str, note: s
     if not rows:
         raise ValueError("a figure needs at least one image")
     n_cols = 1 + len(rows[0].panels)
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(2.6 * n_cols, 2.6 * len(rows) + 0.8), squeeze=False)
+    extra = 0.35 if any(p.detail for row in rows for p in row.panels) else 0.0  # a title line more per row
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(2.6 * n_cols, (2.6 + extra) * len(rows) + 0.8), squeeze=False)
     for r, row in enumerate(rows):
         _draw(axes[r, 0], row.rgb, row.targets, TARGET_COLOUR)
         head = "targets\n" if r == 0 else ""
         axes[r, 0].set_title(f"{head}{row.title}: {len(row.targets)} target(s)", fontsize=8)
         for c, panel in enumerate(row.panels, start=1):
-            _draw(axes[r, c], row.rgb, panel.masks, PROMPT_COLOURS[(c - 1) % len(PROMPT_COLOURS)], panel.scores)
+            _draw(axes[r, c], row.rgb, panel.masks, PALETTE[(c - 1) % len(PALETTE)], panel.scores)
             ap = "no target" if math.isnan(panel.ap) else f"image AP {panel.ap:.2f}"
             head = f"{_short(panel.label)}\n" if r == 0 else ""
-            axes[r, c].set_title(f"{head}{len(panel.masks)} shown, {ap}", fontsize=8)
+            detail = f"{_short(panel.detail)}\n" if panel.detail else ""
+            axes[r, c].set_title(f"{head}{detail}{len(panel.masks)} shown, {ap}", fontsize=8)
     handles = [Patch(color=TARGET_COLOUR, label="target masks")]
-    handles += [
-        Patch(color=PROMPT_COLOURS[k % len(PROMPT_COLOURS)], label=p.label) for k, p in enumerate(rows[0].panels)
-    ]
+    handles += [Patch(color=PALETTE[k % len(PALETTE)], label=p.label) for k, p in enumerate(rows[0].panels)]
     fig.legend(
         handles=handles,
         loc="lower center",
