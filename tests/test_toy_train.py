@@ -262,3 +262,16 @@ def test_worker_batches_equal_in_loop_batches():
         assert torch.equal(x.pixels, y.pixels) and x.prompts == y.prompts and torch.equal(x.img_idx, y.img_idx)
         assert all(torch.equal(s.masks, t.masks) for s, t in zip(x.targets, y.targets))
     assert not torch.equal(a[0].pixels, a[1].pixels)
+
+
+def test_resume_with_set_changes_settings_from_there_on(tmp_path):
+    """--resume with --set: the checkpoint's config with the change (saved in the next checkpoint);
+    the architecture cannot change."""
+    train.train(tmp_path, CFG, stop_after=2, **RUN)
+    train.train(tmp_path, CFG, resume=True, resume_overrides=["cls_weight=7.5"], **RUN)
+    state = torch.load(tmp_path / train.CKPT_NAME, weights_only=False)
+    assert state["config"]["cls_weight"] == 7.5 and state["step"] == CFG.steps
+    with pytest.raises(ValueError, match="architecture"):
+        train.train(tmp_path, CFG, resume=True, extend_to=CFG.steps + 1, resume_overrides=["arch=toy"], **RUN)
+    with pytest.raises(ValueError, match="FIELD=VALUE"):
+        train.train(tmp_path, CFG, resume=True, resume_overrides=["nope=1"], **RUN)

@@ -178,6 +178,7 @@ def train(
     extend_to: int | None = None,
     device: str = "cpu",
     workers: int = 1,
+    resume_overrides: list[str] | None = None,
 ):
     """Train (or resume) a run in ``out``; export the final model; return it.
 
@@ -197,8 +198,21 @@ def train(
         saved = TrainConfig(**state["config"])
         if extend_to is not None:
             saved = replace(saved, steps=extend_to)
+        if resume_overrides:  # explicit --set on a resume: e.g. tie_word_norms switched on for the rest of a run
+            changed = apply_overrides(saved, resume_overrides, _refuse)
+            if changed.arch != saved.arch:
+                raise ValueError(f"--resume cannot change the architecture ({saved.arch} -> {changed.arch})")
+            diff = {
+                f.name: getattr(changed, f.name)
+                for f in fields(saved)
+                if getattr(changed, f.name) != getattr(saved, f.name)
+            }
+            print(f"resuming with changed settings from --set: {diff}")
+            saved = changed
         if saved != cfg:
-            print(f"resuming with the checkpoint's config (command-line changes other than --steps ignored): {saved}")
+            print(
+                f"resuming with the checkpoint's config (command-line changes but --steps and --set ignored): {saved}"
+            )
             cfg = saved
     sampler = make_sampler(tokenizer, cfg)
     model = init_model(cfg)
@@ -281,6 +295,10 @@ def train(
     return model
 
 
+def _refuse(msg: str):
+    raise ValueError(msg)
+
+
 def apply_overrides(cfg: TrainConfig, items: list[str], error) -> TrainConfig:
     """``cfg`` with ``FIELD=VALUE`` overrides, each value parsed as its field's type."""
     types = {f.name: type(getattr(cfg, f.name)) for f in fields(cfg)}
@@ -341,7 +359,8 @@ def main(argv: list[str] | None = None) -> None:
         action="append",
         default=[],
         metavar="FIELD=VALUE",
-        help="override any TrainConfig field, e.g. --set p_concept=0.6 --set init_from=sam3/toy/sam3-toy",
+        help="override any TrainConfig field, e.g. --set p_concept=0.6 --set init_from=sam3/toy/sam3-toy; "
+        "with --resume it changes the checkpoint's settings from there on (not the architecture)",
     )
     args = ap.parse_args(argv)
     cfg = TrainConfig(
@@ -375,6 +394,7 @@ def main(argv: list[str] | None = None) -> None:
         progress=not args.no_progress,
         device=args.device,
         workers=args.workers,
+        resume_overrides=args.set if args.resume else None,
     )
 
 
