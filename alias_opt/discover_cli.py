@@ -95,8 +95,9 @@ def compare_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--categories", ",".join(map(str, args.categories))]
     if args.seed is not None:
         argv += ["--split-seed", str(args.seed)]
-    if args.resume:
-        argv.append("--resume")
+    for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite), ("--no-figures", args.no_figures)):
+        if on:
+            argv.append(flag)
     if args.threads:
         argv += ["--threads", str(args.threads)]
     if args.no_progress:

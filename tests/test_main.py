@@ -107,6 +107,10 @@ def test_strategies_hand_over_to_compare(tmp_path, monkeypatch, capsys):
     # the compare parser accepts exactly what main hands over
     ns = alias_opt.compare.build_parser().parse_args(cmp)
     assert ns.budget == 500 and ns.split_seed == 7
+    assert not (ns.resume or ns.overwrite or ns.no_figures)
+    assert main_mod.main([*argv, "--resume", "--overwrite", "--no-figures"]) == 0  # forwarded
+    ns = alias_opt.compare.build_parser().parse_args(seen[1])
+    assert ns.resume and ns.overwrite and ns.no_figures
     assert main_mod.main(["--dataset", "d", "--output", out, "--budget", "5"]) == 2
     assert "--strategies" in capsys.readouterr().err
     assert main_mod.main(["--strategies", "all"]) == 2
