@@ -193,7 +193,7 @@ class ColourOracle:
     def encode_images(self, arrays):
         return arrays
 
-    def iter_ground_pairs(self, text, feats, prompt_idx, image_idx, batch_size=None):
+    def iter_ground_pairs(self, text, feats, prompt_idx, image_idx, batch_size=None, masks=None):
         import numpy as np
         import torch
         from scipy import ndimage
@@ -208,7 +208,12 @@ class ColourOracle:
             for q in range(min(n, self.queries)):
                 logits[0, q][labels == q + 1] = 10.0
                 scores[0, q] = 0.9 - 0.1 * q
-            yield slice(k, k + 1), _Out(torch.from_numpy(logits), torch.from_numpy(scores))
+            out = _Out(torch.from_numpy(logits), torch.from_numpy(scores))
+            if masks is not None:  # as Sam3Backend does: only the selected queries' masks, and whose they are
+                want = masks(out, slice(k, k + 1))
+                out.mask_index = torch.nonzero(want)
+                out.mask_logits = out.mask_logits[want]
+            yield slice(k, k + 1), out
 
 
 def test_engine_routes_prompts_to_their_images(shapes):

@@ -179,18 +179,34 @@ def predict_pairs(
     Yields:
         (pair index, ImagePredictions) in pair order.
     """
-    for sl, out in backend.iter_ground_pairs(text, feats, prompt_idx, image_idx):
+
+    def kept(s: torch.Tensor) -> torch.Tensor:
+        """(n,) query indices a pair keeps, best score first: every one above the threshold, at least max_dets."""
+        n_keep = min(s.numel(), max(thresholds.max_dets, int((s > thresholds.score).sum())))
+        return torch.argsort(s, descending=True, stable=True)[:n_keep]
+
+    def select(out, sl: slice) -> torch.Tensor:  # only the kept queries' masks are computed
+        scores = out.scores().float()  # (B, Q)
+        want = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
+        for b in range(scores.shape[0]):
+            want[b, kept(scores[b])] = True
+        return want
+
+    for sl, out in backend.iter_ground_pairs(text, feats, prompt_idx, image_idx, masks=select):
         scores = out.scores().float()
+        index = out.mask_index  # (N, 2): pair in the batch, query; rows of out.mask_logits
         for b in range(scores.shape[0]):
             k = sl.start + b
             h, w = sizes[int(image_idx[k])]
             s = scores[b]
-            n_keep = min(s.numel(), max(thresholds.max_dets, int((s > thresholds.score).sum())))
-            keep = torch.argsort(s, descending=True, stable=True)[:n_keep]
+            keep = kept(s)
+            rows_b = torch.nonzero(index[:, 0] == b).flatten()
+            row_of = dict(zip(index[rows_b, 1].tolist(), rows_b.tolist()))
+            rows = torch.as_tensor([row_of[int(q)] for q in keep], dtype=torch.long, device=out.mask_logits.device)
             step = max(1, UPSAMPLE_BYTES // (4 * h * w))
             rles: list[dict] = []
-            for j in range(0, n_keep, step):
-                probs = out.mask_logits[b, keep[j : j + step]].float().sigmoid()[None]
+            for j in range(0, len(rows), step):
+                probs = out.mask_logits[rows[j : j + step]].float().sigmoid()[None]
                 up = F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)[0]
                 rles.extend(encode_masks((up > thresholds.mask).cpu().numpy()))
             yield k, ImagePredictions(scores=s[keep].cpu().numpy(), rles=rles, height=h, width=w)
