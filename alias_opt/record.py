@@ -9,10 +9,7 @@ prompt, and each member is also scored alone (``AliasMember.test_metrics``).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-
-import numpy as np
 
 from alias_opt.data.loader import TargetSet
 from alias_opt.eval.alias_sets import merge_split
@@ -44,8 +41,10 @@ def category_record(
 
     The verdict against the name (``extra["vs_name"]``) is the paired bootstrap's over the held-out
     images (``extra["vs_name_interval"]``: the AP difference and its interval), for the set's merged
-    detections. With ``predictions_path`` the held-out detections of the name, the alias set and the
-    best oracle phrase are saved there for the figures (``alias_opt.eval.figures.save_predictions``)."""
+    detections. The oracle (report only) is the dataset's ``oracle_name``; a list of phrases (a union)
+    is scored as one merged set, as ``evaluate.py --oracle`` does. With ``predictions_path`` the held-out
+    detections of the name, the alias set and the oracle are saved there for the figures
+    (``alias_opt.eval.figures.save_predictions``)."""
     tok = backend.tokenizer
     if d.token_ids is None:
         raise ValueError(f"category {ts.category_id}: the search found no candidate")
@@ -83,10 +82,16 @@ def category_record(
     }
     if alias_set is not None:
         extra["alias_set_search"] = alias_set.to_dict(lambda s: tok.decode(list(s)))
-    if oracle:
-        best = int(np.nanargmax([m.ap if m is not None and not math.isnan(m.ap) else -1 for m in oracle_m]))
-        extra["oracle_text"] = oracle[best]
-        extra["oracle_test_metrics"] = oracle_m[best].to_dict() if oracle_m[best] is not None else None
+    oracle_preds = None
+    if len(oracle) > 1 and test:  # a union's phrases are one oracle: their detections merged, like an alias set
+        oracle_preds = merge_split(preds[first_oracle:rest], thresholds.iou)
+        merged_m, _ = score_with_matches(oracle_preds, test, thresholds)
+        extra["oracle_text"] = " | ".join(oracle)
+        extra["oracle_test_metrics"] = merged_m.to_dict() if merged_m is not None else None
+    elif oracle:
+        oracle_preds = preds[first_oracle]
+        extra["oracle_text"] = oracle[0]
+        extra["oracle_test_metrics"] = oracle_m[0].to_dict() if oracle_m[0] is not None else None
     if alias_m is not None and name_m is not None:
         verdict, diff = verdict_vs(alias_matches, scored[1][1], seed=ts.category_id)
         extra["vs_name"] = verdict
@@ -101,8 +106,8 @@ def category_record(
             panels.append((f"name {quote(ts.name, 40)}", preds[1]))
         label = "alias" if len(members) == 1 else f"alias set of {len(members)}"
         panels.append((f"{label} {quote(' | '.join(texts), 40)}", set_preds))
-        if oracle:
-            panels.append((f"oracle {quote(oracle[best], 40)} (report only)", preds[first_oracle + best]))
+        if oracle_preds is not None:
+            panels.append((f"oracle {quote(extra['oracle_text'], 40)} (report only)", oracle_preds))
         save_predictions(
             predictions_path,
             ts.category_id,
