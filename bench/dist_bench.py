@@ -3,12 +3,16 @@
 (a) ``ranks``: the same ``main.py`` run (a generated toy world, several categories) in 1 process
     and under ``torchrun --nproc-per-node N``, each with its own empty feature cache; prints wall
     times, the speed-up and whether the merged outputs are equal (all but timing fields).
-(b) ``threads``: the per-pair cost of scoring candidates as discovery does (cached image features,
+(b) ``images``: one category of >= 64 train images (``--max-negatives`` negatives beside its
+    positives) in 1 process and under ``torchrun --nproc-per-node N main.py --shard images`` (every
+    rank runs the category, its images split across ranks, losses and gradients all-reduced).
+(c) ``threads``: the per-pair cost of scoring candidates as discovery does (cached image features,
     candidates x images batched), alone and beside one competing process that keeps every usable
     core busy with torch matmuls, at 1 thread, the count ``alias_opt.dist.cpu_threads`` picks and an
     oversubscribed count (default 4 x the usable cores), each twice (in both orders).
 
     python bench/dist_bench.py ranks --nproc 2 --categories 4 --images 60
+    python bench/dist_bench.py images --nproc 2 --images 200 --max-negatives 60
     python bench/dist_bench.py threads --candidates 48
     OMP_WAIT_POLICY=ACTIVE python bench/dist_bench.py threads --candidates 48   # spinning threads (before)
 
@@ -30,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import alias_opt  # noqa: E402,F401  (before torch: sets OMP_WAIT_POLICY=PASSIVE unless set)
 
-TIMING = ("wall_time", "ms_per_pair", "created", "command")
+TIMING = ("wall_time", "set_wall_time", "ms_per_pair", "created", "command")
 
 
 def _strip(obj):
@@ -46,24 +50,18 @@ def _load() -> str:
 
 
 # ---------------------------------------------------------------------------------------- ranks
-def ranks(args) -> dict:
-    from alias_opt.data.loader import CocoDataset
-    from sam3.toy.world import write_dataset
-
-    root = Path(tempfile.mkdtemp(prefix="dist_bench_"))
-    write_dataset(root / "world", "renamed", images=args.images, seed=args.seed)
-    ds = CocoDataset.open(root / "world")
-    cats = [ts.category_id for ts in ds.target_sets() if any(t.is_positive for t in ts.train)][: args.categories]
-    base = [str(REPO / "main.py"), "--dataset", str(root / "world"), "--model", args.model, "--config", args.config]
-    base += ["--categories", *map(str, cats), "--device", "cpu", "--no-progress", "--no-figures"]
-    out = {"categories": cats, "images": args.images, "usable_cores": len(os.sched_getaffinity(0))}
+def _timed_runs(root: Path, args, base: list[str], extra_n: list[str]) -> dict:
+    """``base`` in 1 process and under torchrun with ``args.nproc`` ranks (``extra_n`` added there),
+    each with its own empty feature cache; wall times, speed-up, merged outputs equal."""
+    out: dict = {"usable_cores": len(os.sched_getaffinity(0))}
     for n in (1, args.nproc):
         env = {**os.environ, "SAM3_ALIAS_CACHE": str(root / f"features-{n}"), "HF_HUB_OFFLINE": "1"}
         launch = [sys.executable] if n == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone"]
         launch += [] if n == 1 else ["--nproc-per-node", str(n)]
         load = _load()
         t = time.perf_counter()
-        done = subprocess.run([*launch, *base, "--output", str(root / f"out-{n}")], env=env, capture_output=True)
+        argv = [*launch, *base, "--output", str(root / f"out-{n}"), *([] if n == 1 else extra_n)]
+        done = subprocess.run(argv, env=env, capture_output=True)
         out[f"wall_s_{n}"] = round(time.perf_counter() - t, 2)
         out[f"load_before_{n}"] = load
         if done.returncode != 0:
@@ -72,6 +70,46 @@ def ranks(args) -> dict:
     a, b = (_strip(json.loads((root / f"out-{n}" / "aliases.json").read_text())) for n in (1, args.nproc))
     out["merged_equal"] = a == b
     return out
+
+
+def _main_argv(root: Path, args, cats: list[int], config: str) -> list[str]:
+    base = [str(REPO / "main.py"), "--dataset", str(root / "world"), "--model", args.model, "--config", config]
+    return base + ["--categories", *map(str, cats), "--device", "cpu", "--no-progress", "--no-figures"]
+
+
+def ranks(args) -> dict:
+    from alias_opt.data.loader import CocoDataset
+    from sam3.toy.world import write_dataset
+
+    root = Path(tempfile.mkdtemp(prefix="dist_bench_"))
+    write_dataset(root / "world", "renamed", images=args.images, seed=args.seed)
+    ds = CocoDataset.open(root / "world")
+    cats = [ts.category_id for ts in ds.target_sets() if any(t.is_positive for t in ts.train)][: args.categories]
+    out = {"categories": cats, "images": args.images}
+    return {**out, **_timed_runs(root, args, _main_argv(root, args, cats, args.config), [])}
+
+
+def images(args) -> dict:
+    from alias_opt.config import load_config
+    from alias_opt.data.loader import CocoDataset
+    from sam3.toy.world import write_dataset
+
+    root = Path(tempfile.mkdtemp(prefix="dist_bench_"))
+    write_dataset(root / "world", "renamed", images=args.images, seed=args.seed)
+    cfg = json.loads(Path(args.config).read_text())
+    cfg["max_negatives"] = args.max_negatives
+    (root / "config.json").write_text(json.dumps(cfg))
+    split = load_config(root / "config.json")
+    sets = CocoDataset.open(root / "world").target_sets(
+        seed=split.seed, train_fraction=split.train_fraction, max_negatives=split.max_negatives
+    )
+    ts = max(sets, key=lambda t: len(t.train))
+    out = {"category": ts.category_id, "train_images": len(ts.train), "test_images": len(ts.test)}
+    out["positive_train_images"] = sum(t.is_positive for t in ts.train)
+    if len(ts.train) < 64:
+        sys.exit(f"the largest category has {len(ts.train)} train images (< 64): raise --images or --max-negatives")
+    argv = _main_argv(root, args, [ts.category_id], str(root / "config.json"))
+    return {**out, **_timed_runs(root, args, argv, ["--shard", "images"])}
 
 
 # ---------------------------------------------------------------------------------------- threads
@@ -150,7 +188,7 @@ def threads(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=("ranks", "threads"))
+    ap.add_argument("what", choices=("ranks", "images", "threads"))
     ap.add_argument("--model", default="toy", help="model source (default the shipped toy model)")
     ap.add_argument("--config", default=str(REPO / "configs" / "fast.json"), help="discovery config JSON")
     ap.add_argument("--images", type=int, default=60, help="images in the generated toy world")
@@ -163,8 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--oversubscribe", type=int, default=0, help="threads: the oversubscribed count (default 4 x cores)"
     )
+    ap.add_argument("--max-negatives", type=int, default=60, help="images: negative train images of the category")
     args = ap.parse_args(argv)
-    res = ranks(args) if args.what == "ranks" else threads(args)
+    res = {"ranks": ranks, "images": images, "threads": threads}[args.what](args)
     res["load_average_at_end"] = _load()
     print(json.dumps(res, indent=2))
     return 0
