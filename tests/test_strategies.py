@@ -207,3 +207,26 @@ def test_context_objective_starts_uncapped(tiny_backend, data):
     ctx = _ctx(tiny_backend, data)
     assert isinstance(ctx.obj, Objective) and ctx.obj.budget == 0 and not ctx.obj.exhausted
     assert ctx.name_seq == tuple(tiny_backend.tokenizer.encode("red square", special=False))
+
+
+def test_extension_bases_put_the_name_first():
+    from alias_opt.search.phases import name_first_bases
+
+    assert name_first_bases((5, 6), [(1,), (2,)], 3) == [(5, 6), (1,), (2,)]
+    assert name_first_bases((5, 6), [(1,)], 2) == [(1,)]  # an extension of the name would be too long
+    assert name_first_bases(None, [(1,), (1,)], 3) == [(1,)]
+    assert name_first_bases((1,), [(1,), (2,)], 3) == [(1,), (2,)]  # a one-token name that is also a single
+
+
+def test_extend_phase_scores_the_name_narrowed(tiny_backend, data):
+    """pez+evolution's extension phase scores the name with one shortlist token prepended and appended."""
+    from alias_opt.search.phases import extend_phase, scan_phase
+
+    ctx = _ctx(tiny_backend, data, cfg=_raw(load_config(overrides={**TINY, "max_len": 3})))
+    scan_phase(ctx)
+    extend_phase(ctx)
+    tokens = ctx.shortlist()[: ctx.cfg.scan_size]
+    name = ctx.name_seq
+    scored = ctx.obj.scored()
+    assert name is not None and len(name) == 2
+    assert {(*name, t) for t in tokens} | {(t, *name) for t in tokens} <= scored

@@ -166,9 +166,9 @@ def count_pairs(backend: Sam3Backend) -> Iterator[list[int]]:
     shadowed = vars(backend).get("iter_ground_pairs")  # an enclosing count_pairs
     original = backend.iter_ground_pairs
 
-    def counting(text, images, prompt_idx, image_idx, batch_size=None):
+    def counting(text, images, prompt_idx, image_idx, batch_size=None, masks=None):
         box[0] += int(torch.as_tensor(prompt_idx).numel())
-        yield from original(text, images, prompt_idx, image_idx, batch_size)
+        yield from original(text, images, prompt_idx, image_idx, batch_size, masks)
 
     backend.iter_ground_pairs = counting  # type: ignore[method-assign]
     try:

@@ -119,16 +119,24 @@ def vocab_scan_phase(ctx: SearchContext) -> PhaseResult:
 
 
 def extend_phase(ctx: SearchContext) -> PhaseResult | None:
-    """The best ``extend_bases`` singles, each extended by every scanned shortlist token (appended and
-    prepended); None when ``extend_bases`` is 0."""
+    """The natural name (when shorter than ``max_len``) and the best ``extend_bases`` singles, each
+    extended by every scanned shortlist token (appended and prepended): a too-broad name narrowed by
+    one word ("red circle" -> "large red circle") is one candidate; None when ``extend_bases`` is 0."""
     s = ctx.cfg
     if not s.extend_bases:
         return None
-    bases = [(t,) for t in ctx.ranked_singles()[: s.extend_bases]]
+    bases = name_first_bases(ctx.name_seq, [(t,) for t in ctx.ranked_singles()[: s.extend_bases]], s.max_len)
     tokens = ctx.shortlist()[: s.scan_size]
     with ctx.share((1.0 if ctx.last else s.options.scan_share) * ctx.budget), stepwise(ctx.obj, "extend"):
         return extend(ctx.obj, bases, tokens, ctx.filt)
     return None  # the share's budget was spent before a result
+
+
+def name_first_bases(name: Seq | None, singles: list[Seq], max_len: int) -> list[Seq]:
+    """Extension bases: the name first (if it exists and an extension of it fits ``max_len``), then the
+    singles; no repeats."""
+    bases = ([name] if name and len(name) < max_len else []) + list(singles)
+    return list(dict.fromkeys(bases))
 
 
 # ---------------------------------------------------------------------------------------- soft prompts
