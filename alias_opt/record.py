@@ -14,7 +14,8 @@ from pathlib import Path
 from alias_opt.data.loader import TargetSet
 from alias_opt.eval.alias_sets import merge_split
 from alias_opt.eval.bootstrap import verdict_vs
-from alias_opt.eval.metrics import Thresholds, predict, score_with_matches
+from alias_opt.eval.metrics import Thresholds, score_with_matches
+from alias_opt.eval.predict import predict
 from alias_opt.export import AliasMember, AliasRecord
 from alias_opt.search.alias_set import AliasSetResult
 from alias_opt.search.pipeline import SearchOutcome

@@ -38,8 +38,19 @@ from sam3.toy.world import write_dataset  # noqa: E402
 
 def _dataset(args) -> Path:
     out = Path(tempfile.mkdtemp(prefix="discovery_bench_"))
-    write_dataset(out, args.variant, args.images, args.seed)
+    if args.world == "v2":
+        from sam3.toy import world2
+
+        world2.write_dataset(out, args.variant, args.images, args.seed)
+    else:
+        write_dataset(out, args.variant, args.images, args.seed)
     return out
+
+
+def _oracle_words(oracle) -> list[str]:
+    """The distinct words of an ``oracle_name`` (a phrase, or a list of phrases for a union)."""
+    phrases = [oracle] if isinstance(oracle, str) else list(oracle)
+    return list(dict.fromkeys(w for p in phrases for w in p.split()))
 
 
 def recall(args, backend: Sam3Backend) -> dict:
@@ -55,7 +66,7 @@ def recall(args, backend: Sam3Backend) -> dict:
     for ts in ds.target_sets(seed=args.seed):
         feats = encode(backend, ts.train)
         filt = CandidateFilter(tok, allowed_tokens(backend, cfg, ts.name), cfg.max_len, cfg.roundtrip)
-        words = [tok.encode(w, special=False)[0] for w in ts.oracle_name.split()]
+        words = [tok.encode(w, special=False)[0] for w in _oracle_words(ts.oracle_name)]
         name = tuple(tok.encode(ts.name, special=False)) if ts.name else None
         probes = [()] + ([name] if name else [])
         row = {"category": ts.category_id, "oracle": ts.oracle_name}
@@ -134,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="toy", help="model source (default the shipped toy model)")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--world", choices=("v1", "v2"), default="v1", help="shapes world v1 (9 words) or v2 (386)")
     ap.add_argument("--variant", default="renamed", help="toy-world variant to generate")
     ap.add_argument("--images", type=int, default=120, help="images in the generated world")
     ap.add_argument("--seed", type=int, default=11, help="world seed of the generated dataset")

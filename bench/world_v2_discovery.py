@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "results" / "world_v2_discovery", help="datasets and runs")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--resume", action="store_true", help="keep finished categories of earlier runs")
+    ap.add_argument("--categories", type=int, default=0, help="only the first N categories (0: all)")
     args = ap.parse_args(argv)
 
     import torch
@@ -102,7 +103,13 @@ def main(argv: list[str] | None = None) -> int:
             if not (data / "annotations.json").is_file():
                 world2.write_dataset(data, variant, args.images, seed)
             t0 = time.perf_counter()
-            result = run(data, data / "run", cfg, model=args.model, backend=backend, resume=args.resume, progress=True)
+            cats = None
+            if args.categories:
+                cats = sorted(json.loads((data / "annotations.json").read_text())["categories"], key=lambda c: c["id"])
+                cats = [c["id"] for c in cats[: args.categories]]
+            result = run(
+                data, data / "run", cfg, model=args.model, backend=backend, resume=args.resume, categories=cats
+            )
             rows = summarize(result)["rows"]
             res = {**score_rows(variant, rows), "wall_s": round(time.perf_counter() - t0, 1)}
             report["runs"][f"{variant}/{seed}"] = res

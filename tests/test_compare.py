@@ -17,7 +17,7 @@ from alias_opt.compare.records import Cell, Shown
 from alias_opt.compare.summary import nanmean, sd
 from alias_opt.config import load_config
 from alias_opt.data.loader import CocoDataset
-from alias_opt.eval.metrics import predict
+from alias_opt.eval.predict import predict
 from alias_opt.search.soft_prompt import soft_metrics
 
 BUDGET = 400

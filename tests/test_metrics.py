@@ -23,10 +23,9 @@ from alias_opt.eval.metrics import (
     Thresholds,
     coco_mask_ap,
     compare,
-    evaluate_prompts,
-    predict,
     score_predictions,
 )
+from alias_opt.eval.predict import evaluate_prompts, predict
 from tests.coco_synth import disc_mask, rect_mask
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools.*")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from alias_opt.config import load_config
-from alias_opt.eval.metrics import evaluate_prompts
+from alias_opt.eval.predict import evaluate_prompts
 from alias_opt.search.context import make_context
 from alias_opt.search.pipeline import RerankRow, _prune
 

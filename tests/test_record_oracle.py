@@ -9,7 +9,8 @@ import pytest
 from alias_opt.config import load_config
 from alias_opt.data.loader import CocoDataset
 from alias_opt.discover import run
-from alias_opt.eval.metrics import predict, score_with_matches
+from alias_opt.eval.metrics import score_with_matches
+from alias_opt.eval.predict import predict
 from sam3.loading import TOY_DIR
 
 REPO = Path(__file__).resolve().parents[1]

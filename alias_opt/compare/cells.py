@@ -32,10 +32,9 @@ from alias_opt.eval.metrics import (
     PromptMetrics,
     Thresholds,
     coco_mask_ap,
-    predict,
-    predict_text,
     score_with_matches,
 )
+from alias_opt.eval.predict import predict, predict_text
 from alias_opt.export import dataset_hash
 from alias_opt.search.pipeline import SearchOutcome, search, search_seed
 from alias_opt.search.strategies import NAMES

@@ -23,9 +23,9 @@ from alias_opt.eval.metrics import (
     ImagePredictions,
     PromptMetrics,
     Thresholds,
-    predict_pairs,
     score_with_matches,
 )
+from alias_opt.eval.predict import predict_pairs
 from alias_opt.eval.text import align, quote
 from alias_opt.export import now_iso, tool_version, write_json_atomic
 

@@ -36,8 +36,9 @@ from alias_opt.config import SearchConfig
 from alias_opt.data.targets import TargetImage
 from alias_opt.eval.alias_sets import merge_split
 from alias_opt.eval.matching import hungarian_match, iou_matrix
-from alias_opt.eval.metrics import DEFAULT_THRESHOLDS, ImagePredictions, PromptMetrics, Thresholds, predict
+from alias_opt.eval.metrics import DEFAULT_THRESHOLDS, ImagePredictions, PromptMetrics, Thresholds
 from alias_opt.eval.metrics import score_predictions as _score
+from alias_opt.eval.predict import predict
 from alias_opt.search.meter import Usage
 from alias_opt.search.objective import Seq, Step
 from alias_opt.search.pipeline import SearchOutcome, search

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 import torch
 
 from alias_opt.config import SearchConfig
-from alias_opt.eval.metrics import PromptMetrics, evaluate_prompts
+from alias_opt.eval.metrics import PromptMetrics
+from alias_opt.eval.predict import evaluate_prompts
 from alias_opt.search.context import KeptSoft, SearchContext, make_context
 from alias_opt.search.embeddings import VocabularyIndex
 from alias_opt.search.meter import TracePoint, Usage
