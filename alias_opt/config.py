@@ -10,6 +10,7 @@ errors, so a typo never silently does nothing.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -261,3 +262,30 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     if overrides:
         _merge(cfg, overrides, "")
     return cfg.validate()
+
+
+def _flat(d: Mapping, prefix: str = "") -> dict[str, object]:
+    """A nested dict as one level of dotted keys."""
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def setting_differences(there: Mapping, now: Mapping, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two nested settings dicts (a finished run's and this
+    one's), one ``<prefix>key: X there, Y now`` each; ``(unset)`` where a side lacks the key."""
+    a, b = _flat(there), _flat(now)
+    missing = object()
+
+    def show(v) -> str:
+        return "(unset)" if v is missing else repr(v)
+
+    return [
+        f"{prefix}{k}: {show(a.get(k, missing))} there, {show(b.get(k, missing))} now"
+        for k in sorted(set(a) | set(b))
+        if a.get(k, missing) != b.get(k, missing)
+    ]

@@ -37,7 +37,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from alias_opt.cli import pause_point
-from alias_opt.config import SearchConfig
+from alias_opt.config import SearchConfig, setting_differences
 from alias_opt.data.loader import CocoDataset, TargetImage, TargetSet
 from alias_opt.dist import DistContext, image_sharding, local_first
 from alias_opt.eval.metrics import Thresholds
@@ -213,16 +213,6 @@ def _compatible(a: Provenance, b: Provenance) -> bool:
     return all(getattr(a, k) == getattr(b, k) for k in _RESUME_KEYS) and a.config == b.config
 
 
-def _flat(d: Mapping, prefix: str = "") -> dict[str, object]:
-    out: dict[str, object] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def provenance_differences(done: Provenance, now: Provenance) -> list[str]:
     """What differs between a finished run's provenance and this run's, one ``key: X there, Y now`` each."""
     diffs = [
@@ -230,13 +220,7 @@ def provenance_differences(done: Provenance, now: Provenance) -> list[str]:
         for k in _RESUME_KEYS
         if getattr(done, k) != getattr(now, k)
     ]
-    a, b = _flat(done.config), _flat(now.config)
-    missing = object()
-    for k in sorted(set(a) | set(b)):
-        x, y = a.get(k, missing), b.get(k, missing)
-        if x != y:
-            show = lambda v: "(unset)" if v is missing else repr(v)  # noqa: E731
-            diffs.append(f"config.{k}: {show(x)} there, {show(y)} now")
+    diffs += setting_differences(done.config, now.config, "config.")
     return diffs
 
 

@@ -60,7 +60,7 @@ from alias_opt.compare.cells import (
 )
 from alias_opt.compare.records import Cell, Results
 from alias_opt.compare.summary import summarize
-from alias_opt.config import CONFIG_DIR, SearchConfig, load_config
+from alias_opt.config import CONFIG_DIR, SearchConfig, load_config, setting_differences
 from alias_opt.discover import ResumeMismatch
 from alias_opt.dist import DistContext, close, local_first, start
 from alias_opt.eval.metrics import Thresholds
@@ -182,28 +182,11 @@ def run_comparison(
     return results
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def settings_differences(there: dict | None, now: dict) -> list[str]:
     """What differs between a finished cell's settings and this run's, one ``key: X there, Y now`` each."""
     if there is None:
         return ["settings: not recorded there (a run before settings/ was written)"]
-    a, b = _flat(there), _flat(now)
-    missing = object()
-    show = lambda v: "(unset)" if v is missing else repr(v)  # noqa: E731
-    return [
-        f"{k}: {show(a.get(k, missing))} there, {show(b.get(k, missing))} now"
-        for k in sorted(set(a) | set(b))
-        if a.get(k, missing) != b.get(k, missing)
-    ]
+    return setting_differences(there, now)
 
 
 def check_resume(out: Path, key: str, settings: dict) -> None:
