@@ -170,6 +170,31 @@ def test_build_alias_set_keeps_one_alias_below_the_margin(monkeypatch):
     assert len(res.rounds) == 1  # max_aliases 2: one round
 
 
+def test_a_set_addition_loses_its_inert_tokens(monkeypatch):
+    """The residual search's winner "b + filler" (2, 9) finds concept b as (2,) does; the filler token 9
+    alone finds nothing, so it is dropped and the set's second member is (2,)."""
+    monkeypatch.setitem(PREDS, (2, 9), PREDS[(2,)])
+    monkeypatch.setitem(PREDS, (9,), [pred(), pred(), pred(), pred()])
+
+    def predict(backend, feats, images, prompts, thresholds=None):
+        return [PREDS[tuple(p)] for p in prompts]
+
+    def search(backend, images, feats, name, cfg, seed, indexes=None, on_step=None):
+        return SimpleNamespace(reranked=[SimpleNamespace(token_ids=(2, 9))], candidates=[(2, 9)], usage=Usage())
+
+    monkeypatch.setattr(aset, "predict", predict)
+    monkeypatch.setattr(aset, "search", search)
+    first = SimpleNamespace(token_ids=(1,), candidates=[(1,)])
+    res = aset.build_alias_set(None, IMAGES, _Feats(), None, load_config(overrides={"max_aliases": 2}), 0, first)
+    assert res.kept and res.members == [(1,), (2,)] and res.metrics.ap == pytest.approx(1.0)
+    assert res.rounds[0].pick == (2,) and res.rounds[0].pruned == (9,)
+    assert res.usage.forward == 4 + 4 + 2 * 4  # first alias, the one candidate, its two one-token deletions
+    off = aset.build_alias_set(
+        None, IMAGES, _Feats(), None, load_config(overrides={"max_aliases": 2, "prune_tolerance": -1}), 0, first
+    )
+    assert off.members == [(1,), (2, 9)] and off.rounds[0].pruned == ()
+
+
 def test_max_aliases_validated():
     with pytest.raises(ValueError, match="max_aliases"):
         load_config(overrides={"max_aliases": 0})

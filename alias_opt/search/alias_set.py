@@ -15,7 +15,9 @@ winner. Each round (at most ``cfg.max_aliases - 1``):
    covered are left out, negatives kept.
 4. The same search (strategy, config, budget per search) on the residual images, with a seed of its
    own; its re-ranked candidates and the first search's are each scored *merged* with the set on all
-   train images (``rank_additions``), and the best joins the set if it raises the set's train AP.
+   train images (``rank_additions``), and the best joins the set if it raises the set's train AP,
+   after its inert tokens are dropped (``prune_inert`` against the merged set's train AP, the same
+   ``prune_tolerance`` as the single alias's; -1 turns it off).
 
 The set is kept only where its merged train AP beats the single alias's by more than
 ``cfg.set_margin`` (``keep_set``); otherwise the result is the single alias alone.
@@ -42,6 +44,7 @@ from alias_opt.eval.predict import predict
 from alias_opt.search.meter import Usage
 from alias_opt.search.objective import Seq, Step
 from alias_opt.search.pipeline import SearchOutcome, search
+from alias_opt.search.prune import prune_inert
 from sam3 import ImageFeatures, Sam3Backend
 
 Preds = list[ImagePredictions]  # one prompt's (or a merged set's) predictions, one per image
@@ -166,7 +169,8 @@ class SetRound:
         n_targets, uncovered: train targets, and those the set missed before the round.
         searched: a residual search ran (else ``stop`` says why not).
         tried: sequences scored merged with the set.
-        pick: the alias added (None: none raised the set's train AP).
+        pick: the alias added (None: none raised the set's train AP), after pruning.
+        pruned: the inert tokens dropped from it, in the order dropped.
         set_ap: the set's merged train AP after the round.
         stop: why the builder stopped after this round ("" when it went on).
     """
@@ -176,6 +180,7 @@ class SetRound:
     searched: bool = False
     tried: int = 0
     pick: Seq | None = None
+    pruned: tuple[int, ...] = ()
     set_ap: float = math.nan
     stop: str = ""
 
@@ -186,6 +191,7 @@ class SetRound:
             "searched": self.searched,
             "tried": self.tried,
             "pick": None if self.pick is None else {"token_ids": list(self.pick), "text": decode(self.pick)},
+            "pruned": list(self.pruned),
             "set_train_ap": self.set_ap,
             "stop": self.stop,
         }
@@ -243,6 +249,33 @@ def _tagged(on_step: Callable[[Step], None] | None, prefix: str) -> Callable[[St
 
 def _add(u: Usage, v: Usage) -> Usage:
     return Usage(u.forward + v.forward, u.backward + v.backward, u.candidates + v.candidates, u.memo_hits + v.memo_hits)
+
+
+def _prune_addition(backend, feats, images, current, preds, pick, pick_metrics, chosen, tolerance, thresholds):
+    """``pick`` with its inert tokens dropped: each removal may lower the merged set's train AP by at
+    most ``tolerance``; a pruned sequence that is already a member is not taken. Fills ``preds``.
+
+    Returns:
+        (the addition, dropped token ids, the set's metrics with it, pair forwards spent)
+    """
+    spent = 0
+
+    def set_ap(seqs: Sequence[Seq]) -> list[float]:
+        nonlocal spent
+        new = [s for s in dict.fromkeys(tuple(s) for s in seqs) if s not in preds]
+        for s, p in zip(new, predict(backend, feats, images, [list(s) for s in new], thresholds)):
+            preds[s] = p
+        spent += len(new) * len(images)
+        return [
+            -1.0 if tuple(s) in chosen else _ap(merged_metrics([*current, preds[tuple(s)]], images, thresholds))
+            for s in seqs
+        ]
+
+    res = prune_inert(pick, set_ap, tolerance, base=_ap(pick_metrics))
+    if not res.dropped:
+        return pick, (), pick_metrics, spent
+    seq = tuple(res.seq)
+    return seq, tuple(res.dropped), merged_metrics([*current, preds[seq]], images, thresholds), spent
 
 
 def build_alias_set(
@@ -312,6 +345,11 @@ def build_alias_set(
             rnd.stop = "no candidate raises the set's train AP"
             break
         rnd.pick, set_metrics = ranked[0]
+        if cfg.prune_tolerance >= 0 and len(rnd.pick) > 1:
+            rnd.pick, rnd.pruned, set_metrics, cost = _prune_addition(
+                backend, feats, images, current, preds, rnd.pick, set_metrics, chosen, cfg.prune_tolerance, thresholds
+            )
+            usage = _add(usage, Usage(forward=cost))
         rnd.set_ap = set_metrics.ap
         chosen.append(rnd.pick)
     for s in chosen:
