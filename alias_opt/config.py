@@ -137,6 +137,7 @@ class SearchConfig:
     budget: int = 0  # forward-equivalents (pair forwards + 2 x pair backwards) per category; 0: none
     rerank: int = 4  # final candidates re-ranked by train-split AP (alias_opt.eval.metrics)
     rerank_tolerance: float = 0.01  # candidates within this train AP of the best: whole words, then the lowest loss win
+    name_margin: float = 0.02  # the name stays the answer unless a candidate beats its train AP by more than this
     prune_tolerance: float = 0.01  # after re-ranking, drop alias tokens costing at most this train AP (-1: off)
     scan_size: int = 64  # shortlist singles scored by the scan phase
     extend_bases: int = 2  # evolution strategies: the best singles extended by every scanned token (0: off)
@@ -160,6 +161,10 @@ class SearchConfig:
 
         if self.strategy not in NAMES:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose from {', '.join(NAMES)}")
+        if not -1 <= self.name_margin <= 1:
+            raise ValueError(
+                f"name_margin must be in [-1, 1] (-1: the name gets no preference); got {self.name_margin}"
+            )
         if self.prune_tolerance != -1 and not 0 <= self.prune_tolerance <= 1:
             raise ValueError(f"prune_tolerance must be in [0, 1] or -1 (off); got {self.prune_tolerance}")
         if not 1 <= self.max_len <= 30:

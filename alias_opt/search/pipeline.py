@@ -6,7 +6,9 @@ Per (target set, seed): seed numpy and torch, make the ``SearchContext``, score 
 run the strategy's phases (``alias_opt.search.strategies``) under the budget (0: none; then each phase
 runs its configured work once), and re-rank the best ``rerank`` candidates and the name by train-split
 COCO AP: the best AP wins, and within ``rerank_tolerance`` of it the most readable (fewest word pieces
-and non-ASCII tokens, ``alias_opt.search.prune.readability``), then the lowest loss (shorter on ties).
+and non-ASCII tokens, ``alias_opt.search.prune.readability``), then the lowest loss (shorter on ties);
+the name stays first unless the best beats its train AP by more than ``name_margin`` (a small train
+split rewards candidates that fit it by chance; a good name should not lose to one).
 Then the winner's inert tokens are dropped (``prune_inert``: each removal may cost at most
 ``prune_tolerance`` of train AP against the winner's), so every token of an alias earns its place.
 Under a budget the re-ranking's forwards are kept back from the phases (unless they would take half of
@@ -230,6 +232,32 @@ def _prune(ctx: SearchContext, best: RerankRow) -> tuple[RerankRow, tuple[int, .
     return RerankRow(res.seq, seen[res.seq].ap, math.inf if loss is None else loss, seen[res.seq]), res.dropped
 
 
+def rerank_order(
+    rows: Sequence[RerankRow],
+    name_seq: Seq | None,
+    pieces: Callable[[Seq], tuple],
+    tolerance: float,
+    name_margin: float,
+) -> list[RerankRow]:
+    """The re-ranked rows, the answer first: the best train AP wins; within ``tolerance`` of it the
+    most readable (``pieces``: a sort key, smaller is more readable), then the lowest loss, then the
+    shorter; the name's row goes first when the best beats its train AP by at most ``name_margin``.
+    A NaN train AP ranks as -1."""
+
+    def ap(r: RerankRow) -> float:
+        return r.train_ap if not math.isnan(r.train_ap) else -1.0
+
+    if not rows:
+        return []
+    top = max(ap(r) for r in rows)
+    out = sorted(rows, key=lambda r: (ap(r) < top - tolerance, pieces(r.token_ids), r.loss, len(r.token_ids), -ap(r)))
+    name_row = next((r for r in out if r.token_ids == name_seq), None)
+    if name_row is not None and ap(name_row) >= top - name_margin:  # not clearly beaten: the name stays
+        out.remove(name_row)
+        out.insert(0, name_row)
+    return out
+
+
 def _rerank(ctx: SearchContext) -> tuple[list[RerankRow], list[Seq]]:
     """The best ``rerank`` candidates and the name, re-ranked by train AP (as many as the budget pays
     for); returns the rows, best first, and the candidate pool by loss."""
@@ -252,14 +280,12 @@ def _rerank(ctx: SearchContext) -> tuple[list[RerankRow], list[Seq]]:
         loss = obj.loss_of(p)
         rows.append(RerankRow(p, m.ap, math.inf if loss is None else loss, m))
 
-    # the best train AP wins; within ``rerank_tolerance`` of it, the most readable, then the lowest loss
-    def ap(r: RerankRow) -> float:
-        return r.train_ap if not math.isnan(r.train_ap) else -1.0
-
-    def pieces(r: RerankRow) -> tuple[int, int]:
-        return readability(ctx.backend.tokenizer.token_strings(r.token_ids))[:2]
-
-    top = max(ap(r) for r in rows)
-    rows.sort(key=lambda r: (ap(r) < top - cfg.rerank_tolerance, pieces(r), r.loss, len(r.token_ids), -ap(r)))
+    rows = rerank_order(
+        rows,
+        ctx.name_seq,
+        lambda seq: readability(ctx.backend.tokenizer.token_strings(seq))[:2],
+        cfg.rerank_tolerance,
+        cfg.name_margin,
+    )
     order = [r.token_ids for r in rows]
     return rows, order + [sq for sq in ranked if sq not in order]
