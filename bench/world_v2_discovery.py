@@ -72,6 +72,17 @@ def score_rows(variant: str, rows: list[dict]) -> dict:
     return out
 
 
+def category_line(r: dict) -> str:
+    """One category's held-out result: name, alias (or set), APs, verdict and its interval."""
+    iv = r.get("vs_name_interval") or {}
+    ci = f"[{iv['low']:+.3f}, {iv['high']:+.3f}]" if iv else ""
+    fmt = lambda x: f"{x:.3f}" if _finite(x) else "  -  "  # noqa: E731
+    return (
+        f"  {r['name']!r:24} -> {r['alias']!r:40} AP alias {fmt(r['alias_ap'])} name {fmt(r['name_ap'])} "
+        f"oracle {fmt(r.get('oracle_ap'))} ({r.get('oracle_text')!r}) {r['vs_name']} {ci}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="a world-v2 sam3-toy (HF folder) or another model source")
@@ -111,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                 data, data / "run", cfg, model=args.model, backend=backend, resume=args.resume, categories=cats
             )
             rows = summarize(result)["rows"]
+            for r in rows:
+                print(category_line(r), flush=True)
             res = {**score_rows(variant, rows), "wall_s": round(time.perf_counter() - t0, 1)}
             report["runs"][f"{variant}/{seed}"] = res
             print(json.dumps({f"{variant}/{seed}": res}), flush=True)
