@@ -251,6 +251,15 @@ def _add(u: Usage, v: Usage) -> Usage:
     return Usage(u.forward + v.forward, u.backward + v.backward, u.candidates + v.candidates, u.memo_hits + v.memo_hits)
 
 
+def _predict_missing(backend, feats, images, seqs, preds: dict[Seq, Preds], thresholds) -> int:
+    """Predict the ``seqs`` not yet in ``preds`` on ``images`` (one batch) and store them; returns the
+    pair forwards spent."""
+    new = [s for s in dict.fromkeys(tuple(s) for s in seqs) if s not in preds]
+    for s, p in zip(new, predict(backend, feats, images, [list(s) for s in new], thresholds)):
+        preds[s] = p
+    return len(new) * len(images)
+
+
 def _prune_addition(backend, feats, images, current, preds, pick, pick_metrics, chosen, tolerance, thresholds):
     """``pick`` with its inert tokens dropped: each removal may lower the merged set's train AP by at
     most ``tolerance``; a pruned sequence that is already a member is not taken. Fills ``preds``.
@@ -262,10 +271,7 @@ def _prune_addition(backend, feats, images, current, preds, pick, pick_metrics, 
 
     def set_ap(seqs: Sequence[Seq]) -> list[float]:
         nonlocal spent
-        new = [s for s in dict.fromkeys(tuple(s) for s in seqs) if s not in preds]
-        for s, p in zip(new, predict(backend, feats, images, [list(s) for s in new], thresholds)):
-            preds[s] = p
-        spent += len(new) * len(images)
+        spent += _predict_missing(backend, feats, images, seqs, preds, thresholds)
         return [
             -1.0 if tuple(s) in chosen else _ap(merged_metrics([*current, preds[tuple(s)]], images, thresholds))
             for s in seqs
@@ -335,10 +341,7 @@ def build_alias_set(
         rnd.searched = True
         pool = [r.token_ids for r in out.reranked] + out.candidates[: cfg.rerank] + first.candidates[: cfg.rerank]
         fresh = [tuple(s) for s in dict.fromkeys(tuple(s) for s in pool) if tuple(s) not in chosen]
-        new = [s for s in fresh if s not in preds]
-        for s, p in zip(new, predict(backend, feats, images, [list(s) for s in new], thresholds)):
-            preds[s] = p
-        usage = _add(usage, Usage(forward=len(new) * len(images)))
+        usage = _add(usage, Usage(forward=_predict_missing(backend, feats, images, fresh, preds, thresholds)))
         ranked = rank_additions(current, {s: preds[s] for s in fresh}, images, thresholds)
         rnd.tried = len(ranked)
         if not ranked or _ap(ranked[0][1]) <= _ap(set_metrics):
