@@ -275,3 +275,26 @@ def test_resume_with_set_changes_settings_from_there_on(tmp_path):
         train.train(tmp_path, CFG, resume=True, extend_to=CFG.steps + 1, resume_overrides=["arch=toy"], **RUN)
     with pytest.raises(ValueError, match="FIELD=VALUE"):
         train.train(tmp_path, CFG, resume=True, resume_overrides=["nope=1"], **RUN)
+
+
+def test_dense_attribute_loss_trains_resumes_exactly_and_can_be_switched_on(tmp_path):
+    """attr_weight > 0 (world v2): the loss is logged, its head lives in the checkpoint, resume is exact."""
+    cfg = train.TrainConfig(
+        arch="tiny", steps=4, images_per_step=2, prompts_per_image=2, warmup=2, world="v2", attr_weight=1.0
+    )
+    full = train.train(tmp_path / "full", cfg, **RUN)
+    train.train(tmp_path / "cut", cfg, stop_after=2, **RUN)
+    state = torch.load(tmp_path / "cut" / train.CKPT_NAME, weights_only=True)
+    assert "attr_head" in state and "attr_optimizer" in state
+    resumed = train.train(tmp_path / "cut", cfg, resume=True, **RUN)
+    for k, v in full.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+    log = [json.loads(line) for line in (tmp_path / "full" / train.LOG_NAME).read_text().splitlines()]
+    assert all(rec["attr"] > 0 for rec in log)
+    off = train.TrainConfig(**{**cfg.__dict__, "attr_weight": 0.0})
+    train.train(tmp_path / "late", off, stop_after=2, **RUN)
+    assert "attr_head" not in torch.load(tmp_path / "late" / train.CKPT_NAME, weights_only=True)
+    train.train(tmp_path / "late", off, resume=True, resume_overrides=["attr_weight=0.5"], **RUN)
+    assert "attr_head" in torch.load(tmp_path / "late" / train.CKPT_NAME, weights_only=True)
+    with pytest.raises(ValueError, match="attr_weight"):
+        train.apply_overrides(train.TrainConfig(), ["attr_weight=1"], train._refuse)

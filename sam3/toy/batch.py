@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from sam3.preprocess import preprocess
 from sam3.tokenizer import Sam3Tokenizer
 from sam3.toy import world
+from sam3.toy.attributes import cell_labels
 from sam3.toy.prompts_v2 import PromptSamplerV2, training_image
 from sam3.toy.set_loss import SetTarget
 from sam3.toy.train_config import TrainConfig
@@ -113,6 +114,7 @@ class Batch:
     prompts: list[list[int]]  # B prompts as token ids (no SOT/EOT)
     img_idx: torch.Tensor  # (B,) row of ``pixels`` each prompt grounds in
     targets: list[SetTarget]  # B targets, masks at the model's mask size
+    attr_labels: torch.Tensor | None = None  # (I, 4, h, w) cell labels at the mask size (cfg.attr_weight > 0)
 
 
 def make_sampler(tokenizer: Sam3Tokenizer, cfg: TrainConfig):
@@ -141,7 +143,8 @@ def make_batch(
             img_idx.append(i)
             targets.append(instance_targets(img, inst, mask_size))
     pixels = preprocess([im.rgb for im in imgs], image_size)
-    return Batch(pixels, prompts, torch.tensor(img_idx), targets)
+    attr = torch.stack([cell_labels(im.instances, mask_size) for im in imgs]) if cfg.attr_weight > 0 else None
+    return Batch(pixels, prompts, torch.tensor(img_idx), targets, attr)
 
 
 def batch_sizes(config) -> tuple[int, tuple[int, int]]:

@@ -15,8 +15,11 @@ import numpy as np
 import torch
 
 
-def save_checkpoint(path: Path, model, optimizer, step: int, cfg, elapsed: float) -> None:
-    """Write ``path`` atomically (a temporary file, then a rename): a kill never leaves half a checkpoint."""
+def save_checkpoint(path: Path, model, optimizer, step: int, cfg, elapsed: float, extra: dict | None = None) -> None:
+    """Write ``path`` atomically (a temporary file, then a rename): a kill never leaves half a checkpoint.
+
+    ``extra`` adds entries (tensors and plain values), e.g. a training-only head's state.
+    """
     state = {
         "step": step,
         "config": cfg.__dict__,
@@ -26,6 +29,7 @@ def save_checkpoint(path: Path, model, optimizer, step: int, cfg, elapsed: float
         "numpy_rng": _numpy_rng_state(),
         "python_rng": random.getstate(),
         "elapsed_s": elapsed,
+        **(extra or {}),
     }
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)

@@ -38,6 +38,7 @@ from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput, box_
 from sam3.configs import named_config
 from sam3.tokenizer import ASSET_DIR, Sam3Tokenizer
 from sam3.toy import world
+from sam3.toy.attributes import AttrTraining
 from sam3.toy.batch import (  # noqa: F401  (re-exported: the step's data is part of train's interface)
     OBJECT_WORD,
     TRAIN_STREAM,
@@ -59,9 +60,11 @@ CKPT_NAME = "checkpoint.pt"
 LOG_NAME = "train_log.jsonl"
 
 
-def forward_pairs(model, pixels: torch.Tensor, img_idx: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor):
-    """Vision once per image, then the Sam3Model heads on every (image, prompt) pair."""
-    vis = model.get_vision_features(pixel_values=pixels)
+def forward_pairs(model, pixels: torch.Tensor, img_idx: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, vis=None):
+    """Vision once per image (or ``vis``, the images' ``get_vision_features`` output, when the caller
+    has it), then the Sam3Model heads on every (image, prompt) pair."""
+    if vis is None:
+        vis = model.get_vision_features(pixel_values=pixels)
     vision = Sam3VisionEncoderOutput(
         fpn_hidden_states=tuple(x.index_select(0, img_idx) for x in vis.fpn_hidden_states),
         fpn_position_encoding=tuple(x.index_select(0, img_idx) for x in vis.fpn_position_encoding),
@@ -78,7 +81,7 @@ class LayerOutputs:
     presence: torch.Tensor  # (B, 1) presence logits
 
 
-def forward_pairs_aux(model, pixels, img_idx, ids, mask):
+def forward_pairs_aux(model, pixels, img_idx, ids, mask, vis=None):
     """``forward_pairs``, and the predictions of every decoder layer (for DETR's auxiliary losses
     on the layers before the last), built from the decoder's per-layer outputs (captured by forward
     hooks) with the model's own box head and scoring, as ``Sam3Model.forward`` builds the last one's.
@@ -93,7 +96,7 @@ def forward_pairs_aux(model, pixels, img_idx, ids, mask):
         model.detr_decoder.register_forward_hook(lambda _m, _a, out: seen.__setitem__("decoder", out)),
     ]
     try:
-        out = forward_pairs(model, pixels, img_idx, ids, mask)
+        out = forward_pairs(model, pixels, img_idx, ids, mask, vis)
     finally:
         for h in hooks:
             h.remove()
@@ -222,6 +225,7 @@ def train(
             print(f"warm start from {cfg.init_from}: {len(fresh)} weights kept fresh ({', '.join(fresh)})")
     model.to(device).train()
     optimizer = build_optimizer(model, cfg)
+    attr = AttrTraining.build(model, cfg, state, device)
     start, elapsed = 0, 0.0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -244,11 +248,12 @@ def train(
             targets = [t.to(device) for t in batch.targets]  # no-op on the CPU
             for g in optimizer.param_groups:
                 g["lr"] = lr_at(step, cfg)
+            vis = model.get_vision_features(pixel_values=pixels)
             if cfg.aux_weight:
-                out_, layers = forward_pairs_aux(model, pixels, img_idx, ids, mask)
+                out_, layers = forward_pairs_aux(model, pixels, img_idx, ids, mask, vis)
                 layers = layers[:-1]  # the last layer is the main loss's
             else:
-                out_, layers = forward_pairs(model, pixels, img_idx, ids, mask), []
+                out_, layers = forward_pairs(model, pixels, img_idx, ids, mask, vis), []
             loss = set_prediction_loss(
                 out_.pred_logits,
                 out_.pred_boxes,
@@ -262,10 +267,17 @@ def train(
             if layers:
                 aux = sum(aux_layer_loss(x.logits, x.boxes, x.presence, targets, weights) for x in layers)
                 total, terms["aux"] = total + cfg.aux_weight * aux, float(aux.detach())
+            if attr is not None:
+                dense = attr.loss(vis, batch.attr_labels.to(device))
+                total, terms["attr"] = total + cfg.attr_weight * dense, float(dense.detach())
             optimizer.zero_grad(set_to_none=True)
+            if attr is not None:
+                attr.optimizer.zero_grad(set_to_none=True)
             total.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
+            if attr is not None:
+                attr.step(lr_at(step, cfg), cfg.grad_clip)
             if cfg.tie_word_norms:
                 tie_row_norms(model.text_encoder.text_model.embeddings.token_embedding.weight, tied_rows)
             rec = {"step": step, "loss": float(total.detach()), **terms}
@@ -279,7 +291,8 @@ def train(
             bar.set_postfix(loss=f"{running['loss']:.3f}", pres=f"{running['presence']:.3f}")
             bar.update(1)
             if (step + 1) % ckpt_every == 0 or step + 1 == cfg.steps or step + 1 == stop_after:
-                save_checkpoint(ckpt_path, model, optimizer, step + 1, cfg, time.time() - t0)
+                extra = attr.state() if attr is not None else None
+                save_checkpoint(ckpt_path, model, optimizer, step + 1, cfg, time.time() - t0, extra)
             if step + 1 == stop_after:
                 bar.close()
                 return model
@@ -323,6 +336,8 @@ def apply_overrides(cfg: TrainConfig, items: list[str], error) -> TrainConfig:
         error(f"world-v2 prompt mix sums to {mix_v2:.3f} > 1, or v2_p_near_miss={cfg.v2_p_near_miss} not in [0, 1]")
     if not 1 <= cfg.world_max_concepts <= len(world.CONCEPTS):
         error(f"world_max_concepts={cfg.world_max_concepts}: must be 1 to {len(world.CONCEPTS)} (the world's concepts)")
+    if cfg.attr_weight < 0 or (cfg.attr_weight > 0 and cfg.world != "v2"):
+        error(f"attr_weight={cfg.attr_weight}: must be >= 0, and > 0 only with world=v2 (instances with attributes)")
     if not 0.0 <= cfg.p_related_concept <= 1.0 or cfg.aux_weight < 0:
         error(f"p_related_concept={cfg.p_related_concept} must be in [0, 1], aux_weight={cfg.aux_weight} >= 0")
     return cfg

@@ -52,3 +52,7 @@ class TrainConfig:
     # (sam3.toy.modeling.tie_row_norms), so that the table's norms do not mark which words the world uses
     # (a real SAM 3's 49,408 tokens all mean something; the distinct:embed view must not be an answer key).
     tie_word_norms: bool = False
+    # Dense attribute loss (world v2, sam3.toy.attributes): a throwaway 1x1 head per FPN level tells every
+    # cell on an instance its size, fill, colour and shape. The set loss alone never taught the ViT shape
+    # (bench/attribute_probe.py); 0 turns it off. The head and its optimizer live in the checkpoint only.
+    attr_weight: float = 0.0
