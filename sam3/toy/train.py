@@ -9,7 +9,8 @@ reaches), runs the vision encoder once per image, and grounds K prompts per imag
 
 The renamed-variant words (``world.RENAMED_WORDS``) are never used, not even as random negatives.
 Batches: ``sam3.toy.batch``; loss: ``sam3.toy.set_loss.set_prediction_loss`` (with ``aux_weight`` > 0
-also DETR's auxiliary losses on the earlier decoder layers); initialization and export: ``sam3.toy.modeling``.
+also DETR's auxiliary losses on the earlier decoder layers; with ``attr_weight`` > 0 the dense attribute
+loss of ``sam3.toy.attributes`` on the FPN cells); initialization and export: ``sam3.toy.modeling``.
 AdamW, linear warmup + cosine decay, gradient clipping. A checkpoint (model, optimizer, schedule,
 RNG, step) is written atomically every ``--ckpt-every`` steps; ``--resume`` continues from it
 exactly. Losses go to ``DIR/train_log.jsonl``.
