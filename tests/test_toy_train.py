@@ -298,3 +298,17 @@ def test_dense_attribute_loss_trains_resumes_exactly_and_can_be_switched_on(tmp_
     assert "attr_head" in torch.load(tmp_path / "late" / train.CKPT_NAME, weights_only=True)
     with pytest.raises(ValueError, match="attr_weight"):
         train.apply_overrides(train.TrainConfig(), ["attr_weight=1"], train._refuse)
+
+
+def test_freeze_vision_trains_only_the_heads(tmp_path):
+    cfg = train.TrainConfig(
+        arch="tiny", steps=2, images_per_step=2, prompts_per_image=2, warmup=1, world="v2", freeze_vision=True
+    )
+    torch.manual_seed(0)
+    before = train.init_model(cfg).state_dict()
+    after = train.train(tmp_path, cfg, **RUN).state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and not any(k.startswith("vision_encoder.") for k in changed)
+    assert any(k.startswith("detr_decoder.") for k in changed) and any(k.startswith("text_encoder.") for k in changed)
+    with pytest.raises(ValueError, match="freeze_vision"):
+        train.apply_overrides(cfg, ["attr_weight=1"], train._refuse)

@@ -225,6 +225,8 @@ def train(
         if fresh:
             print(f"warm start from {cfg.init_from}: {len(fresh)} weights kept fresh ({', '.join(fresh)})")
     model.to(device).train()
+    if cfg.freeze_vision:
+        model.vision_encoder.requires_grad_(False)
     optimizer = build_optimizer(model, cfg)
     attr = AttrTraining.build(model, cfg, state, device)
     start, elapsed = 0, 0.0
@@ -337,6 +339,8 @@ def apply_overrides(cfg: TrainConfig, items: list[str], error) -> TrainConfig:
         error(f"world-v2 prompt mix sums to {mix_v2:.3f} > 1, or v2_p_near_miss={cfg.v2_p_near_miss} not in [0, 1]")
     if not 1 <= cfg.world_max_concepts <= len(world.CONCEPTS):
         error(f"world_max_concepts={cfg.world_max_concepts}: must be 1 to {len(world.CONCEPTS)} (the world's concepts)")
+    if cfg.attr_weight > 0 and cfg.freeze_vision:
+        error("attr_weight > 0 trains the vision encoder, which freeze_vision keeps fixed: set one of them")
     if cfg.attr_weight < 0 or (cfg.attr_weight > 0 and cfg.world != "v2"):
         error(f"attr_weight={cfg.attr_weight}: must be >= 0, and > 0 only with world=v2 (instances with attributes)")
     if not 0.0 <= cfg.p_related_concept <= 1.0 or cfg.aux_weight < 0:

@@ -56,3 +56,6 @@ class TrainConfig:
     # cell on an instance its size, fill, colour and shape. The set loss alone never taught the ViT shape
     # (bench/attribute_probe.py); 0 turns it off. The head and its optimizer live in the checkpoint only.
     attr_weight: float = 0.0
+    # Train everything but the vision encoder (ViT + FPN neck): the grounding stage after
+    # sam3.toy.pretrain_vision, whose attribute features the set loss would otherwise wear away.
+    freeze_vision: bool = False
