@@ -64,3 +64,24 @@ def truncate_log(path: Path, step: int) -> None:
         return
     keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] < step]
     path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def restore_run(state: dict | None, module, optimizer, log_path: Path) -> tuple[int, float]:
+    """Start a run where ``state`` (a ``load_checkpoint`` result, or None for a fresh run) left off.
+
+    Loads the module and optimizer states and the RNGs, and drops the log lines from the resumed step
+    on; a fresh run deletes an old log instead.
+
+    Returns:
+        (the step to start at, the seconds already spent)
+    """
+    if state is None:
+        if log_path.exists():
+            log_path.unlink()
+        return 0, 0.0
+    module.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    restore_rng(state)
+    start = int(state["step"])
+    truncate_log(log_path, start)
+    return start, float(state["elapsed_s"])

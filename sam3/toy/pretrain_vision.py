@@ -31,7 +31,7 @@ import torch
 from sam3.preprocess import preprocess
 from sam3.toy import vocab
 from sam3.toy.attributes import AttributeHead, attribute_loss, cell_accuracy, cell_labels
-from sam3.toy.checkpoint import load_checkpoint, restore_rng, save_checkpoint, truncate_log
+from sam3.toy.checkpoint import load_checkpoint, restore_run, save_checkpoint
 from sam3.toy.modeling import export_model
 from sam3.toy.prompts_v2 import training_image
 from sam3.toy.train_config import TrainConfig
@@ -107,15 +107,7 @@ def pretrain(out: Path, cfg: PretrainConfig, resume: bool = False, ckpt_every: i
         lr=cfg.lr,
         betas=(0.9, 0.98),
     )
-    start, elapsed = 0, 0.0
-    if state is not None:
-        both.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        restore_rng(state)
-        start, elapsed = int(state["step"]), float(state["elapsed_s"])
-        truncate_log(log_path, start)
-    elif log_path.exists():
-        log_path.unlink()
+    start, elapsed = restore_run(state, both, opt, log_path)
     image_size = int(model.config.vision_config.backbone_config.image_size)
     sizes = [tuple(s) for s in model.config.vision_config.backbone_feature_sizes]
     model.train()

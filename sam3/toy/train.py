@@ -52,7 +52,7 @@ from sam3.toy.batch import (  # noqa: F401  (re-exported: the step's data is par
     pad_prompts,
     step_rng,
 )
-from sam3.toy.checkpoint import load_checkpoint, restore_rng, save_checkpoint, truncate_log
+from sam3.toy.checkpoint import load_checkpoint, restore_run, save_checkpoint
 from sam3.toy.modeling import export_model, init_model, load_exported, tie_row_norms
 from sam3.toy.set_loss import LossWeights, aux_layer_loss, set_prediction_loss
 from sam3.toy.train_config import TrainConfig
@@ -229,15 +229,7 @@ def train(
         model.vision_encoder.requires_grad_(False)
     optimizer = build_optimizer(model, cfg)
     attr = AttrTraining.build(model, cfg, state, device)
-    start, elapsed = 0, 0.0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        restore_rng(state)
-        start, elapsed = int(state["step"]), float(state["elapsed_s"])
-        truncate_log(log_path, start)
-    elif log_path.exists():
-        log_path.unlink()
+    start, elapsed = restore_run(state, model, optimizer, log_path)
     image_size, mask_size = batch_sizes(model.config)
     tied_rows = torch.as_tensor(sorted(sampler.trained_ids()), device=device) if cfg.tie_word_norms else None
     weights = LossWeights(cls=cfg.cls_weight, presence=cfg.presence_weight)
