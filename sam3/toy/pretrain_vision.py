@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from sam3.toy.attributes import AttributeHead, attribute_loss, cell_accuracy, ce
 from sam3.toy.checkpoint import load_checkpoint, restore_run, save_checkpoint
 from sam3.toy.modeling import export_model
 from sam3.toy.prompts_v2 import training_image
+from sam3.toy.train import lr_at  # the same warmup + cosine (it reads lr, warmup, steps, min_lr_ratio)
 from sam3.toy.train_config import TrainConfig
 
 PRETRAIN_STREAM = 0x7E1  # SeedSequence([seed, PRETRAIN_STREAM, step]): neither a training step's nor a dataset's
@@ -52,14 +52,6 @@ class PretrainConfig:
     weight_decay: float = 0.05  # AdamW weight decay (weights of 2+ dims)
     grad_clip: float = 1.0  # max global gradient norm
     seed: int = 0  # seed of the head's init and the image stream
-
-
-def lr_at(step: int, cfg: PretrainConfig) -> float:
-    """Linear warmup, then cosine decay to ``lr x min_lr_ratio`` at the last step."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 def step_images(cfg: PretrainConfig, step: int, image_size: int, sizes: list[tuple[int, int]]):
