@@ -312,3 +312,19 @@ def test_freeze_vision_trains_only_the_heads(tmp_path):
     assert any(k.startswith("detr_decoder.") for k in changed) and any(k.startswith("text_encoder.") for k in changed)
     with pytest.raises(ValueError, match="freeze_vision"):
         train.apply_overrides(cfg, ["attr_weight=1"], train._refuse)
+
+
+def test_freeze_backbone_trains_the_neck_but_not_the_vit(tmp_path):
+    cfg = train.TrainConfig(
+        arch="tiny", steps=2, images_per_step=2, prompts_per_image=2, warmup=1, world="v2", freeze_backbone=True
+    )
+    cfg = train.apply_overrides(cfg, ["attr_weight=0.5"], train._refuse)  # the dense loss may train the neck
+    torch.manual_seed(0)
+    before = train.init_model(cfg).state_dict()
+    after = train.train(tmp_path, cfg, **RUN).state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert not any(k.startswith("vision_encoder.backbone.") for k in changed)
+    assert any(k.startswith("vision_encoder.neck.") for k in changed)
+    assert any(k.startswith("detr_decoder.") for k in changed)
+    with pytest.raises(ValueError, match="freeze_backbone"):
+        train.apply_overrides(train.TrainConfig(freeze_backbone=True), ["freeze_vision=true"], train._refuse)

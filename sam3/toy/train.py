@@ -227,6 +227,8 @@ def train(
     model.to(device).train()
     if cfg.freeze_vision:
         model.vision_encoder.requires_grad_(False)
+    elif cfg.freeze_backbone:
+        model.vision_encoder.backbone.requires_grad_(False)
     optimizer = build_optimizer(model, cfg)
     attr = AttrTraining.build(model, cfg, state, device)
     start, elapsed = restore_run(state, model, optimizer, log_path)
@@ -333,6 +335,8 @@ def apply_overrides(cfg: TrainConfig, items: list[str], error) -> TrainConfig:
         error(f"world_max_concepts={cfg.world_max_concepts}: must be 1 to {len(world.CONCEPTS)} (the world's concepts)")
     if cfg.attr_weight > 0 and cfg.freeze_vision:
         error("attr_weight > 0 trains the vision encoder, which freeze_vision keeps fixed: set one of them")
+    if cfg.freeze_vision and cfg.freeze_backbone:
+        error("freeze_vision already freezes the backbone: set freeze_vision (ViT + neck) or freeze_backbone (ViT)")
     if cfg.attr_weight < 0 or (cfg.attr_weight > 0 and cfg.world != "v2"):
         error(f"attr_weight={cfg.attr_weight}: must be >= 0, and > 0 only with world=v2 (instances with attributes)")
     if not 0.0 <= cfg.p_related_concept <= 1.0 or cfg.aux_weight < 0:

@@ -59,3 +59,6 @@ class TrainConfig:
     # Train everything but the vision encoder (ViT + FPN neck): the grounding stage after
     # sam3.toy.pretrain_vision, whose attribute features the set loss would otherwise wear away.
     freeze_vision: bool = False
+    # Freeze only the ViT backbone: the FPN neck (whose finest level the mask head reads) trains with the set
+    # loss (and the dense attribute loss when attr_weight > 0); the backbone keeps stage A's features.
+    freeze_backbone: bool = False
