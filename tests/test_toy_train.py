@@ -328,3 +328,23 @@ def test_freeze_backbone_trains_the_neck_but_not_the_vit(tmp_path):
     assert any(k.startswith("detr_decoder.") for k in changed)
     with pytest.raises(ValueError, match="freeze_backbone"):
         train.apply_overrides(train.TrainConfig(freeze_backbone=True), ["freeze_vision=true"], train._refuse)
+
+
+def test_init_vision_from_takes_only_the_vision_encoder(tmp_path):
+    """init_from gives every weight, then init_vision_from replaces the vision encoder's (a longer stage A)."""
+    from sam3.toy.modeling import export_model
+
+    heads, vision = (train.init_model(train.TrainConfig(arch="tiny", seed=s)) for s in (5, 6))
+    export_model(heads, tmp_path / "heads")
+    export_model(vision, tmp_path / "vision")
+    cfg = train.TrainConfig(arch="tiny", steps=0, seed=7)
+    cfg = train.apply_overrides(
+        cfg, [f"init_from={tmp_path / 'heads'}", f"init_vision_from={tmp_path / 'vision'}"], train._refuse
+    )
+    state = train.train(tmp_path / "run", cfg, **RUN).state_dict()
+    for k, v in state.items():
+        src = (vision if k.startswith("vision_encoder.") else heads).state_dict()[k]
+        torch.testing.assert_close(v, src.half().to(v.dtype), atol=0, rtol=0, msg=k)
+    other = train.init_model(train.TrainConfig(arch="toy", seed=0))
+    with pytest.raises(ValueError, match="vision_encoder"):
+        train.load_exported(other, tmp_path / "vision", prefix="vision_encoder.")

@@ -66,7 +66,7 @@ def export_model(model, out_dir: Path) -> Path:
     return out_dir
 
 
-def load_exported(model, directory: Path, partial: bool = False) -> list[str]:
+def load_exported(model, directory: Path, partial: bool = False, prefix: str = "") -> list[str]:
     """Load an exported sam3-toy directory's weights into ``model`` (cast to its dtype).
 
     Args:
@@ -76,6 +76,8 @@ def load_exported(model, directory: Path, partial: bool = False) -> list[str]:
             weights raise). True: load the weights whose name and shape match and keep the model's
             own (fresh) weights for the rest; for a warm start across architectures that differ in a
             few modules (e.g. ``toy24d`` -> ``toy``, which differ only in the first FPN level).
+        prefix: load only the weights whose names start with it (e.g. ``"vision_encoder."``), the
+            same strict or partial way; the model's other weights are left as they are.
 
     Returns:
         The names of the model's weights that were *not* loaded (empty when ``partial`` is False).
@@ -86,9 +88,19 @@ def load_exported(model, directory: Path, partial: bool = False) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: init_from must be a directory written by export_model")
     dtype = next(model.parameters()).dtype
-    state = {k: v.to(dtype) for k, v in load_file(str(path)).items()}
+    state = {k: v.to(dtype) for k, v in load_file(str(path)).items() if k.startswith(prefix)}
+    own = {k: v for k, v in model.state_dict().items() if k.startswith(prefix)}
+    if prefix and not partial:
+        missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
+        shapes = sorted(k for k in own.keys() & state.keys() if own[k].shape != state[k].shape)
+        if missing or unexpected or shapes:
+            raise ValueError(
+                f"{path}: its {prefix!r} weights do not fit {model.config.__class__.__name__}: missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]}, mis-shaped {shapes[:5]}"
+            )
+        model.load_state_dict(state, strict=False)
+        return []
     if partial:
-        own = model.state_dict()
         fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         if not fits:
             raise ValueError(f"{path}: no weight fits {model.config.__class__.__name__} in name and shape")

@@ -224,6 +224,9 @@ def train(
         fresh = load_exported(model, Path(cfg.init_from), partial=cfg.init_partial)
         if fresh:
             print(f"warm start from {cfg.init_from}: {len(fresh)} weights kept fresh ({', '.join(fresh)})")
+    if cfg.init_vision_from and state is None:
+        load_exported(model, Path(cfg.init_vision_from), prefix="vision_encoder.")
+        print(f"vision encoder from {cfg.init_vision_from}")
     model.to(device).train()
     if cfg.freeze_vision:
         model.vision_encoder.requires_grad_(False)

@@ -35,6 +35,7 @@ class TrainConfig:
     grid_queries: bool = True  # reference boxes start on a grid over the image (stable matching, as anchors)
     init_from: str = ""  # an exported sam3-toy HF directory to fine-tune from instead of the fresh init
     init_partial: bool = False  # init_from may be another architecture: load the weights that fit, keep the rest fresh
+    init_vision_from: str = ""  # then the vision encoder (ViT + neck) from this export, e.g. a longer stage A
     cls_weight: float = 2.0  # weight of the query classification (focal) loss
     presence_weight: float = 2.0  # weight of the presence BCE loss
     aux_weight: float = 0.0  # weight of DETR's auxiliary losses on the decoder layers before the last (0: none)
