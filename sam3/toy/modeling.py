@@ -86,7 +86,7 @@ def load_exported(model, directory: Path, partial: bool = False, prefix: str = "
 
     path = Path(directory) / "model.safetensors"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: init_from must be a directory written by export_model")
+        raise FileNotFoundError(f"{path} not found: {directory} must be a directory written by export_model")
     dtype = next(model.parameters()).dtype
     state = {k: v.to(dtype) for k, v in load_file(str(path)).items() if k.startswith(prefix)}
     own = {k: v for k, v in model.state_dict().items() if k.startswith(prefix)}
