@@ -117,8 +117,12 @@ def test_seed_population_pairs(filt):
     assert pop[0] == (1125, 539) and (320, 736) in pop and (736, 320) in pop and (320, 7117) not in pop
 
 
-def test_extensions_append_then_prepend():
-    assert extensions([(5,), (6, 7)], [9, 5]) == [(5, 9), (9, 5), (5, 5), (6, 7, 9), (9, 6, 7), (6, 7, 5), (5, 6, 7)]
+def test_extensions_append_prepend_then_insert():
+    assert extensions([(5,), (6, 7)], [9, 5]) == [
+        (5, 9), (9, 5), (5, 5),
+        (6, 7, 9), (9, 6, 7), (6, 9, 7), (6, 7, 5), (5, 6, 7), (6, 5, 7),
+    ]  # fmt: skip
+    assert extensions([(1, 2, 3)], [9]) == [(1, 2, 3, 9), (9, 1, 2, 3), (1, 9, 2, 3), (1, 2, 9, 3)]
     assert extensions([], [1, 2]) == [] and extensions([(1,)], []) == []
 
 

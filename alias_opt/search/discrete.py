@@ -65,15 +65,23 @@ def _inf(v: float | None) -> float:
 
 
 def extensions(bases: Sequence[Seq], tokens: Sequence[int]) -> list[Seq]:
-    """Every base with one token of ``tokens`` appended, then prepended; no repeats, base order kept.
+    """Every base with one token of ``tokens`` inserted: appended, prepended, then between each pair of
+    its tokens ("solid star" -> "solid blue star": a qualifier sits where natural word order puts it);
+    no repeats, base order kept.
 
     Args:
         bases: sequences to extend, best first.
         tokens: token ids to add.
     Returns:
-        the candidates ``(*base, t)`` and ``(t, *base)`` for each base and token, in that order.
+        for each base and token: ``(*base, t)``, ``(t, *base)``, then ``(*base[:i], t, *base[i:])`` for
+        i = 1 .. len(base) - 1.
     """
-    out = [c for b in bases for t in tokens for c in ((*b, int(t)), (int(t), *b))]
+    out = [
+        (*b[:i], int(t), *b[i:])
+        for b in bases
+        for t in tokens
+        for i in (len(b), 0, *range(1, len(b)))
+    ]
     return list(dict.fromkeys(out))
 
 

@@ -120,8 +120,9 @@ def vocab_scan_phase(ctx: SearchContext) -> PhaseResult:
 
 def extend_phase(ctx: SearchContext) -> PhaseResult | None:
     """The natural name (when shorter than ``max_len``) and the best ``extend_bases`` singles, each
-    extended by every scanned shortlist token (appended and prepended): a too-broad name narrowed by
-    one word ("red circle" -> "large red circle") is one candidate; None when ``extend_bases`` is 0."""
+    extended by every scanned shortlist token (appended, prepended or inserted): a too-broad name narrowed
+    by one word ("red circle" -> "large red circle", "solid star" -> "solid blue star") is one candidate;
+    None when ``extend_bases`` is 0."""
     s = ctx.cfg
     if not s.extend_bases:
         return None
