@@ -6,10 +6,11 @@
     python main.py --dataset DATA --output DIR --strategies pez+gcg,random --budget 2000 --seeds 0,1
                                                      # compare strategies (python -m alias_opt.compare)
 
-With no arguments it runs the demo on the embedded default: it generates the toy *renamed* shapes
-dataset (category names the model never saw, e.g. "crimson disc") with a fixed seed, discovers an
-alias per category with ``configs/fast.json``, scores alias and name on held-out images, prints the
-table and writes everything to ``results/demo/``.
+With no arguments it runs the demo on the embedded world-v2 model (``toy-v2``, 386 trained words): it
+generates the shapes-world-v2 *policy* dataset with a fixed seed (plausible names whose annotation is
+narrower than the word: "star" where only the teal stars are annotated), discovers an alias (or an alias
+set) for its first 8 categories with ``configs/fast.json``, scores alias and name on held-out images, prints the table
+and writes everything to ``results/demo/``.
 
 Exit codes: 0 done; 1 no usable category; 2 bad arguments, dataset, config, model source or device, or
 a --resume whose settings differ from the finished run's (listed; --overwrite redoes those categories).
@@ -26,8 +27,11 @@ from alias_opt.cli import add_runtime_flags, init_runtime, user_error
 from alias_opt.config import CONFIG_DIR
 
 DEMO_DIR = Path("results") / "demo"  # under the working directory (main.py: under the repository)
-DEMO_IMAGES = 120
-DEMO_SEED = 2024
+DEMO_IMAGES = 160
+DEMO_SEED = 2024  # a world seed never used while designing world v2 or its model
+DEMO_MODEL = "toy-v2"  # the demo's model when --model is not given (other runs: "toy")
+DEMO_VARIANT = "policy"  # sam3.toy.world2's variant the demo generates
+DEMO_CATEGORIES = 8  # the demo searches the first 8 of its 16 categories (10 min on 2 cores); --categories: others
 FAST_CONFIG = CONFIG_DIR / "fast.json"
 DEFAULT_CONFIG = CONFIG_DIR / "default.json"
 
@@ -45,9 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="DIR", help="output folder (default results/demo for the demo, else required)")
     p.add_argument(
         "--model",
-        default="toy",
         metavar="SRC",
-        help="toy (default), random:NAME[@SEED], a checkpoint folder, or a hub id in the local HF cache",
+        help="toy (default; the demo: toy-v2), toy-v2, random:NAME[@SEED], a checkpoint folder, or a hub id in the "
+        "local HF cache",
     )
     p.add_argument("--categories", nargs="+", type=int, metavar="ID", help="category ids (default all)")
     p.add_argument(
@@ -87,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 def compare_argv(args: argparse.Namespace) -> list[str]:
     """The ``alias_opt.compare`` command line that ``main.py --strategies ...`` stands for."""
     argv = ["--dataset", args.dataset, "--output", args.output, "--strategies", args.strategies]
-    argv += ["--model", args.model, "--device", args.device, "--dtype", args.dtype]
+    argv += ["--model", args.model or "toy", "--device", args.device, "--dtype", args.dtype]
     for flag, value in (("--budget", args.budget), ("--seeds", args.seeds), ("--config", args.config)):
         if value is not None:
             argv += [flag, str(value)]
@@ -106,10 +110,10 @@ def compare_argv(args: argparse.Namespace) -> list[str]:
 
 
 def make_demo_dataset(out: Path, images: int = DEMO_IMAGES, seed: int = DEMO_SEED) -> Path:
-    """The demo's renamed shapes dataset (regenerated only if missing or of another size/seed)."""
+    """The demo's shapes-world-v2 policy dataset (regenerated only if missing or of another size/seed)."""
     import json
 
-    from sam3.toy import world
+    from sam3.toy import world2
 
     ann = out / "annotations.json"
     if ann.is_file():
@@ -117,13 +121,14 @@ def make_demo_dataset(out: Path, images: int = DEMO_IMAGES, seed: int = DEMO_SEE
             info = json.loads(ann.read_text()).get("info", {})
             if (
                 info.get("seed") == seed
-                and info.get("variant") == "renamed"
+                and info.get("variant") == DEMO_VARIANT
+                and info.get("version") == "2"
                 and len(list((out / "images").glob("*.png"))) == images
             ):
                 return ann
         except (OSError, ValueError):
             pass
-    return world.write_dataset(out, "renamed", images, seed)
+    return world2.write_dataset(out, DEMO_VARIANT, images, seed)
 
 
 def main(argv: list[str] | None = None, demo_dir: Path = DEMO_DIR) -> int:
@@ -170,12 +175,14 @@ def main(argv: list[str] | None = None, demo_dir: Path = DEMO_DIR) -> int:
 
     output = Path(args.output) if args.output else Path(demo_dir)
     ctx, device = start(args.device, args.threads)  # torchrun's ranks (or one process); torch's CPU threads
+    demo_ids = list(range(1, DEMO_CATEGORIES + 1))
     if demo:
         with local_first(ctx):
             if ctx.local_rank == 0:
                 print(
-                    f"demo: generating the renamed shapes dataset ({DEMO_IMAGES} images, seed {DEMO_SEED}) "
-                    f"in {output / 'data'}"
+                    f"demo: generating the shapes-world-v2 {DEMO_VARIANT} dataset ({DEMO_IMAGES} images, seed "
+                    f"{DEMO_SEED}) in {output / 'data'}; model {args.model or DEMO_MODEL}; categories "
+                    f"{' '.join(map(str, args.categories or demo_ids))} (--categories 1 ... 16 picks others)"
                 )
             dataset = make_demo_dataset(output / "data")
     else:
@@ -186,8 +193,8 @@ def main(argv: list[str] | None = None, demo_dir: Path = DEMO_DIR) -> int:
             dataset,
             output,
             cfg,
-            model=args.model,
-            categories=args.categories,
+            model=args.model or (DEMO_MODEL if demo else "toy"),
+            categories=args.categories or (demo_ids if demo else None),
             resume=args.resume,
             overwrite=args.overwrite,
             device=device,
@@ -199,7 +206,7 @@ def main(argv: list[str] | None = None, demo_dir: Path = DEMO_DIR) -> int:
             shard=args.shard,
         )
     except (DatasetError, FileNotFoundError, ModelSourceError, ResumeMismatch) as exc:
-        return user_error(exc, model=args.model)
+        return user_error(exc, model=args.model or (DEMO_MODEL if demo else "toy"))
     except ValueError as exc:
         return user_error(exc, code=1)
     finally:

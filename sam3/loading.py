@@ -29,6 +29,12 @@ from sam3.tokenizer import ASSET_DIR
 logger = logging.getLogger(__name__)
 
 TOY_DIR = Path(__file__).parent / "toy" / "sam3-toy"
+TOY_V2_DIR = Path(__file__).parent / "toy" / "sam3-toy-v2"
+# the embedded models: source name -> (directory, the command that trains it, the world it was trained on)
+EMBEDDED = {
+    "toy": (TOY_DIR, "`python -m sam3.toy.train --out results/toy_train --export-to sam3/toy/sam3-toy`", "v1"),
+    "toy-v2": (TOY_V2_DIR, "the world-v2 recipe in the README (section 'Shapes world v2')", "v2"),
+}
 SAM3_MODEL_TYPES = ("sam3", "sam3_video")
 
 
@@ -50,14 +56,14 @@ class ResolvedSource:
 def resolve_source(source: str | Path) -> ResolvedSource:
     """Turn a user's model source into a checkpoint directory or a random-config recipe."""
     text = str(source)
-    if text == "toy":
-        if not (TOY_DIR / "config.json").is_file():
+    if text in EMBEDDED:
+        folder, recipe, _ = EMBEDDED[text]
+        if not (folder / "config.json").is_file():
             raise ModelSourceError(
-                f"the embedded toy model is missing from {TOY_DIR}; train it with "
-                "`python -m sam3.toy.train --out results/toy_train --export-to sam3/toy/sam3-toy` (or restore it "
-                "with `git checkout sam3/toy/sam3-toy`), or pass --model random:toy"
+                f"the embedded model {text!r} is missing from {folder}; train it with {recipe} (or restore it "
+                f"with `git checkout {folder.relative_to(Path(__file__).parents[1])}`), or pass --model random:toy"
             )
-        return ResolvedSource("dir", TOY_DIR, label="toy")
+        return ResolvedSource("dir", folder, label=text)
     if text.startswith("random:"):
         spec = text[len("random:") :]
         name, _, seed = spec.partition("@")
@@ -83,7 +89,7 @@ def resolve_source(source: str | Path) -> ResolvedSource:
         return ResolvedSource("dir", _from_hub_cache(text), label=text)
     raise ModelSourceError(
         f"model source {text!r} not found: pass a checkpoint directory, a hub id already in the local "
-        "Hugging Face cache, 'toy', or 'random:tiny'"
+        "Hugging Face cache, 'toy', 'toy-v2', or 'random:tiny'"
     )
 
 

@@ -76,12 +76,7 @@ def extensions(bases: Sequence[Seq], tokens: Sequence[int]) -> list[Seq]:
         for each base and token: ``(*base, t)``, ``(t, *base)``, then ``(*base[:i], t, *base[i:])`` for
         i = 1 .. len(base) - 1.
     """
-    out = [
-        (*b[:i], int(t), *b[i:])
-        for b in bases
-        for t in tokens
-        for i in (len(b), 0, *range(1, len(b)))
-    ]
+    out = [(*b[:i], int(t), *b[i:]) for b in bases for t in tokens for i in (len(b), 0, *range(1, len(b)))]
     return list(dict.fromkeys(out))
 
 
