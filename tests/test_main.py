@@ -84,7 +84,7 @@ def test_alias_beats_unseen_name_on_toy(tmp_path, capsys):
         assert not math.isnan(a) and a > n + 0.01, (rec.category_id, rec.text, a, n)
 
 
-@pytest.mark.slow  # end to end on sam3-toy v2: about 2 min on 2 CPU cores
+@pytest.mark.slow  # end to end on sam3-toy v2: 2-10 min on 2 CPU cores (9.6 min on 1 thread beside another job)
 @pytest.mark.skipif(not (TOY_V2_DIR / "config.json").is_file(), reason="sam3-toy v2 is not shipped")
 def test_alias_beats_a_too_broad_name_on_world_v2_policy(tmp_path, capsys):
     """The demo's world (policy, seed 2024) with the fast config on two categories whose names are one
