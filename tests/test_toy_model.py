@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from sam3 import Sam3Backend
 from sam3.loading import TOY_DIR
 from sam3.toy import world
+from tests.model_helpers import check_loads_like_any_checkpoint, check_ships_small, iou, load_shipped, scores_and_masks
 
 pytestmark = pytest.mark.skipif(not (TOY_DIR / "config.json").is_file(), reason="sam3-toy is not trained yet")
 
@@ -19,34 +17,15 @@ THRESHOLD = 0.3
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    return Sam3Backend.load("toy", device="cpu", cache_dir=tmp_path_factory.mktemp("toy_cache"))
+    return load_shipped("toy", tmp_path_factory)
 
 
 def test_ships_as_a_small_hf_directory():
-    names = {p.name for p in TOY_DIR.iterdir()}
-    assert {"config.json", "model.safetensors", "vocab.json", "merges.txt"} <= names
-    assert sum(p.stat().st_size for p in TOY_DIR.iterdir()) < 25 * 2**20
+    check_ships_small(TOY_DIR)
 
 
 def test_loads_from_its_directory_like_any_checkpoint(toy, tmp_path):
-    same = Sam3Backend.load(str(TOY_DIR), device="cpu", cache_dir=tmp_path)
-    assert same.fingerprint == toy.fingerprint
-    assert toy.dtype == torch.float32 and toy.vocab_size == 49408
-    assert all(not p.requires_grad for p in toy.model.parameters())
-
-
-def _scores_and_masks(backend: Sam3Backend, rgb: np.ndarray, prompts: list[str]):
-    feats = backend.encode_images([rgb])
-    with torch.no_grad():
-        out = backend.ground(backend.encode_text(backend.text_ids(prompts)), feats)
-    scores = out.query_logits.sigmoid() * out.presence_logits.sigmoid()[..., None]  # (P, 1, Q)
-    masks = F.interpolate(out.mask_logits[:, 0].float(), size=rgb.shape[:2], mode="bilinear") > 0
-    return scores[:, 0], masks  # (P, Q), (P, Q, H, W)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max((a | b).sum(), 1))
+    check_loads_like_any_checkpoint(toy, TOY_DIR, tmp_path)
 
 
 @pytest.mark.parametrize("index", [0, 1, 2])
@@ -56,10 +35,10 @@ def test_training_words_segment_and_absent_concepts_stay_silent(toy, index):
     inst = max(img.instances, key=lambda i: i.mask.sum())  # the largest instance
     absent = next(c for c in world.CONCEPTS if c not in present)
     prompts = [world.concept_name(*inst.concept), world.concept_name(*absent)]
-    scores, masks = _scores_and_masks(toy, img.rgb, prompts)
+    scores, masks = scores_and_masks(toy, img.rgb, prompts)
     hits = torch.nonzero(scores[0] > THRESHOLD).flatten().tolist()
     assert hits, f"{prompts[0]!r} found nothing"
-    best = max(_iou(masks[0, q].numpy(), inst.mask) for q in hits)
+    best = max(iou(masks[0, q].numpy(), inst.mask) for q in hits)
     assert best >= 0.7, f"{prompts[0]!r}: best IoU {best:.2f}"
     assert float(scores[1].max()) <= THRESHOLD, f"absent {prompts[1]!r} scored {float(scores[1].max()):.2f}"
 

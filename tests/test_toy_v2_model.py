@@ -7,11 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from sam3 import Sam3Backend
 from sam3.loading import TOY_V2_DIR
 from sam3.toy import render, vocab
+from tests.model_helpers import check_loads_like_any_checkpoint, check_ships_small, iou, load_shipped, scores_and_masks
 
 pytestmark = pytest.mark.skipif(not (TOY_V2_DIR / "config.json").is_file(), reason="sam3-toy v2 is not shipped")
 
@@ -21,34 +20,15 @@ THRESHOLD = 0.3  # bench/toy_quality_v2.py's detection threshold
 
 @pytest.fixture(scope="module")
 def toy2(tmp_path_factory):
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    return Sam3Backend.load("toy-v2", device="cpu", cache_dir=tmp_path_factory.mktemp("toy2_cache"))
+    return load_shipped("toy-v2", tmp_path_factory)
 
 
 def test_ships_as_a_small_hf_directory():
-    names = {p.name for p in TOY_V2_DIR.iterdir()}
-    assert {"config.json", "model.safetensors", "vocab.json", "merges.txt"} <= names
-    assert sum(p.stat().st_size for p in TOY_V2_DIR.iterdir()) < 25 * 2**20
+    check_ships_small(TOY_V2_DIR)
 
 
 def test_loads_from_its_directory_like_any_checkpoint(toy2, tmp_path):
-    same = Sam3Backend.load(str(TOY_V2_DIR), device="cpu", cache_dir=tmp_path)
-    assert same.fingerprint == toy2.fingerprint
-    assert toy2.dtype == torch.float32 and toy2.vocab_size == 49408
-    assert all(not p.requires_grad for p in toy2.model.parameters())
-
-
-def _scores_and_masks(backend: Sam3Backend, rgb: np.ndarray, prompts: list[str]):
-    feats = backend.encode_images([rgb])
-    with torch.no_grad():
-        out = backend.ground(backend.encode_text(backend.text_ids(prompts)), feats)
-    scores = out.query_logits.sigmoid() * out.presence_logits.sigmoid()[..., None]  # (P, 1, Q)
-    masks = F.interpolate(out.mask_logits[:, 0].float(), size=rgb.shape[:2], mode="bilinear") > 0
-    return scores[:, 0], masks  # (P, Q), (P, Q, H, W)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max((a | b).sum(), 1))
+    check_loads_like_any_checkpoint(toy2, TOY_V2_DIR, tmp_path)
 
 
 def _scene(index: int):
@@ -76,11 +56,11 @@ def test_a_three_attribute_prompt_segments_its_instance_and_distractors_stay_sil
     img, clause, target = _scene(index)
     phrase = vocab.phrase(clause)
     distractor = vocab.DISTRACTORS[(7 * index) % len(vocab.DISTRACTORS)]
-    scores, masks = _scores_and_masks(toy2, img.rgb, [phrase, distractor])
+    scores, masks = scores_and_masks(toy2, img.rgb, [phrase, distractor])
     fired = torch.nonzero(scores[0] > THRESHOLD).flatten().tolist()
     assert fired, f"{phrase!r} found nothing"
-    iou = max(_iou(masks[0, q].numpy(), target.mask) for q in fired)
-    assert iou >= 0.7, f"{phrase!r}: best IoU {iou:.2f}"
+    best = max(iou(masks[0, q].numpy(), target.mask) for q in fired)
+    assert best >= 0.7, f"{phrase!r}: best IoU {best:.2f}"
     assert float(scores[1].max()) <= THRESHOLD, f"distractor {distractor!r} scored {float(scores[1].max()):.2f}"
 
 
