@@ -30,10 +30,10 @@ logger = logging.getLogger(__name__)
 
 TOY_DIR = Path(__file__).parent / "toy" / "sam3-toy"
 TOY_V2_DIR = Path(__file__).parent / "toy" / "sam3-toy-v2"
-# the embedded models: source name -> (directory, the command that trains it, the world it was trained on)
+# the embedded models: source name -> (directory, how to train it)
 EMBEDDED = {
-    "toy": (TOY_DIR, "`python -m sam3.toy.train --out results/toy_train --export-to sam3/toy/sam3-toy`", "v1"),
-    "toy-v2": (TOY_V2_DIR, "the world-v2 recipe in the README (section 'Shapes world v2')", "v2"),
+    "toy": (TOY_DIR, "`python -m sam3.toy.train --out results/toy_train --export-to sam3/toy/sam3-toy`"),
+    "toy-v2": (TOY_V2_DIR, "the world-v2 recipe in the README (section 'Shapes world v2')"),
 }
 SAM3_MODEL_TYPES = ("sam3", "sam3_video")
 
@@ -57,7 +57,7 @@ def resolve_source(source: str | Path) -> ResolvedSource:
     """Turn a user's model source into a checkpoint directory or a random-config recipe."""
     text = str(source)
     if text in EMBEDDED:
-        folder, recipe, _ = EMBEDDED[text]
+        folder, recipe = EMBEDDED[text]
         if not (folder / "config.json").is_file():
             raise ModelSourceError(
                 f"the embedded model {text!r} is missing from {folder}; train it with {recipe} (or restore it "
