@@ -53,7 +53,11 @@ class IndexConfig:
     views: list[str] = field(
         default_factory=lambda: ["scoring", "-scoring", "key", "-key", "text", "-text", "distinct", "distinct:embed"]
     )
-    pool: int = 192
+    pool: int = 320
+    # with a name, a pooled token is screened both alone and as a qualifier before the name ("pink" +
+    # "circle"): its better screening loss ranks it (a word that narrows a too-broad name fires on other
+    # things alone and would be screened out)
+    screen_with_name: bool = True
     projection_metric: str = "l2"  # l2 | cosine: nearest-token projection of soft embeddings
     cache_dir: str | None = None  # default $SAM3_ALIAS_INDEX_CACHE or ~/.cache/sam3-alias/index
 
@@ -146,6 +150,10 @@ class SearchConfig:
     max_aliases: int = 3  # aliases per category (1: one alias, no set search)
     set_margin: float = 0.02  # keep a set only where its merged train AP beats the best single alias's by more
     set_min_uncovered: float = 0.2  # search another alias only while this share of train targets is missed
+    # a cover set is also chosen greedily among the first search's best candidates by loss (a too-broad
+    # name that covers every target, "cross" for teal and blue crosses, has narrowed candidates whose union
+    # is the answer: "teal cross | blue cross"); 0: off
+    set_pool: int = 24
     loss: LossConfig = field(default_factory=LossConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     soft: SoftConfig = field(default_factory=SoftConfig)
@@ -193,6 +201,8 @@ class SearchConfig:
             raise ValueError(f"budget must be >= 0 forward-equivalents (0: none); got {self.budget}")
         if self.max_aliases < 1:
             raise ValueError(f"max_aliases must be at least 1 (1: no alias sets); got {self.max_aliases}")
+        if self.set_pool < 0:
+            raise ValueError(f"set_pool must be >= 0 candidates (0: no cover set); got {self.set_pool}")
         if not 0 <= self.set_margin <= 1 or not 0 < self.set_min_uncovered <= 1:
             raise ValueError("set_margin must be in [0, 1] and set_min_uncovered in (0, 1]")
         return self

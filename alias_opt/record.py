@@ -123,7 +123,7 @@ def category_record(
         token_ids=members[0],
         text=texts[0],
         roundtrips=tok.roundtrips(members[0]),
-        strategy="name" if d.chose_name else d.strategy,
+        strategy="name" if d.chose_name and members[0] == list(d.token_ids) else d.strategy,
         train_metrics=alias_set.metrics if alias_set is not None else d.train_metrics,
         test_metrics=alias_m,
         baseline_text=ts.name,

@@ -75,11 +75,13 @@ def recall(args, backend: Sam3Backend) -> dict:
             short = pooled_shortlist(obj, indexes, filt, args.k, probes, [view], args.k)
             row[view] = [w in short for w in words]
         obj = Objective(backend, ts.train, cfg.loss, feats=feats, screen_images=cfg.screen_images)
-        pool = pooled_shortlist(obj, indexes, filt, cfg.index.pool, probes, cfg.index.views, cfg.index.pool)
+        qualify = name if cfg.index.screen_with_name else None
+        pool = pooled_shortlist(obj, indexes, filt, cfg.index.pool, probes, cfg.index.views, cfg.index.pool, qualify)
         short = pool[: args.k]
         row["pool"] = [w in pool for w in words]
         row["pooled+screened"] = [w in short for w in words]
         row["ranks"] = [short.index(w) if w in short else None for w in words]
+        row["new_word"] = [w not in (name or ()) for w in words]  # a word the name lacks (policy: the narrowing)
         rows.append(row)
         print(json.dumps(row), flush=True)
     keys = [*single, "pool", "pooled+screened"]
@@ -90,7 +92,11 @@ def recall(args, backend: Sam3Backend) -> dict:
         }
         for k in keys
     }
-    return {"k": args.k, "pool": cfg.index.pool, "categories": len(rows), "recall": summary}
+    new = {
+        k: float(np.mean([x for r in rows for x, n in zip(r[k], r["new_word"]) if n] or [np.nan]))
+        for k in ("pool", "pooled+screened")
+    }
+    return {"k": args.k, "pool": cfg.index.pool, "categories": len(rows), "recall": summary, "new_word_recall": new}
 
 
 def cost(args, backend: Sam3Backend) -> dict:

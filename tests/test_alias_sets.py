@@ -195,6 +195,41 @@ def test_a_set_addition_loses_its_inert_tokens(monkeypatch):
     assert off.members == [(1,), (2, 9)] and off.rounds[0].pruned == ()
 
 
+# a too-broad alias (4,) finds every target but fires first on the negative image: the best single alias
+BROAD = [pred((A1, 0.6)), pred((A2, 0.6), (B2, 0.6)), pred((B3, 0.6)), pred((JUNK, 0.95))]
+
+
+def test_greedy_cover_finds_the_narrow_pair_under_a_broad_single():
+    cands = {(4,): BROAD, (1,): PREDS[(1,)], (3,): PREDS[(3,)], (2,): PREDS[(2,)]}
+    broad = aset.merged_metrics([BROAD], IMAGES)
+    assert broad.ap == pytest.approx(0.8, abs=0.01)  # precision 4/5 at full recall: better than either half (0.505)
+    chosen, m = aset.greedy_cover(cands, IMAGES, k=3)
+    assert chosen == [(1,), (2,)] and m.ap == pytest.approx(1.0)  # the pair; no third member raises it
+    one, m1 = aset.greedy_cover(cands, IMAGES, k=1)
+    assert one == [(4,)] and m1.ap == pytest.approx(broad.ap)
+    assert aset.greedy_cover({}, IMAGES, k=3) == ([], None)
+    strict, _ = aset.greedy_cover(cands, IMAGES, k=3, margin=0.3)  # the pair raises AP by 0.2 only
+    assert strict == [(4,)]
+    # a pair that beats no single: the single alone
+    only, _ = aset.greedy_cover({(4,): BROAD, (3,): PREDS[(3,)]}, IMAGES, k=3)
+    assert only == [(4,)]
+
+
+def test_build_alias_set_takes_the_cover_set_where_no_target_is_left(monkeypatch):
+    calls = []
+    _fake_world(monkeypatch, calls)
+    monkeypatch.setitem(PREDS, (4,), BROAD)
+    first = SimpleNamespace(token_ids=(4,), candidates=[(4,), (3,), (1,), (2,)])
+    res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", load_config(), seed=0, first=first)
+    assert calls == [] and "0 of 4 train targets missed" in res.rounds[0].stop  # the broad alias covers all
+    assert res.cover == [(1,), (2,)] and res.cover_ap == pytest.approx(1.0)
+    assert res.kept and res.members == [(1,), (2,)] and res.metrics.ap == pytest.approx(1.0)
+    assert res.single_ap == pytest.approx(0.8, abs=0.01)
+    assert res.usage.forward == 4 + 3 * 4  # the broad alias, then the three other candidates
+    off = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", load_config(overrides={"set_pool": 0}), 0, first)
+    assert not off.kept and off.members == [(4,)] and off.cover == []
+
+
 def test_max_aliases_validated():
     with pytest.raises(ValueError, match="max_aliases"):
         load_config(overrides={"max_aliases": 0})

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from alias_opt.config import load_config
@@ -110,6 +111,39 @@ def test_pooled_shortlist_is_screened_by_the_model(tiny_backend, index_dir):
     screened = obj.memo.sequences(Split.SCREEN)
     assert obj.usage().forward == len(screened) * 4 + 2 * obj.n_images
     assert len(screened) <= 21
+
+
+def test_pooled_shortlist_screens_tokens_as_qualifiers_of_the_name(tiny_backend, index_dir):
+    """With ``qualify`` every pooled token is also screened before the name; it ranks by the better loss."""
+    from alias_opt.search.projection import CandidateFilter
+    from alias_opt.search.shortlist import allowed_tokens, build_indexes, pooled_shortlist
+    from tests.discovery_helpers import objective
+
+    cfg = _cfg(index_dir)
+    obj = objective(tiny_backend, screen_images=4)
+    filt = CandidateFilter(tiny_backend.tokenizer, allowed_tokens(tiny_backend, cfg, None), 3)
+    name = tuple(tiny_backend.tokenizer.encode("square", special=False))
+    short = pooled_shortlist(obj, build_indexes(tiny_backend, cfg), filt, 8, [(), name], cfg.index.views, 21, name)
+    assert len(short) == 8
+    best = [min(obj.screen_loss_of((t,)), obj.screen_loss_of((t, *name))) for t in short]
+    assert best == sorted(best) and all(v is not None for v in best)
+
+
+def test_qualifier_losses_on_a_fake_objective():
+    from alias_opt.search.shortlist import qualifier_losses
+
+    class Obj:
+        calls: list = []
+
+        def screen_losses(self, seqs):
+            self.calls.append(list(seqs))
+            return np.array([float(sum(s)) for s in seqs])
+
+    obj = Obj()
+    filt = lambda seq: seq if len(seq) <= 2 else None  # noqa: E731  (max_len 2)
+    out = qualifier_losses(obj, filt, [5, 7, 5], (1,))
+    assert out.tolist() == [6.0, 8.0, 6.0] and obj.calls == [[(5, 1), (7, 1)]]  # a repeat is scored once
+    assert np.isinf(qualifier_losses(obj, filt, [5], (1, 2))).all()  # too long for max_len: never scored
 
 
 def test_bad_view_is_rejected():

@@ -19,7 +19,15 @@ winner. Each round (at most ``cfg.max_aliases - 1``):
    after its inert tokens are dropped (``prune_inert`` against the merged set's train AP, the same
    ``prune_tolerance`` as the single alias's; -1 turns it off).
 
-The set is kept only where its merged train AP beats the single alias's by more than
+A *cover set* is also chosen (``greedy_cover``) among the first search's best ``cfg.set_pool``
+candidates by loss: the best pair (every pair is scored), then greedy additions, each member raising
+the merged train AP by more than ``cfg.set_margin``.
+It finds what the residual rounds cannot: a too-broad name covers every target, so nothing is left for
+a residual search, while its narrowed candidates ("teal cross", "blue cross") together are the answer.
+Its members lose their inert tokens as the rounds' picks do; the better of the two sets (train AP) is
+the one built.
+
+The built set is kept only where its merged train AP beats the single alias's by more than
 ``cfg.set_margin`` (``keep_set``); otherwise the result is the single alias alone.
 """
 
@@ -37,8 +45,9 @@ from pycocotools import mask as mask_utils
 from alias_opt.config import SearchConfig
 from alias_opt.data.targets import TargetImage
 from alias_opt.eval.alias_sets import merge_split
+from alias_opt.eval.bootstrap import ap_from_matches
 from alias_opt.eval.matching import hungarian_match, iou_matrix
-from alias_opt.eval.metrics import DEFAULT_THRESHOLDS, ImagePredictions, PromptMetrics, Thresholds
+from alias_opt.eval.metrics import DEFAULT_THRESHOLDS, ImagePredictions, PromptMetrics, Thresholds, coco_matches
 from alias_opt.eval.metrics import score_predictions as _score
 from alias_opt.eval.predict import predict
 from alias_opt.search.meter import Usage
@@ -149,6 +158,56 @@ def rank_additions(
     return sorted(rows, key=lambda r: (-_ap(r[1]), len(r[0]), order[r[0]]))
 
 
+def merged_ap(parts: Sequence[Preds], images: Sequence[TargetImage], thresholds=DEFAULT_THRESHOLDS) -> float:
+    """The COCO AP alone of a set whose members predicted ``parts`` ((k) x (I)); -1 without targets (the
+    cover search scores hundreds of sets: the other metrics are computed for the one chosen)."""
+    preds = list(parts[0]) if len(parts) == 1 else merge_split(parts, thresholds.iou)
+    per_image = coco_matches(preds, images, thresholds.max_dets)
+    ap = math.nan if per_image is None else ap_from_matches(per_image)[0]
+    return -1.0 if math.isnan(ap) else ap
+
+
+def greedy_cover(
+    candidates: Mapping[Seq, Preds],
+    images: Sequence[TargetImage],
+    k: int,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    margin: float = 0.0,
+) -> tuple[list[Seq], PromptMetrics | None]:
+    """Up to ``k`` of ``candidates`` (each with its predictions on ``images``) whose merged detections
+    have a high train AP: the best single, replaced by the best pair where that beats it by more than
+    ``margin`` (every pair is scored: the best single is often the too-broad name, which no narrowed
+    candidate improves on alone), then greedy additions while one raises the AP by more than ``margin``
+    (a member must earn its place). Returns the chosen and their merged metrics (None without
+    candidates). Ties keep the candidates' order."""
+    seqs = list(candidates)
+    if not seqs or k < 1:
+        return [], None
+
+    def ap(chosen: Sequence[Seq]) -> float:
+        return merged_ap([candidates[s] for s in chosen], images, thresholds)
+
+    def best(sets: list[list[Seq]]) -> tuple[list[Seq], float]:
+        scores = [ap(c) for c in sets]
+        i = int(np.argmax(scores))  # the first of equals
+        return sets[i], scores[i]
+
+    chosen, top = best([[s] for s in seqs])
+    if k >= 2 and len(seqs) > 1:
+        pair, pair_ap = best([[a, b] for i, a in enumerate(seqs) for b in seqs[i + 1 :]])
+        if pair_ap > top + margin:
+            chosen, top = pair, pair_ap
+    while len(chosen) < k and len(chosen) > 1:
+        rest = [s for s in seqs if s not in chosen]
+        if not rest:
+            break
+        more, more_ap = best([[*chosen, s] for s in rest])
+        if more_ap <= top + margin:
+            break
+        chosen, top = more, more_ap
+    return chosen, merged_metrics([candidates[s] for s in chosen], images, thresholds)
+
+
 def keep_set(single_ap: float, set_ap: float, margin: float) -> bool:
     """A set is kept only where its train AP beats the single alias's by more than ``margin``."""
     single = -1.0 if math.isnan(single_ap) else single_ap
@@ -202,11 +261,12 @@ class AliasSetResult:
     """What the set builder chose.
 
     Attributes:
-        members: the aliases (the first search's winner first); one when no set was kept.
+        members: the aliases (the first search's winner first where it is one); one when no set was kept.
         member_metrics: each member's train metrics alone.
         metrics: the result's train metrics (merged when ``kept``; else the single alias's).
         single_ap: the single alias's train AP.
         built: the best set built (kept or not), built_ap its merged train AP.
+        cover: the cover set (``greedy_cover``, pruned), cover_ap its merged train AP (NaN if none).
         kept: the set beat the single alias by more than ``margin`` (``cfg.set_margin``).
         rounds: each round.
         searches: the residual searches' outcomes.
@@ -221,6 +281,8 @@ class AliasSetResult:
     built_ap: float
     kept: bool
     margin: float = 0.0
+    cover: list[Seq] = field(default_factory=list)
+    cover_ap: float = math.nan
     rounds: list[SetRound] = field(default_factory=list)
     searches: list[SearchOutcome] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
@@ -234,6 +296,8 @@ class AliasSetResult:
             "built": [{"token_ids": list(s), "text": decode(s)} for s in self.built],
             "built_train_ap": self.built_ap,
             "margin": self.margin,
+            "cover": [{"token_ids": list(s), "text": decode(s)} for s in self.cover],
+            "cover_train_ap": self.cover_ap,
             "rounds": [r.to_dict(decode) for r in self.rounds],
             **{f"set_{k}": v for k, v in self.usage.as_dict().items()},
             "set_wall_time": round(self.wall_time, 3),
@@ -282,6 +346,30 @@ def _prune_addition(backend, feats, images, current, preds, pick, pick_metrics, 
         return pick, (), pick_metrics, spent
     seq = tuple(res.seq)
     return seq, tuple(res.dropped), merged_metrics([*current, preds[seq]], images, thresholds), spent
+
+
+def _cover_set(backend, feats, images, first, preds, cfg, thresholds):
+    """The cover set among ``first.candidates[: cfg.set_pool]`` (``greedy_cover``), each member then
+    without its inert tokens (``prune_inert`` against the merged set's train AP). Fills ``preds``.
+
+    Returns:
+        (members, their merged metrics or None, pair forwards spent)
+    """
+    pool = [tuple(s) for s in dict.fromkeys(tuple(s) for s in first.candidates[: cfg.set_pool])]
+    spent = _predict_missing(backend, feats, images, pool, preds, thresholds)
+    cover, m = greedy_cover({s: preds[s] for s in pool}, images, cfg.max_aliases, thresholds, cfg.set_margin)
+    if len(cover) < 2 or cfg.prune_tolerance < 0:
+        return cover, m, spent
+    for i, seq in enumerate(list(cover)):
+        if len(seq) < 2:
+            continue
+        others = cover[:i] + cover[i + 1 :]
+        seq, _, m, cost = _prune_addition(
+            backend, feats, images, [preds[s] for s in others], preds, seq, m, others, cfg.prune_tolerance, thresholds
+        )
+        spent += cost
+        cover[i] = seq
+    return cover, m, spent
 
 
 def build_alias_set(
@@ -355,10 +443,18 @@ def build_alias_set(
             usage = _add(usage, Usage(forward=cost))
         rnd.set_ap = set_metrics.ap
         chosen.append(rnd.pick)
+    cover, cover_metrics = [], None
+    if cfg.set_pool and cfg.max_aliases > 1:
+        cover, cover_metrics, cost = _cover_set(backend, feats, images, first, preds, cfg, thresholds)
+        usage = _add(usage, Usage(forward=cost))
+        if len(cover) > 1 and _ap(cover_metrics) > _ap(set_metrics):
+            chosen, set_metrics = cover, cover_metrics
     for s in chosen:
         if s not in metrics:
             metrics[s] = merged_metrics([preds[s]], images, thresholds)
     kept = len(chosen) > 1 and keep_set(metrics[single].ap, set_metrics.ap, cfg.set_margin)
+    if kept and single in chosen:  # the single alias stays first where it is a member
+        chosen = [single] + [s for s in chosen if s != single]
     members = chosen if kept else [single]
     return AliasSetResult(
         members=members,
@@ -369,6 +465,8 @@ def build_alias_set(
         built_ap=set_metrics.ap,
         kept=kept,
         margin=cfg.set_margin,
+        cover=cover,
+        cover_ap=cover_metrics.ap if cover_metrics is not None else math.nan,
         rounds=rounds,
         searches=searches,
         usage=usage,

@@ -105,7 +105,14 @@ class SearchContext:
             if ix.views:
                 indexes = {s: self.index(s) for s in view_spaces(self.cfg)}  # index.space first
                 self._shortlist = pooled_shortlist(
-                    self.obj, indexes, self.filt, ix.shortlist, self.probes(), ix.views, ix.pool
+                    self.obj,
+                    indexes,
+                    self.filt,
+                    ix.shortlist,
+                    self.probes(),
+                    ix.views,
+                    ix.pool,
+                    qualify=self.name_seq if ix.screen_with_name else None,
                 )
             else:
                 self._shortlist = build_shortlist(

@@ -76,7 +76,7 @@ class SearchOutcome:
         shortlist: the concept's shortlist (empty if the strategy built none).
         phases: every phase's result, in order.
         reranked: the re-ranked candidates, best first.
-        candidates: the best fully scored sequences after re-ranking (up to 16).
+        candidates: the best fully scored sequences after re-ranking (up to 32).
         usage: work done (pair forwards, backwards, candidates, memo hits).
         wall_time: seconds.
         soft: the last soft-prompt phase's result (its ``soft`` embeddings), if any.
@@ -190,7 +190,7 @@ def run_pipeline(ctx: SearchContext, strategy: str, budget: int = 0) -> SearchOu
         shortlist=ctx.built_shortlist(),
         phases=list(ctx.results),
         reranked=rows,
-        candidates=([token_ids] if token_ids else []) + [p for p in pool if p != token_ids][:15],
+        candidates=([token_ids] if token_ids else []) + [p for p in pool if p != token_ids][:31],
         usage=Usage(
             u.forward - u0.forward, u.backward - u0.backward, u.candidates - u0.candidates, u.memo_hits - u0.memo_hits
         ),

@@ -91,6 +91,7 @@ def pooled_shortlist(
     probes: Sequence[Seq],
     views: Sequence[str],
     pool: int,
+    qualify: Seq | None = None,
 ) -> list[int]:
     """A shortlist screened by the model itself from a pool drawn from several index views.
 
@@ -99,7 +100,8 @@ def pooled_shortlist(
     the concept vector's sign is only as good as the probe, and a model's known words lie far out
     on either side) and ``distinct`` / ``distinct:SPACE`` (the model's most distinctive tokens,
     concept-free). The pooled tokens are scored as one-token aliases on the screening images; the
-    best k, best first, are the shortlist.
+    best k, best first, are the shortlist. With ``qualify`` (the name's tokens) each token is also
+    scored placed before it (``qualifier_losses``) and ranks by the better of its two losses.
     """
     per = max(1, -(-pool // max(1, len(views))))
     concepts: dict[str, torch.Tensor] = {}
@@ -118,4 +120,15 @@ def pooled_shortlist(
         pooled += row
     singles = filt.accept([(t,) for t in dict.fromkeys(pooled)][:pool])
     losses = obj.screen_losses(singles)
+    if qualify:
+        losses = np.minimum(losses, qualifier_losses(obj, filt, [s[0] for s in singles], qualify))
     return [singles[i][0] for i in np.argsort(losses, kind="stable")[:k]]
+
+
+def qualifier_losses(obj: Objective, filt: CandidateFilter, tokens: Sequence[int], name: Seq) -> np.ndarray:
+    """(N,) screening losses of each token placed before ``name`` ("pink" + "circle"); inf where the
+    filter rejects the pair (too long, or it does not round-trip)."""
+    pairs = [filt((int(t), *name)) for t in tokens]
+    ok = list(dict.fromkeys(p for p in pairs if p is not None))
+    scored = dict(zip(ok, obj.screen_losses(ok))) if ok else {}
+    return np.array([scored[p] if p is not None else np.inf for p in pairs], dtype=float)
