@@ -220,7 +220,8 @@ def test_build_alias_set_takes_the_cover_set_where_no_target_is_left(monkeypatch
     _fake_world(monkeypatch, calls)
     monkeypatch.setitem(PREDS, (4,), BROAD)
     first = SimpleNamespace(token_ids=(4,), candidates=[(4,), (3,), (1,), (2,)])
-    res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", load_config(), seed=0, first=first)
+    cfg = load_config(overrides={"cover_level": 0})  # the margins alone: four images are too few for a bootstrap
+    res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", cfg, seed=0, first=first)
     assert calls == [] and "0 of 4 train targets missed" in res.rounds[0].stop  # the broad alias covers all
     assert res.cover == [(1,), (2,)] and res.cover_ap == pytest.approx(1.0)
     assert res.kept and res.members == [(1,), (2,)] and res.metrics.ap == pytest.approx(1.0)
@@ -228,6 +229,13 @@ def test_build_alias_set_takes_the_cover_set_where_no_target_is_left(monkeypatch
     assert res.usage.forward == 4 + 3 * 4  # the broad alias, then the three other candidates
     off = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", load_config(overrides={"set_pool": 0}), 0, first)
     assert not off.kept and off.members == [(4,)] and off.cover == []
+    # at 95% the paired bootstrap over four images cannot call the cover a win: resamples without the
+    # negative image (the broad alias's only false positive) tie, so the single alias stays
+    strict = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", load_config(), 0, first)
+    assert strict.cover == [(1,), (2,)] and not strict.kept and strict.members == [(4,)]
+    d = strict.cover_vs_single
+    assert d.diff == pytest.approx(0.2, abs=0.01) and d.low == pytest.approx(0.0) and d.verdict() == "tie"
+    assert strict.to_dict(str)["cover_vs_single"]["level"] == 0.95
 
 
 def test_max_aliases_validated():

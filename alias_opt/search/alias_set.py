@@ -24,8 +24,10 @@ candidates by loss: the best pair (every pair is scored), then greedy additions,
 the merged train AP by more than ``cfg.set_margin``.
 It finds what the residual rounds cannot: a too-broad name covers every target, so nothing is left for
 a residual search, while its narrowed candidates ("teal cross", "blue cross") together are the answer.
-Its members lose their inert tokens as the rounds' picks do; the better of the two sets (train AP) is
-the one built.
+Its members lose their inert tokens as the rounds' picks do. It replaces the rounds' set where its
+train AP is higher and (``cover_beats_single``) the paired bootstrap interval over train images of its
+train AP minus the single alias's lies above zero at ``cfg.cover_level``: many pairs are scored on a
+small train split, so a margin alone lets a chance fit through.
 
 The built set is kept only where its merged train AP beats the single alias's by more than
 ``cfg.set_margin`` (``keep_set``); otherwise the result is the single alias alone.
@@ -45,7 +47,7 @@ from pycocotools import mask as mask_utils
 from alias_opt.config import SearchConfig
 from alias_opt.data.targets import TargetImage
 from alias_opt.eval.alias_sets import merge_split
-from alias_opt.eval.bootstrap import ap_from_matches
+from alias_opt.eval.bootstrap import BootstrapDiff, ap_from_matches, paired_bootstrap
 from alias_opt.eval.matching import hungarian_match, iou_matrix
 from alias_opt.eval.metrics import DEFAULT_THRESHOLDS, ImagePredictions, PromptMetrics, Thresholds, coco_matches
 from alias_opt.eval.metrics import score_predictions as _score
@@ -208,6 +210,31 @@ def greedy_cover(
     return chosen, merged_metrics([candidates[s] for s in chosen], images, thresholds)
 
 
+def cover_beats_single(
+    cover: Sequence[Preds],
+    single: Preds,
+    images: Sequence[TargetImage],
+    level: float,
+    seed: int,
+    thresholds=DEFAULT_THRESHOLDS,
+) -> BootstrapDiff | None:
+    """The paired bootstrap of the cover set's train AP minus the single alias's (None with ``level`` 0 or
+    without targets); the cover wins where its ``verdict()`` is ``win``.
+
+    Args:
+        cover: the cover members' predictions ((k) x (I)); single: the single alias's (I,).
+        level: the interval's coverage; seed: the resampling seed.
+    """
+    if not level:
+        return None
+    merged = merge_split(cover, thresholds.iou) if len(cover) > 1 else list(cover[0])
+    a = coco_matches(merged, images, thresholds.max_dets)
+    b = coco_matches(single, images, thresholds.max_dets)
+    if a is None or b is None:
+        return None
+    return paired_bootstrap(a, b, level=level, seed=seed)
+
+
 def keep_set(single_ap: float, set_ap: float, margin: float) -> bool:
     """A set is kept only where its train AP beats the single alias's by more than ``margin``."""
     single = -1.0 if math.isnan(single_ap) else single_ap
@@ -267,6 +294,8 @@ class AliasSetResult:
         single_ap: the single alias's train AP.
         built: the best set built (kept or not), built_ap its merged train AP.
         cover: the cover set (``greedy_cover``, pruned), cover_ap its merged train AP (NaN if none).
+        cover_vs_single: its train AP minus the single alias's with the bootstrap interval (None if not
+            checked: no cover set of two or more, no better than the rounds' set, or ``cover_level`` 0).
         kept: the set beat the single alias by more than ``margin`` (``cfg.set_margin``).
         rounds: each round.
         searches: the residual searches' outcomes.
@@ -283,6 +312,7 @@ class AliasSetResult:
     margin: float = 0.0
     cover: list[Seq] = field(default_factory=list)
     cover_ap: float = math.nan
+    cover_vs_single: BootstrapDiff | None = None
     rounds: list[SetRound] = field(default_factory=list)
     searches: list[SearchOutcome] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
@@ -298,6 +328,7 @@ class AliasSetResult:
             "margin": self.margin,
             "cover": [{"token_ids": list(s), "text": decode(s)} for s in self.cover],
             "cover_train_ap": self.cover_ap,
+            "cover_vs_single": None if self.cover_vs_single is None else self.cover_vs_single.to_dict(),
             "rounds": [r.to_dict(decode) for r in self.rounds],
             **{f"set_{k}": v for k, v in self.usage.as_dict().items()},
             "set_wall_time": round(self.wall_time, 3),
@@ -443,12 +474,16 @@ def build_alias_set(
             usage = _add(usage, Usage(forward=cost))
         rnd.set_ap = set_metrics.ap
         chosen.append(rnd.pick)
-    cover, cover_metrics = [], None
+    cover, cover_metrics, cover_diff = [], None, None
     if cfg.set_pool and cfg.max_aliases > 1:
         cover, cover_metrics, cost = _cover_set(backend, feats, images, first, preds, cfg, thresholds)
         usage = _add(usage, Usage(forward=cost))
         if len(cover) > 1 and _ap(cover_metrics) > _ap(set_metrics):
-            chosen, set_metrics = cover, cover_metrics
+            cover_diff = cover_beats_single(
+                [preds[s] for s in cover], preds[single], images, cfg.cover_level, seed, thresholds
+            )
+            if cover_diff is None or cover_diff.verdict() == "win":
+                chosen, set_metrics = cover, cover_metrics
     for s in chosen:
         if s not in metrics:
             metrics[s] = merged_metrics([preds[s]], images, thresholds)
@@ -467,6 +502,7 @@ def build_alias_set(
         margin=cfg.set_margin,
         cover=cover,
         cover_ap=cover_metrics.ap if cover_metrics is not None else math.nan,
+        cover_vs_single=cover_diff,
         rounds=rounds,
         searches=searches,
         usage=usage,
