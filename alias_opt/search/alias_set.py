@@ -379,16 +379,34 @@ def _prune_addition(backend, feats, images, current, preds, pick, pick_metrics, 
     return seq, tuple(res.dropped), merged_metrics([*current, preds[seq]], images, thresholds), spent
 
 
+COVER_MIN_SCORE = 0.05  # the cover search ranks sets on detections above this score (exact metrics after)
+
+
+def above(pred: ImagePredictions, min_score: float) -> ImagePredictions:
+    """``pred`` without its detections scoring at most ``min_score`` (scores stay best first). A set's
+    merge is a mask NMS over all its members' detections, at least 100 per image each; the cover search
+    merges hundreds of sets, and the tail below 0.05 moves their AP by little."""
+    keep = np.flatnonzero(pred.scores > min_score)
+    if len(keep) == len(pred.scores):
+        return pred
+    return ImagePredictions(
+        scores=pred.scores[keep], rles=[pred.rles[i] for i in keep], height=pred.height, width=pred.width
+    )
+
+
 def _cover_set(backend, feats, images, first, preds, cfg, thresholds):
-    """The cover set among ``first.candidates[: cfg.set_pool]`` (``greedy_cover``), each member then
-    without its inert tokens (``prune_inert`` against the merged set's train AP). Fills ``preds``.
+    """The cover set among ``first.candidates[: cfg.set_pool]`` (``greedy_cover`` on their detections
+    above ``COVER_MIN_SCORE``; the metrics returned are exact), each member then without its inert
+    tokens (``prune_inert`` against the merged set's train AP). Fills ``preds``.
 
     Returns:
         (members, their merged metrics or None, pair forwards spent)
     """
     pool = [tuple(s) for s in dict.fromkeys(tuple(s) for s in first.candidates[: cfg.set_pool])]
     spent = _predict_missing(backend, feats, images, pool, preds, thresholds)
-    cover, m = greedy_cover({s: preds[s] for s in pool}, images, cfg.max_aliases, thresholds, cfg.set_margin)
+    trimmed = {s: [above(p, COVER_MIN_SCORE) for p in preds[s]] for s in pool}
+    cover, _ = greedy_cover(trimmed, images, cfg.max_aliases, thresholds, cfg.set_margin)
+    m = merged_metrics([preds[s] for s in cover], images, thresholds) if cover else None
     if len(cover) < 2 or cfg.prune_tolerance < 0:
         return cover, m, spent
     for i, seq in enumerate(list(cover)):
