@@ -341,7 +341,7 @@ def run(
                 writer.close()
             in_phases = sum(getattr(r, "wall_time", 0.0) or 0.0 for r in d.phases)
             prog.timings["search"] += in_phases
-            prog.timings["re-rank"] += max(0.0, d.wall_time - in_phases)
+            prog.timings["shortlist and re-rank"] += max(0.0, d.wall_time - in_phases)  # outside the phases
             with prog.timed("held-out scoring"):
                 rec = category_record(
                     backend,

@@ -7,7 +7,7 @@ refreshed from the search's steps at most every ``every`` seconds (a ticker refr
 chunk, ``alias_opt.search.phases.stepwise``); the ETA is the run's cost still
 to come divided by the cost per second so far (cost in forward-equivalents, not categories: the
 budget, or without one the mean of the categories finished in this run). ``timed`` adds up the wall
-time of the run's parts (encoding, search, re-rank, held-out scoring, figures and reports).
+time of the run's parts (encoding, search, shortlist and re-rank, held-out scoring, figures and reports).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from alias_opt.search.objective import Step
 
 BACKWARD_COST = 2  # as alias_opt.search.meter: a pair backward costs two pair forwards
 
-PARTS = ("encoding", "search", "re-rank", "held-out scoring", "figures and reports")
+PARTS = ("encoding", "search", "shortlist and re-rank", "held-out scoring", "figures and reports")
 
 
 def _dur(s: float) -> str:
