@@ -154,10 +154,10 @@ class SearchConfig:
     # name that covers every target, "cross" for teal and blue crosses, has narrowed candidates whose union
     # is the answer: "teal cross | blue cross"); 0: off
     set_pool: int = 24
-    # a cover set replaces the single alias only where the paired bootstrap interval (this coverage, over
-    # the train images) of its train AP minus the single alias's lies above 0: a train split of ~20 images
-    # rewards unions of candidates that fit it by chance; 0: the margins alone decide
-    cover_level: float = 0.95
+    # a set (residual or cover) is kept only where, besides set_margin, the paired bootstrap interval (this
+    # coverage, over the train images) of its train AP minus the single alias's lies above 0: a train split
+    # of ~20 images rewards unions of candidates that fit it by chance; 0: the margin alone decides
+    set_level: float = 0.95
     loss: LossConfig = field(default_factory=LossConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     soft: SoftConfig = field(default_factory=SoftConfig)
@@ -205,8 +205,8 @@ class SearchConfig:
             raise ValueError(f"budget must be >= 0 forward-equivalents (0: none); got {self.budget}")
         if self.max_aliases < 1:
             raise ValueError(f"max_aliases must be at least 1 (1: no alias sets); got {self.max_aliases}")
-        if not 0 <= self.cover_level < 1:
-            raise ValueError(f"cover_level must be in [0, 1) (0: no bootstrap check); got {self.cover_level}")
+        if not 0 <= self.set_level < 1:
+            raise ValueError(f"set_level must be in [0, 1) (0: no bootstrap check); got {self.set_level}")
         if self.set_pool < 0:
             raise ValueError(f"set_pool must be >= 0 candidates (0: no cover set); got {self.set_pool}")
         if not 0 <= self.set_margin <= 1 or not 0 < self.set_min_uncovered <= 1:

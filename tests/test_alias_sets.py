@@ -142,7 +142,7 @@ def test_build_alias_set_greedy_on_hand_made_masks(monkeypatch):
     calls = []
     _fake_world(monkeypatch, calls)
     first = SimpleNamespace(token_ids=(1,), candidates=[(1,), (3,)])
-    cfg = load_config(overrides={"max_aliases": 3})
+    cfg = load_config(overrides={"max_aliases": 3, "set_level": 0})  # four images: no bootstrap
     steps = []
     res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", cfg, seed=5, first=first, on_step=steps.append)
     assert [st.phase for st in steps] == ["set1:scan"]  # the residual search's history lines are tagged
@@ -185,12 +185,19 @@ def test_a_set_addition_loses_its_inert_tokens(monkeypatch):
     monkeypatch.setattr(aset, "predict", predict)
     monkeypatch.setattr(aset, "search", search)
     first = SimpleNamespace(token_ids=(1,), candidates=[(1,)])
-    res = aset.build_alias_set(None, IMAGES, _Feats(), None, load_config(overrides={"max_aliases": 2}), 0, first)
+    cfg = load_config(overrides={"max_aliases": 2, "set_level": 0})
+    res = aset.build_alias_set(None, IMAGES, _Feats(), None, cfg, 0, first)
     assert res.kept and res.members == [(1,), (2,)] and res.metrics.ap == pytest.approx(1.0)
     assert res.rounds[0].pick == (2,) and res.rounds[0].pruned == (9,)
     assert res.usage.forward == 4 + 4 + 2 * 4  # first alias, the one candidate, its two one-token deletions
     off = aset.build_alias_set(
-        None, IMAGES, _Feats(), None, load_config(overrides={"max_aliases": 2, "prune_tolerance": -1}), 0, first
+        None,
+        IMAGES,
+        _Feats(),
+        None,
+        load_config(overrides={"max_aliases": 2, "prune_tolerance": -1, "set_level": 0}),
+        0,
+        first,
     )
     assert off.members == [(1,), (2, 9)] and off.rounds[0].pruned == ()
 
@@ -220,7 +227,7 @@ def test_build_alias_set_takes_the_cover_set_where_no_target_is_left(monkeypatch
     _fake_world(monkeypatch, calls)
     monkeypatch.setitem(PREDS, (4,), BROAD)
     first = SimpleNamespace(token_ids=(4,), candidates=[(4,), (3,), (1,), (2,)])
-    cfg = load_config(overrides={"cover_level": 0})  # the margins alone: four images are too few for a bootstrap
+    cfg = load_config(overrides={"set_level": 0})  # the margins alone: four images are too few for a bootstrap
     res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", cfg, seed=0, first=first)
     assert calls == [] and "0 of 4 train targets missed" in res.rounds[0].stop  # the broad alias covers all
     assert res.cover == [(1,), (2,)] and res.cover_ap == pytest.approx(1.0)
@@ -232,10 +239,11 @@ def test_build_alias_set_takes_the_cover_set_where_no_target_is_left(monkeypatch
     # at 95% the paired bootstrap over four images cannot call the cover a win: resamples without the
     # negative image (the broad alias's only false positive) tie, so the single alias stays
     strict = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", load_config(), 0, first)
-    assert strict.cover == [(1,), (2,)] and not strict.kept and strict.members == [(4,)]
-    d = strict.cover_vs_single
+    assert strict.cover == [(1,), (2,)] and strict.built == [(1,), (2,)]
+    assert not strict.kept and strict.members == [(4,)]
+    d = strict.set_vs_single
     assert d.diff == pytest.approx(0.2, abs=0.01) and d.low == pytest.approx(0.0) and d.verdict() == "tie"
-    assert strict.to_dict(str)["cover_vs_single"]["level"] == 0.95
+    assert strict.to_dict(str)["set_vs_single"]["level"] == 0.95
 
 
 def test_max_aliases_validated():

@@ -24,13 +24,13 @@ candidates by loss: the best pair (every pair is scored), then greedy additions,
 the merged train AP by more than ``cfg.set_margin``.
 It finds what the residual rounds cannot: a too-broad name covers every target, so nothing is left for
 a residual search, while its narrowed candidates ("teal cross", "blue cross") together are the answer.
-Its members lose their inert tokens as the rounds' picks do. It replaces the rounds' set where its
-train AP is higher and (``cover_beats_single``) the paired bootstrap interval over train images of its
-train AP minus the single alias's lies above zero at ``cfg.cover_level``: many pairs are scored on a
-small train split, so a margin alone lets a chance fit through.
+Its members lose their inert tokens as the rounds' picks do; the better of the two sets (train AP) is
+the one built.
 
 The built set is kept only where its merged train AP beats the single alias's by more than
-``cfg.set_margin`` (``keep_set``); otherwise the result is the single alias alone.
+``cfg.set_margin`` (``keep_set``) and (``set_vs_single``) the paired bootstrap interval over train
+images of that difference lies above zero at ``cfg.set_level``: many candidates are merged on a small
+train split, so a margin alone lets a chance fit through. Otherwise the result is the single alias.
 """
 
 from __future__ import annotations
@@ -210,24 +210,24 @@ def greedy_cover(
     return chosen, merged_metrics([candidates[s] for s in chosen], images, thresholds)
 
 
-def cover_beats_single(
-    cover: Sequence[Preds],
+def set_vs_single(
+    members: Sequence[Preds],
     single: Preds,
     images: Sequence[TargetImage],
     level: float,
     seed: int,
-    thresholds=DEFAULT_THRESHOLDS,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
 ) -> BootstrapDiff | None:
-    """The paired bootstrap of the cover set's train AP minus the single alias's (None with ``level`` 0 or
-    without targets); the cover wins where its ``verdict()`` is ``win``.
+    """The paired bootstrap of a set's train AP minus the single alias's (None with ``level`` 0 or
+    without targets); the set is kept only where its ``verdict()`` is ``win``.
 
     Args:
-        cover: the cover members' predictions ((k) x (I)); single: the single alias's (I,).
+        members: the set members' predictions ((k) x (I)); single: the single alias's (I,).
         level: the interval's coverage; seed: the resampling seed.
     """
     if not level:
         return None
-    merged = merge_split(cover, thresholds.iou) if len(cover) > 1 else list(cover[0])
+    merged = merge_split(members, thresholds.iou) if len(members) > 1 else list(members[0])
     a = coco_matches(merged, images, thresholds.max_dets)
     b = coco_matches(single, images, thresholds.max_dets)
     if a is None or b is None:
@@ -294,9 +294,10 @@ class AliasSetResult:
         single_ap: the single alias's train AP.
         built: the best set built (kept or not), built_ap its merged train AP.
         cover: the cover set (``greedy_cover``, pruned), cover_ap its merged train AP (NaN if none).
-        cover_vs_single: its train AP minus the single alias's with the bootstrap interval (None if not
-            checked: no cover set of two or more, no better than the rounds' set, or ``cover_level`` 0).
-        kept: the set beat the single alias by more than ``margin`` (``cfg.set_margin``).
+        set_vs_single: the built set's train AP minus the single alias's with its bootstrap interval (None
+            if not checked: no set, not past ``margin``, or ``set_level`` 0).
+        kept: the set beat the single alias by more than ``margin`` (``cfg.set_margin``) and by a paired
+            bootstrap win over the train images (``set_vs_single``).
         rounds: each round.
         searches: the residual searches' outcomes.
         usage: their work plus the merged scoring's pair forwards; wall_time: seconds.
@@ -312,7 +313,7 @@ class AliasSetResult:
     margin: float = 0.0
     cover: list[Seq] = field(default_factory=list)
     cover_ap: float = math.nan
-    cover_vs_single: BootstrapDiff | None = None
+    set_vs_single: BootstrapDiff | None = None
     rounds: list[SetRound] = field(default_factory=list)
     searches: list[SearchOutcome] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
@@ -328,7 +329,7 @@ class AliasSetResult:
             "margin": self.margin,
             "cover": [{"token_ids": list(s), "text": decode(s)} for s in self.cover],
             "cover_train_ap": self.cover_ap,
-            "cover_vs_single": None if self.cover_vs_single is None else self.cover_vs_single.to_dict(),
+            "set_vs_single": None if self.set_vs_single is None else self.set_vs_single.to_dict(),
             "rounds": [r.to_dict(decode) for r in self.rounds],
             **{f"set_{k}": v for k, v in self.usage.as_dict().items()},
             "set_wall_time": round(self.wall_time, 3),
@@ -492,20 +493,20 @@ def build_alias_set(
             usage = _add(usage, Usage(forward=cost))
         rnd.set_ap = set_metrics.ap
         chosen.append(rnd.pick)
-    cover, cover_metrics, cover_diff = [], None, None
+    cover, cover_metrics = [], None
     if cfg.set_pool and cfg.max_aliases > 1:
         cover, cover_metrics, cost = _cover_set(backend, feats, images, first, preds, cfg, thresholds)
         usage = _add(usage, Usage(forward=cost))
         if len(cover) > 1 and _ap(cover_metrics) > _ap(set_metrics):
-            cover_diff = cover_beats_single(
-                [preds[s] for s in cover], preds[single], images, cfg.cover_level, seed, thresholds
-            )
-            if cover_diff is None or cover_diff.verdict() == "win":
-                chosen, set_metrics = cover, cover_metrics
+            chosen, set_metrics = cover, cover_metrics
     for s in chosen:
         if s not in metrics:
             metrics[s] = merged_metrics([preds[s]], images, thresholds)
     kept = len(chosen) > 1 and keep_set(metrics[single].ap, set_metrics.ap, cfg.set_margin)
+    set_diff = None
+    if kept and cfg.set_level:
+        set_diff = set_vs_single([preds[s] for s in chosen], preds[single], images, cfg.set_level, seed, thresholds)
+        kept = set_diff is None or set_diff.verdict() == "win"
     if kept and single in chosen:  # the single alias stays first where it is a member
         chosen = [single] + [s for s in chosen if s != single]
     members = chosen if kept else [single]
@@ -520,7 +521,7 @@ def build_alias_set(
         margin=cfg.set_margin,
         cover=cover,
         cover_ap=cover_metrics.ap if cover_metrics is not None else math.nan,
-        cover_vs_single=cover_diff,
+        set_vs_single=set_diff,
         rounds=rounds,
         searches=searches,
         usage=usage,
