@@ -137,10 +137,14 @@ def residual_plan(
     return ResidualPlan(out, index, n_targets, uncovered, reason)
 
 
+def merged(parts: Sequence[Preds], thresholds: Thresholds = DEFAULT_THRESHOLDS) -> Preds:
+    """(I,) predictions of a set whose members predicted ``parts`` ((k) x (I)): merged image by image."""
+    return list(parts[0]) if len(parts) == 1 else merge_split(parts, thresholds.iou)
+
+
 def merged_metrics(parts: Sequence[Preds], images: Sequence[TargetImage], thresholds=DEFAULT_THRESHOLDS):
     """Metrics of a set whose members predicted ``parts`` ((k) x (I) predictions) on ``images``."""
-    preds = list(parts[0]) if len(parts) == 1 else merge_split(parts, thresholds.iou)
-    return _score(preds, images, thresholds)
+    return _score(merged(parts, thresholds), images, thresholds)
 
 
 def _ap(m: PromptMetrics | None) -> float:
@@ -163,8 +167,7 @@ def rank_additions(
 def merged_ap(parts: Sequence[Preds], images: Sequence[TargetImage], thresholds=DEFAULT_THRESHOLDS) -> float:
     """The COCO AP alone of a set whose members predicted ``parts`` ((k) x (I)); -1 without targets (the
     cover search scores hundreds of sets: the other metrics are computed for the one chosen)."""
-    preds = list(parts[0]) if len(parts) == 1 else merge_split(parts, thresholds.iou)
-    per_image = coco_matches(preds, images, thresholds.max_dets)
+    per_image = coco_matches(merged(parts, thresholds), images, thresholds.max_dets)
     ap = math.nan if per_image is None else ap_from_matches(per_image)[0]
     return -1.0 if math.isnan(ap) else ap
 
@@ -227,8 +230,7 @@ def set_vs_single(
     """
     if not level:
         return None
-    merged = merge_split(members, thresholds.iou) if len(members) > 1 else list(members[0])
-    a = coco_matches(merged, images, thresholds.max_dets)
+    a = coco_matches(merged(members, thresholds), images, thresholds.max_dets)
     b = coco_matches(single, images, thresholds.max_dets)
     if a is None or b is None:
         return None
@@ -457,8 +459,7 @@ def build_alias_set(
     searches: list[SearchOutcome] = []
     for n in range(1, cfg.max_aliases):
         current = [preds[s] for s in chosen]
-        merged = current[0] if len(current) == 1 else merge_split(current, thresholds.iou)
-        plan = residual_plan(images, merged, cfg.set_min_uncovered, thresholds)
+        plan = residual_plan(images, merged(current, thresholds), cfg.set_min_uncovered, thresholds)
         rnd = SetRound(plan.n_targets, plan.uncovered, set_ap=set_metrics.ap)
         rounds.append(rnd)
         if plan.reason:
