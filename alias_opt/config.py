@@ -154,6 +154,12 @@ class SearchConfig:
     # name that covers every target, "cross" for teal and blue crosses, has narrowed candidates whose union
     # is the answer: "teal cross | blue cross"); 0: off
     set_pool: int = 24
+    # ... and among the name's best one-token insertions ("red circle", "purple circle" for a "circle" that
+    # names red and purple circles): 4 x set_split by screening loss over the pooled shortlist's tokens,
+    # of which the set_split best by train AP join the cover pool. 0 (off) by default: on design seed 6161
+    # the screening loss ranked a union's members in the top 64 for 3 of 6 unions, and end to end (another
+    # search seed, other screening images) for 0 of 2; it costs 10-30 s a category (README, alias sets)
+    set_split: int = 0
     # a set (residual or cover) is kept only where, besides set_margin, the paired bootstrap interval (this
     # coverage, over the train images) of its train AP minus the single alias's lies above 0: a train split
     # of ~20 images rewards unions of candidates that fit it by chance; 0: the margin alone decides
@@ -207,8 +213,10 @@ class SearchConfig:
             raise ValueError(f"max_aliases must be at least 1 (1: no alias sets); got {self.max_aliases}")
         if not 0 <= self.set_level < 1:
             raise ValueError(f"set_level must be in [0, 1) (0: no bootstrap check); got {self.set_level}")
-        if self.set_pool < 0:
-            raise ValueError(f"set_pool must be >= 0 candidates (0: no cover set); got {self.set_pool}")
+        if self.set_pool < 0 or self.set_split < 0:
+            raise ValueError(
+                f"set_pool and set_split must be >= 0 candidates (0: off); got {self.set_pool}, {self.set_split}"
+            )
         if not 0 <= self.set_margin <= 1 or not 0 < self.set_min_uncovered <= 1:
             raise ValueError("set_margin must be in [0, 1] and set_min_uncovered in (0, 1]")
         return self

@@ -145,7 +145,8 @@ def discover(
         raise ValueError(f"category {ts.category_id} has no positive train image")
     feats = feats if feats is not None else encode(backend, images)
     seed = search_seed(cfg.seed, ts.category_id)
-    return search(backend, images, feats, ts.name, cfg, seed, indexes=indexes, on_step=on_step)
+    splits = 4 * cfg.set_split if cfg.max_aliases > 1 and cfg.set_pool else 0  # the cover set's insertions
+    return search(backend, images, feats, ts.name, cfg, seed, indexes=indexes, on_step=on_step, splits=splits)
 
 
 # ---------------------------------------------------------------------------------------- the run

@@ -141,7 +141,7 @@ def _fake_world(monkeypatch, calls):
 def test_build_alias_set_greedy_on_hand_made_masks(monkeypatch):
     calls = []
     _fake_world(monkeypatch, calls)
-    first = SimpleNamespace(token_ids=(1,), candidates=[(1,), (3,)])
+    first = SimpleNamespace(token_ids=(1,), candidates=[(1,), (3,)], splits=[])
     cfg = load_config(overrides={"max_aliases": 3, "set_level": 0})  # four images: no bootstrap
     steps = []
     res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", cfg, seed=5, first=first, on_step=steps.append)
@@ -162,7 +162,7 @@ def test_build_alias_set_greedy_on_hand_made_masks(monkeypatch):
 
 def test_build_alias_set_keeps_one_alias_below_the_margin(monkeypatch):
     _fake_world(monkeypatch, [])
-    first = SimpleNamespace(token_ids=(1,), candidates=[(1,)])
+    first = SimpleNamespace(token_ids=(1,), candidates=[(1,)], splits=[])
     cfg = load_config(overrides={"max_aliases": 2, "set_margin": 0.6})  # 1.0 does not beat 0.505 + 0.6
     res = aset.build_alias_set(None, IMAGES, _Feats(), None, cfg, seed=0, first=first)
     assert not res.kept and res.members == [(1,)] and res.built == [(1,), (2,)]
@@ -184,7 +184,7 @@ def test_a_set_addition_loses_its_inert_tokens(monkeypatch):
 
     monkeypatch.setattr(aset, "predict", predict)
     monkeypatch.setattr(aset, "search", search)
-    first = SimpleNamespace(token_ids=(1,), candidates=[(1,)])
+    first = SimpleNamespace(token_ids=(1,), candidates=[(1,)], splits=[])
     cfg = load_config(overrides={"max_aliases": 2, "set_level": 0})
     res = aset.build_alias_set(None, IMAGES, _Feats(), None, cfg, 0, first)
     assert res.kept and res.members == [(1,), (2,)] and res.metrics.ap == pytest.approx(1.0)
@@ -226,7 +226,7 @@ def test_build_alias_set_takes_the_cover_set_where_no_target_is_left(monkeypatch
     calls = []
     _fake_world(monkeypatch, calls)
     monkeypatch.setitem(PREDS, (4,), BROAD)
-    first = SimpleNamespace(token_ids=(4,), candidates=[(4,), (3,), (1,), (2,)])
+    first = SimpleNamespace(token_ids=(4,), candidates=[(4,), (3,), (1,), (2,)], splits=[])
     cfg = load_config(overrides={"set_level": 0})  # the margins alone: four images are too few for a bootstrap
     res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", cfg, seed=0, first=first)
     assert calls == [] and "0 of 4 train targets missed" in res.rounds[0].stop  # the broad alias covers all
@@ -244,6 +244,33 @@ def test_build_alias_set_takes_the_cover_set_where_no_target_is_left(monkeypatch
     d = strict.set_vs_single
     assert d.diff == pytest.approx(0.2, abs=0.01) and d.low == pytest.approx(0.0) and d.verdict() == "tie"
     assert strict.to_dict(str)["set_vs_single"]["level"] == 0.95
+
+
+def test_cover_pool_takes_the_best_splits_by_train_ap(monkeypatch):
+    """The union's members are only among the name's insertions (``first.splits``), not among the first
+    search's candidates: the best ``set_split`` of them by train AP join the cover pool and the cover is found."""
+    calls = []
+    _fake_world(monkeypatch, calls)
+    monkeypatch.setitem(PREDS, (4,), BROAD)
+    three = {(3,): PREDS[(3,)], (2,): PREDS[(2,)], (1,): PREDS[(1,)]}
+    assert aset.best_splits(three, IMAGES, 2) == [(2,), (1,)]  # equal APs: their order
+    first = SimpleNamespace(token_ids=(4,), candidates=[(4,), (3,)], splits=[(3,), (2,), (1,)])
+    assert load_config().set_split == 0  # off by default (config.py says why)
+    cfg = load_config(overrides={"set_level": 0, "set_split": 2})
+    res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", cfg, seed=0, first=first)
+    assert res.split_pool == [(2,), (1,)]  # (3,) is already a candidate: not a split
+    assert sorted(res.cover) == [(1,), (2,)] and res.kept and res.metrics.ap == pytest.approx(1.0)
+    assert res.to_dict(str)["split_pool"] == ["(2,)", "(1,)"]
+    one = aset.build_alias_set(
+        None, IMAGES, _Feats(), "a or b", load_config(overrides={"set_level": 0, "set_split": 1}), 0, first
+    )
+    assert one.split_pool == [(2,)] and not one.kept  # one member alone is no better than the broad alias
+    off = aset.build_alias_set(
+        None, IMAGES, _Feats(), "a or b", load_config(overrides={"set_level": 0, "set_split": 0}), 0, first
+    )
+    assert off.split_pool == [] and not off.kept
+    with pytest.raises(ValueError, match="set_split"):
+        load_config(overrides={"set_split": -1})
 
 
 def test_max_aliases_validated():

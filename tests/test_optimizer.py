@@ -129,6 +129,29 @@ def test_pooled_shortlist_screens_tokens_as_qualifiers_of_the_name(tiny_backend,
     assert best == sorted(best) and all(v is not None for v in best)
 
 
+def test_context_splits_are_the_best_insertions_into_the_name(tiny_backend, index_dir):
+    """``SearchContext.splits``: one pooled token inserted into the name at every position, the n best by
+    screening loss; none without a name."""
+    from alias_opt.search.context import make_context
+    from tests.discovery_helpers import synthetic_images
+
+    arrays, images = synthetic_images(5, 3)
+    feats = tiny_backend.encode_images(arrays)
+    cfg = _cfg(index_dir, max_len=3)
+    ctx = make_context(tiny_backend, images, feats, "square", cfg, seed=0)
+    name = ctx.name_seq
+    splits = ctx.splits(6)
+    assert len(splits) == 6 and name not in splits
+    for s in splits:  # the name's tokens in order with exactly one token inserted
+        assert len(s) == len(name) + 1 and any(s[:i] + s[i + 1 :] == name for i in range(len(s)))
+    losses = [ctx.obj.screen_loss_of(s) for s in splits]
+    assert losses == sorted(losses)
+    assert ctx.shortlist() == ctx._pool[: cfg.index.shortlist]  # the whole screened pool is kept, best first
+    assert len(ctx._pool) > len(ctx.shortlist())
+    assert all(set(s) - set(name) <= set(ctx._pool) for s in splits)
+    assert ctx.splits(0) == [] and make_context(tiny_backend, images, feats, None, cfg, seed=0).splits(4) == []
+
+
 def test_qualifier_losses_on_a_fake_objective():
     from alias_opt.search.shortlist import qualifier_losses
 

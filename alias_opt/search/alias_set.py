@@ -20,8 +20,9 @@ winner. Each round (at most ``cfg.max_aliases - 1``):
    ``prune_tolerance`` as the single alias's; -1 turns it off).
 
 A *cover set* is also chosen (``greedy_cover``) among the first search's best ``cfg.set_pool``
-candidates by loss: the best pair (every pair is scored), then greedy additions, each member raising
-the merged train AP by more than ``cfg.set_margin``.
+candidates by loss and the ``cfg.set_split`` best by train AP of its insertions into the name
+(``SearchOutcome.splits``: "red circle", "purple circle" for a "circle"): the best pair (every pair is
+scored), then greedy additions, each member raising the merged train AP by more than ``cfg.set_margin``.
 It finds what the residual rounds cannot: a too-broad name covers every target, so nothing is left for
 a residual search, while its narrowed candidates ("teal cross", "blue cross") together are the answer.
 Its members lose their inert tokens as the rounds' picks do; the better of the two sets (train AP) is
@@ -296,6 +297,7 @@ class AliasSetResult:
         single_ap: the single alias's train AP.
         built: the best set built (kept or not), built_ap its merged train AP.
         cover: the cover set (``greedy_cover``, pruned), cover_ap its merged train AP (NaN if none).
+        split_pool: the insertions into the name that joined the cover pool (``best_splits``).
         set_vs_single: the built set's train AP minus the single alias's with its bootstrap interval (None
             if not checked: no set, not past ``margin``, or ``set_level`` 0).
         kept: the set beat the single alias by more than ``margin`` (``cfg.set_margin``) and by a paired
@@ -315,6 +317,7 @@ class AliasSetResult:
     margin: float = 0.0
     cover: list[Seq] = field(default_factory=list)
     cover_ap: float = math.nan
+    split_pool: list[Seq] = field(default_factory=list)
     set_vs_single: BootstrapDiff | None = None
     rounds: list[SetRound] = field(default_factory=list)
     searches: list[SearchOutcome] = field(default_factory=list)
@@ -331,6 +334,7 @@ class AliasSetResult:
             "margin": self.margin,
             "cover": [{"token_ids": list(s), "text": decode(s)} for s in self.cover],
             "cover_train_ap": self.cover_ap,
+            "split_pool": [decode(s) for s in self.split_pool],
             "set_vs_single": None if self.set_vs_single is None else self.set_vs_single.to_dict(),
             "rounds": [r.to_dict(decode) for r in self.rounds],
             **{f"set_{k}": v for k, v in self.usage.as_dict().items()},
@@ -397,21 +401,33 @@ def above(pred: ImagePredictions, min_score: float) -> ImagePredictions:
     )
 
 
+def best_splits(trimmed: Mapping[Seq, Preds], images: Sequence[TargetImage], n: int, thresholds=DEFAULT_THRESHOLDS):
+    """The ``n`` of ``trimmed``'s sequences with the best train AP alone, best first (ties: their order)."""
+    aps = [merged_ap([p], images, thresholds) for p in trimmed.values()]
+    order = np.argsort(-np.asarray(aps, dtype=float), kind="stable")[:n]
+    return [list(trimmed)[i] for i in order]
+
+
 def _cover_set(backend, feats, images, first, preds, cfg, thresholds):
-    """The cover set among ``first.candidates[: cfg.set_pool]`` (``greedy_cover`` on their detections
-    above ``COVER_MIN_SCORE``; the metrics returned are exact), each member then without its inert
-    tokens (``prune_inert`` against the merged set's train AP). Fills ``preds``.
+    """The cover set among ``first.candidates[: cfg.set_pool]`` and the ``cfg.set_split`` best of
+    ``first.splits`` by train AP (``greedy_cover`` on their detections above ``COVER_MIN_SCORE``; the
+    metrics returned are exact), each member then without its inert tokens (``prune_inert`` against the
+    merged set's train AP). Fills ``preds``.
 
     Returns:
-        (members, their merged metrics or None, pair forwards spent)
+        (members, their merged metrics or None, pair forwards spent, the insertions that joined the pool)
     """
     pool = [tuple(s) for s in dict.fromkeys(tuple(s) for s in first.candidates[: cfg.set_pool])]
-    spent = _predict_missing(backend, feats, images, pool, preds, thresholds)
-    trimmed = {s: [above(p, COVER_MIN_SCORE) for p in preds[s]] for s in pool}
+    splits = [s for s in dict.fromkeys(tuple(s) for s in first.splits) if s not in pool]
+    spent = _predict_missing(backend, feats, images, pool + splits, preds, thresholds)
+    trimmed = {s: [above(p, COVER_MIN_SCORE) for p in preds[s]] for s in pool + splits}
+    joined = best_splits({s: trimmed[s] for s in splits}, images, cfg.set_split, thresholds) if splits else []
+    pool += joined
+    trimmed = {s: trimmed[s] for s in pool}
     cover, _ = greedy_cover(trimmed, images, cfg.max_aliases, thresholds, cfg.set_margin)
     m = merged_metrics([preds[s] for s in cover], images, thresholds) if cover else None
     if len(cover) < 2 or cfg.prune_tolerance < 0:
-        return cover, m, spent
+        return cover, m, spent, joined
     for i, seq in enumerate(list(cover)):
         if len(seq) < 2:
             continue
@@ -421,7 +437,7 @@ def _cover_set(backend, feats, images, first, preds, cfg, thresholds):
         )
         spent += cost
         cover[i] = seq
-    return cover, m, spent
+    return cover, m, spent, joined
 
 
 def build_alias_set(
@@ -494,9 +510,9 @@ def build_alias_set(
             usage = _add(usage, Usage(forward=cost))
         rnd.set_ap = set_metrics.ap
         chosen.append(rnd.pick)
-    cover, cover_metrics = [], None
+    cover, cover_metrics, joined = [], None, []
     if cfg.set_pool and cfg.max_aliases > 1:
-        cover, cover_metrics, cost = _cover_set(backend, feats, images, first, preds, cfg, thresholds)
+        cover, cover_metrics, cost, joined = _cover_set(backend, feats, images, first, preds, cfg, thresholds)
         usage = _add(usage, Usage(forward=cost))
         if len(cover) > 1 and _ap(cover_metrics) > _ap(set_metrics):
             chosen, set_metrics = cover, cover_metrics
@@ -522,6 +538,7 @@ def build_alias_set(
         margin=cfg.set_margin,
         cover=cover,
         cover_ap=cover_metrics.ap if cover_metrics is not None else math.nan,
+        split_pool=joined,
         set_vs_single=set_diff,
         rounds=rounds,
         searches=searches,

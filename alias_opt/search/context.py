@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from alias_opt.config import SearchConfig
+from alias_opt.search.discrete import extensions
 from alias_opt.search.embeddings import ProjectionIndex, VocabularyIndex
 from alias_opt.search.objective import Objective, PhaseResult, Seq, Step
 from alias_opt.search.projection import CandidateFilter
@@ -72,6 +73,7 @@ class SearchContext:
     kept_soft: KeptSoft | None = None
     _proj: ProjectionIndex | None = None
     _shortlist: list[int] | None = None
+    _pool: list[int] | None = None
     _vocab_order: list[int] | None = None
 
     @property
@@ -104,16 +106,17 @@ class SearchContext:
             ix = self.cfg.index
             if ix.views:
                 indexes = {s: self.index(s) for s in view_spaces(self.cfg)}  # index.space first
-                self._shortlist = pooled_shortlist(
+                self._pool = pooled_shortlist(  # the whole screened pool, best first (kept for ``splits``)
                     self.obj,
                     indexes,
                     self.filt,
-                    ix.shortlist,
+                    max(ix.pool, ix.shortlist),
                     self.probes(),
                     ix.views,
                     ix.pool,
                     qualify=self.name_seq if ix.screen_with_name else None,
                 )
+                self._shortlist = self._pool[: ix.shortlist]
             else:
                 self._shortlist = build_shortlist(
                     self.obj,
@@ -129,6 +132,19 @@ class SearchContext:
     def built_shortlist(self) -> list[int]:
         """The shortlist if a phase built one, else [] (builds nothing)."""
         return list(self._shortlist or [])
+
+    def splits(self, n: int) -> list[Seq]:
+        """The ``n`` best one-token insertions of the pooled shortlist's tokens into the name by screening
+        loss ("red" + "circle", "large red" + "square"): the members a too-broad name splits into where it
+        names a union ("circle" for red and purple circles). [] without a name or with n = 0; paid."""
+        if self.name_seq is None or n <= 0:
+            return []
+        tokens = self._pool if self._pool is not None else self.shortlist()
+        cands = [c for c in self.filt.accept(extensions([self.name_seq], tokens)) if c != self.name_seq]
+        if not cands:
+            return []
+        losses = self.obj.screen_losses(cands)
+        return [cands[i] for i in np.argsort(losses, kind="stable")[:n]]
 
     def vocabulary_order(self) -> list[int]:
         """Every allowed token, in the concept's order in ``index.space`` (one probe round; paid)."""

@@ -83,6 +83,8 @@ class SearchOutcome:
         kept_soft: the ``soft`` phase's kept prompt, if any.
         trace: improvements of the best fully scored sequence, with their cost.
         pruned: tokens dropped from the re-ranking's winner as inert, in the order dropped.
+        splits: the best one-token insertions into the name by screening loss (``SearchContext.splits``),
+            asked for by the first search of an alias set (the cover set's union members); else [].
     """
 
     strategy: str
@@ -102,6 +104,7 @@ class SearchOutcome:
     kept_soft: KeptSoft | None = None
     trace: list[TracePoint] = field(default_factory=list)
     pruned: tuple[int, ...] = ()
+    splits: list[Seq] = field(default_factory=list)
 
 
 def search(
@@ -115,6 +118,7 @@ def search(
     strategy: str | None = None,
     indexes: Mapping[str, VocabularyIndex] | None = None,
     on_step: Callable[[Step], None] | None = None,
+    splits: int = 0,
 ) -> SearchOutcome:
     """Run ``strategy`` (default ``cfg.strategy``) on one target set's train images.
 
@@ -128,13 +132,14 @@ def search(
         strategy: a registry name (default ``cfg.strategy``).
         indexes: vocabulary indexes by space (built on first use where missing).
         on_step: called with every recorded step (e.g. a JSONL writer).
+        splits: also return this many insertions into the name (``SearchOutcome.splits``; 0: none).
 
     Returns:
         the SearchOutcome.
     """
     torch.manual_seed(seed)
     ctx = make_context(backend, images, feats, name, cfg, seed, indexes, on_step)
-    return run_pipeline(ctx, strategy or cfg.strategy, cfg.budget if budget is None else budget)
+    return run_pipeline(ctx, strategy or cfg.strategy, cfg.budget if budget is None else budget, splits)
 
 
 def rerank_reserve(cfg: SearchConfig, n_images: int, budget: int, with_name: bool) -> int:
@@ -143,8 +148,9 @@ def rerank_reserve(cfg: SearchConfig, n_images: int, budget: int, with_name: boo
     return need if 0 < need <= budget // 2 else 0
 
 
-def run_pipeline(ctx: SearchContext, strategy: str, budget: int = 0) -> SearchOutcome:
-    """Score the name, run ``strategy``'s phases on ``ctx`` within ``budget``, re-rank (see the module doc)."""
+def run_pipeline(ctx: SearchContext, strategy: str, budget: int = 0, splits: int = 0) -> SearchOutcome:
+    """Score the name, run ``strategy``'s phases on ``ctx`` within ``budget``, re-rank (see the module doc);
+    with ``splits``, also the best insertions into the name (within what the budget leaves)."""
     plan = get_strategy(strategy)
     if budget < 0:
         raise ValueError(f"the budget must be >= 0 forward-equivalents; got {budget}")
@@ -177,6 +183,9 @@ def run_pipeline(ctx: SearchContext, strategy: str, budget: int = 0) -> SearchOu
     obj.record(
         "rerank", 0, math.inf if loss is None else loss, candidates=len(rows), best_ap=best.train_ap if best else None
     )
+    split_seqs: list[Seq] = []
+    with until_spent():
+        split_seqs = ctx.splits(splits)
     soft = next((r for r in reversed(ctx.results) if isinstance(r, SoftResult)), None)
     u = obj.usage()
     return SearchOutcome(
@@ -198,6 +207,7 @@ def run_pipeline(ctx: SearchContext, strategy: str, budget: int = 0) -> SearchOu
         soft=soft,
         kept_soft=ctx.kept_soft,
         trace=obj.trace,
+        splits=split_seqs,
         pruned=pruned,
     )
 
