@@ -1,0 +1,126 @@
+"""Union members: can the name's one-token insertions find a union category's members?
+
+A *policy* category whose annotation is a union ("circle" where only the red and the purple circles count)
+is answered by a cover set of two narrowed names ("red circle | purple circle"). The cover set searches
+among the single search's best candidates, which a too-broad name fills with its own variants, and, with
+``set_split`` (``alias_opt.search.alias_set``), among the name's insertions. This bench measures, per union
+category of a generated world-v2 dataset, with the discovery context a run builds (its config, split and
+search seed):
+
+    pool_ranks      each member word's rank in the model-screened pool (``SearchContext``'s pooled shortlist)
+    loss_ranks      each member's rank among all insertions of pool tokens into the name by screening loss
+                    (what ``set_split`` takes the first 4 x set_split of)
+    ap_ranks        each member's rank by train AP among the insertions of the pool's best ``--top`` tokens
+    cover           ``greedy_cover`` among the ``--keep`` best of those by train AP, and its train AP
+    found           the cover holds every member
+
+    python bench/union_members.py --model toy-v2 --seed 6161 --images 240 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from alias_opt.config import load_config  # noqa: E402
+from alias_opt.data.loader import CocoDataset  # noqa: E402
+from alias_opt.discover import encode, train_images  # noqa: E402
+from alias_opt.eval.predict import predict  # noqa: E402
+from alias_opt.search.alias_set import COVER_MIN_SCORE, above, best_splits, greedy_cover  # noqa: E402
+from alias_opt.search.context import make_context  # noqa: E402
+from alias_opt.search.discrete import extensions  # noqa: E402
+from alias_opt.search.pipeline import search_seed  # noqa: E402
+from sam3 import Sam3Backend  # noqa: E402
+from sam3.toy import world2  # noqa: E402
+
+
+def _rank(order: list, item) -> int | None:
+    return order.index(item) if item in order else None
+
+
+def union_rows(args, backend: Sam3Backend, data: Path) -> list[dict]:
+    """One row per union category of ``data`` (see the module doc)."""
+    cfg = load_config(args.config)
+    tok = backend.tokenizer
+    rows = []
+    sets = CocoDataset.open(data).target_sets(
+        seed=cfg.seed, train_fraction=cfg.train_fraction, max_negatives=cfg.max_negatives
+    )
+    for ts in sets:
+        if isinstance(ts.oracle_name, str) or not ts.name:
+            continue
+        t0 = time.perf_counter()
+        images = train_images(ts, cfg, cfg.seed)
+        feats = encode(backend, images)
+        ctx = make_context(backend, images, feats, ts.name, cfg, search_seed(cfg.seed, ts.category_id))
+        ctx.shortlist()  # builds and keeps the screened pool
+        pool, name = ctx._pool or [], ctx.name_seq
+        members = [tuple(tok.encode(p, special=False)) for p in ts.oracle_name]
+        words = [w for m in members for w in m if w not in name]
+        by_loss = ctx.splits(10**6)
+        ins = [c for c in ctx.filt.accept(extensions([name], pool[: args.top])) if c != name]
+        preds = predict(backend, feats, images, [list(s) for s in ins])
+        trimmed = {s: [above(p, COVER_MIN_SCORE) for p in pr] for s, pr in zip(ins, preds)}
+        by_ap = best_splits(trimmed, images, len(ins))
+        cover, m = greedy_cover({s: trimmed[s] for s in by_ap[: args.keep]}, images, cfg.max_aliases, margin=0.02)
+        rows.append(
+            {
+                "category": ts.category_id,
+                "name": ts.name,
+                "oracle": ts.oracle_name,
+                "pool_ranks": [_rank(pool, w) for w in words],
+                "insertions": len(by_loss),
+                "loss_ranks": [_rank(by_loss, s) for s in members],
+                "ap_ranks": [_rank(by_ap, s) for s in members],
+                "cover": [tok.decode(list(s)) for s in cover],
+                "cover_train_ap": None if m is None else round(float(m.ap), 4),
+                "found": all(s in cover for s in members),
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="toy-v2", help="a world-v2 model source (default the shipped sam3-toy v2)")
+    ap.add_argument("--seed", type=int, default=6161, help="world seed of the generated policy dataset")
+    ap.add_argument("--images", type=int, default=240, help="images in the generated world")
+    ap.add_argument("--config", default=str(REPO / "configs" / "fast.json"), help="discovery config JSON")
+    ap.add_argument("--top", type=int, default=32, help="pool tokens whose insertions are ranked by train AP")
+    ap.add_argument("--keep", type=int, default=16, help="insertions (best by train AP) the cover chooses among")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    backend = Sam3Backend.load(args.model)
+    data = Path(tempfile.mkdtemp(prefix="union_members_"))
+    world2.write_dataset(data, "policy", args.images, args.seed)
+    rows = union_rows(args, backend, data)
+    loss_top64 = [all(r is not None and r < 64 for r in row["loss_ranks"]) for row in rows]
+    print(
+        json.dumps(
+            {
+                "unions": len(rows),
+                "members_in_top64_by_screening_loss": float(np.mean(loss_top64)) if rows else None,
+                "cover_finds_all_members": float(np.mean([r["found"] for r in rows])) if rows else None,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
