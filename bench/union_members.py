@@ -63,8 +63,7 @@ def union_rows(args, backend: Sam3Backend, data: Path) -> list[dict]:
         images = train_images(ts, cfg, cfg.seed)
         feats = encode(backend, images)
         ctx = make_context(backend, images, feats, ts.name, cfg, search_seed(cfg.seed, ts.category_id))
-        ctx.shortlist()  # builds and keeps the screened pool
-        pool, name = ctx._pool or [], ctx.name_seq
+        pool, name = ctx.pool(), ctx.name_seq
         members = [tuple(tok.encode(p, special=False)) for p in ts.oracle_name]
         words = [w for m in members for w in m if w not in name]
         by_loss = ctx.splits(10**6)

@@ -146,9 +146,9 @@ def test_context_splits_are_the_best_insertions_into_the_name(tiny_backend, inde
         assert len(s) == len(name) + 1 and any(s[:i] + s[i + 1 :] == name for i in range(len(s)))
     losses = [ctx.obj.screen_loss_of(s) for s in splits]
     assert losses == sorted(losses)
-    assert ctx.shortlist() == ctx._pool[: cfg.index.shortlist]  # the whole screened pool is kept, best first
-    assert len(ctx._pool) > len(ctx.shortlist())
-    assert all(set(s) - set(name) <= set(ctx._pool) for s in splits)
+    assert ctx.shortlist() == ctx.pool()[: cfg.index.shortlist]  # the whole screened pool is kept, best first
+    assert len(ctx.pool()) > len(ctx.shortlist())
+    assert all(set(s) - set(name) <= set(ctx.pool()) for s in splits)
     assert ctx.splits(0) == [] and make_context(tiny_backend, images, feats, None, cfg, seed=0).splits(4) == []
 
 

@@ -133,14 +133,19 @@ class SearchContext:
         """The shortlist if a phase built one, else [] (builds nothing)."""
         return list(self._shortlist or [])
 
+    def pool(self) -> list[int]:
+        """The whole model-screened pool the shortlist is the head of, best first (the shortlist itself
+        without ``index.views``); built with the shortlist."""
+        short = self.shortlist()
+        return list(self._pool) if self._pool is not None else short
+
     def splits(self, n: int) -> list[Seq]:
         """The ``n`` best one-token insertions of the pooled shortlist's tokens into the name by screening
         loss ("red" + "circle", "large red" + "square"): the members a too-broad name splits into where it
         names a union ("circle" for red and purple circles). [] without a name or with n = 0; paid."""
         if self.name_seq is None or n <= 0:
             return []
-        tokens = self._pool if self._pool is not None else self.shortlist()
-        cands = [c for c in self.filt.accept(extensions([self.name_seq], tokens)) if c != self.name_seq]
+        cands = [c for c in self.filt.accept(extensions([self.name_seq], self.pool())) if c != self.name_seq]
         if not cands:
             return []
         losses = self.obj.screen_losses(cands)
