@@ -157,8 +157,8 @@ class SearchConfig:
     # ... and among the name's best one-token insertions ("red circle", "purple circle" for a "circle" that
     # names red and purple circles): 4 x set_split by screening loss over the pooled shortlist's tokens,
     # of which the set_split best by train AP join the cover pool. 0 (off) by default: on design seed 6161
-    # the screening loss ranked a union's members in the top 64 for 3 of 6 unions, and end to end (another
-    # search seed, other screening images) for 0 of 2; it costs 10-30 s a category (README, alias sets)
+    # the screening loss ranked both of a union's members in the top 64 for 2 of 6 unions, and end to end
+    # (another search seed, other screening images) neither of "cross"'s reached the pool (README, alias sets)
     set_split: int = 0
     # a set (residual or cover) is kept only where, besides set_margin, the paired bootstrap interval (this
     # coverage, over the train images) of its train AP minus the single alias's lies above 0: a train split

@@ -403,9 +403,9 @@ def above(pred: ImagePredictions, min_score: float) -> ImagePredictions:
 
 def best_splits(trimmed: Mapping[Seq, Preds], images: Sequence[TargetImage], n: int, thresholds=DEFAULT_THRESHOLDS):
     """The ``n`` of ``trimmed``'s sequences with the best train AP alone, best first (ties: their order)."""
-    aps = [merged_ap([p], images, thresholds) for p in trimmed.values()]
-    order = np.argsort(-np.asarray(aps, dtype=float), kind="stable")[:n]
-    return [list(trimmed)[i] for i in order]
+    seqs = list(trimmed)
+    aps = [merged_ap([trimmed[s]], images, thresholds) for s in seqs]
+    return [seqs[i] for i in np.argsort(-np.asarray(aps, dtype=float), kind="stable")[:n]]
 
 
 def _cover_set(backend, feats, images, first, preds, cfg, thresholds):
