@@ -27,12 +27,14 @@ import argparse
 import logging
 import math
 import sys
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import optuna
+import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from alias_opt.cli import add_runtime_flags, init_runtime, pause_point, user_error
@@ -122,6 +124,9 @@ SPACES: dict[str, Callable[[optuna.Trial], dict]] = {
 }
 
 
+_SCHEMA_TRIES = 5  # RDBStorage writes its schema on first use; workers started together race for it
+
+
 def open_study(
     storage: str,
     study_name: str,
@@ -133,15 +138,25 @@ def open_study(
     """Create or load the study ``study_name`` in ``storage`` (an SQLAlchemy URL) with heartbeats,
     retries of heartbeat-stale trials, a TPE sampler and a median pruner."""
     engine = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else None
-    with warnings.catch_warnings():  # the heartbeat API is marked experimental
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        rdb = optuna.storages.RDBStorage(
-            storage,
-            engine_kwargs=engine,
-            heartbeat_interval=heartbeat,
-            grace_period=grace,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
-        )
+    for attempt in range(_SCHEMA_TRIES):
+        try:
+            with warnings.catch_warnings():  # the heartbeat API is marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                rdb = optuna.storages.RDBStorage(
+                    storage,
+                    engine_kwargs=engine,
+                    heartbeat_interval=heartbeat,
+                    grace_period=grace,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=max_retry
+                    ),
+                )
+            break
+        except sqlalchemy.exc.SQLAlchemyError as err:  # another worker created the schema at the same moment
+            if attempt == _SCHEMA_TRIES - 1:
+                raise
+            logger.info("study storage busy (%s); retrying", type(err).__name__)
+            time.sleep(0.2 * (attempt + 1))
     sampler = optuna.samplers.TPESampler(seed=sampler_seed, constant_liar=True)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
     return optuna.create_study(
