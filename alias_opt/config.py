@@ -160,6 +160,11 @@ class SearchConfig:
     # the screening loss ranked both of a union's members in the top 64 for 2 of 6 unions, and end to end
     # (another search seed, other screening images) neither of "cross"'s reached the pool (README, alias sets)
     set_split: int = 0
+    # ... and among the candidates of two more searches, one per visual cluster of the train targets
+    # (alias_opt.search.clusters: image features pooled over each instance, split by k-means, the other
+    # cluster's targets ignored): a union's members ("large orange heart", "large orange cross") are each
+    # one cluster's concept, whose words the whole set's concept vector averages away
+    set_clusters: bool = False
     # a set (residual or cover) is kept only where, besides set_margin, the paired bootstrap interval (this
     # coverage, over the train images) of its train AP minus the single alias's lies above 0: a train split
     # of ~20 images rewards unions of candidates that fit it by chance; 0: the margin alone decides

@@ -174,6 +174,25 @@ class TargetImage:
     def is_positive(self) -> bool:
         return self.n_targets > 0
 
+    def only(self, keep: Sequence[bool] | np.ndarray) -> TargetImage:
+        """The image with only its ``keep`` targets ((K,) bool) as targets, the others added to its
+        ignore region (finding them is neither rewarded nor punished); a negative comes back as is."""
+        keep = np.asarray(keep, dtype=bool)
+        if len(keep) != self.n_targets:
+            raise ValueError(f"{len(keep)} flags for {self.n_targets} targets")
+        if keep.all():
+            return self
+        rles = self.rles
+        ignore = [rles[k] for k in np.flatnonzero(~keep)]
+        if self.ignore_rle is not None:
+            ignore.append(self.ignore_rle)
+        return TargetImage(
+            self.image,
+            rles=[rles[k] for k in np.flatnonzero(keep)],
+            ignore_rle=ignore[0] if len(ignore) == 1 else mask_utils.merge(ignore),
+            ann_ids=[self.ann_ids[k] for k in np.flatnonzero(keep)],
+        )
+
     def __repr__(self) -> str:
         crowd = ", ignore" if self._ignore is not None or self._ignore_rle is not None else ""
         return f"TargetImage(image_id={self.image.image_id}, targets={self.n_targets}{crowd})"

@@ -36,14 +36,12 @@ train split, so a margin alone lets a chance fit through. Otherwise the result i
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from alias_opt.config import SearchConfig
 from alias_opt.data.targets import TargetImage
@@ -53,8 +51,9 @@ from alias_opt.eval.matching import hungarian_match, iou_matrix
 from alias_opt.eval.metrics import DEFAULT_THRESHOLDS, ImagePredictions, PromptMetrics, Thresholds, coco_matches
 from alias_opt.eval.metrics import score_predictions as _score
 from alias_opt.eval.predict import predict
+from alias_opt.search.clusters import ClusterSearch, search_clusters
 from alias_opt.search.meter import Usage
-from alias_opt.search.objective import Seq, Step
+from alias_opt.search.objective import Seq, Step, tagged
 from alias_opt.search.pipeline import SearchOutcome, search
 from alias_opt.search.prune import prune_inert
 from sam3 import ImageFeatures, Sam3Backend
@@ -78,23 +77,9 @@ def residual_image(target: TargetImage, covered: np.ndarray) -> TargetImage | No
     region; None when it has targets and all are covered (nothing left to find there). A negative
     image comes back unchanged."""
     covered = np.asarray(covered, dtype=bool)
-    if not target.is_positive:
-        return target
-    if covered.all():
+    if target.is_positive and covered.all():
         return None
-    if not covered.any():
-        return target
-    rles = target.rles
-    keep = [rles[k] for k in np.flatnonzero(~covered)]
-    ignore = [rles[k] for k in np.flatnonzero(covered)]
-    if target.ignore_rle is not None:
-        ignore.append(target.ignore_rle)
-    return TargetImage(
-        target.image,
-        rles=keep,
-        ignore_rle=ignore[0] if len(ignore) == 1 else mask_utils.merge(ignore),
-        ann_ids=[target.ann_ids[k] for k in np.flatnonzero(~covered)],
-    )
+    return target.only(~covered)
 
 
 @dataclass
@@ -298,6 +283,8 @@ class AliasSetResult:
         built: the best set built (kept or not), built_ap its merged train AP.
         cover: the cover set (``greedy_cover``, pruned), cover_ap its merged train AP (NaN if none).
         split_pool: the insertions into the name that joined the cover pool (``best_splits``).
+        clusters: the searches of the targets' two visual clusters, whose candidates joined the cover
+            pool (None with ``cfg.set_clusters`` off).
         set_vs_single: the built set's train AP minus the single alias's with its bootstrap interval (None
             if not checked: no set, not past ``margin``, or ``set_level`` 0).
         kept: the set beat the single alias by more than ``margin`` (``cfg.set_margin``) and by a paired
@@ -318,6 +305,7 @@ class AliasSetResult:
     cover: list[Seq] = field(default_factory=list)
     cover_ap: float = math.nan
     split_pool: list[Seq] = field(default_factory=list)
+    clusters: ClusterSearch | None = None
     set_vs_single: BootstrapDiff | None = None
     rounds: list[SetRound] = field(default_factory=list)
     searches: list[SearchOutcome] = field(default_factory=list)
@@ -335,22 +323,12 @@ class AliasSetResult:
             "cover": [{"token_ids": list(s), "text": decode(s)} for s in self.cover],
             "cover_train_ap": self.cover_ap,
             "split_pool": [decode(s) for s in self.split_pool],
+            "clusters": None if self.clusters is None else self.clusters.to_dict(decode),
             "set_vs_single": None if self.set_vs_single is None else self.set_vs_single.to_dict(),
             "rounds": [r.to_dict(decode) for r in self.rounds],
             **{f"set_{k}": v for k, v in self.usage.as_dict().items()},
             "set_wall_time": round(self.wall_time, 3),
         }
-
-
-def _tagged(on_step: Callable[[Step], None] | None, prefix: str) -> Callable[[Step], None] | None:
-    """``on_step`` with each step's phase prefixed (a residual search's steps in the one history file)."""
-    if on_step is None:
-        return None
-    return lambda st: on_step(dataclasses.replace(st, phase=prefix + st.phase))
-
-
-def _add(u: Usage, v: Usage) -> Usage:
-    return Usage(u.forward + v.forward, u.backward + v.backward, u.candidates + v.candidates, u.memo_hits + v.memo_hits)
 
 
 def _predict_missing(backend, feats, images, seqs, preds: dict[Seq, Preds], thresholds) -> int:
@@ -408,16 +386,16 @@ def best_splits(trimmed: Mapping[Seq, Preds], images: Sequence[TargetImage], n: 
     return [seqs[i] for i in np.argsort(-np.asarray(aps, dtype=float), kind="stable")[:n]]
 
 
-def _cover_set(backend, feats, images, first, preds, cfg, thresholds):
-    """The cover set among ``first.candidates[: cfg.set_pool]`` and the ``cfg.set_split`` best of
-    ``first.splits`` by train AP (``greedy_cover`` on their detections above ``COVER_MIN_SCORE``; the
-    metrics returned are exact), each member then without its inert tokens (``prune_inert`` against the
-    merged set's train AP). Fills ``preds``.
+def _cover_set(backend, feats, images, first, preds, cfg, thresholds, extra=()):
+    """The cover set among ``first.candidates[: cfg.set_pool]``, the clusters' candidates ``extra`` and
+    the ``cfg.set_split`` best of ``first.splits`` by train AP (``greedy_cover`` on their detections above
+    ``COVER_MIN_SCORE``; the metrics returned are exact), each member then without its inert tokens
+    (``prune_inert`` against the merged set's train AP). Fills ``preds``.
 
     Returns:
         (members, their merged metrics or None, pair forwards spent, the insertions that joined the pool)
     """
-    pool = [tuple(s) for s in dict.fromkeys(tuple(s) for s in first.candidates[: cfg.set_pool])]
+    pool = [tuple(s) for s in dict.fromkeys([*(tuple(s) for s in first.candidates[: cfg.set_pool]), *extra])]
     splits = [s for s in dict.fromkeys(tuple(s) for s in first.splits) if s not in pool]
     spent = _predict_missing(backend, feats, images, pool + splits, preds, thresholds)
     trimmed = {s: [above(p, COVER_MIN_SCORE) for p in preds[s]] for s in pool + splits}
@@ -489,14 +467,14 @@ def build_alias_set(
             cfg,
             round_seed(seed, n),
             indexes=indexes,
-            on_step=_tagged(on_step, f"set{n}:"),
+            on_step=tagged(on_step, f"set{n}:"),
         )
         searches.append(out)
-        usage = _add(usage, out.usage)
+        usage = usage + out.usage
         rnd.searched = True
         pool = [r.token_ids for r in out.reranked] + out.candidates[: cfg.rerank] + first.candidates[: cfg.rerank]
         fresh = [tuple(s) for s in dict.fromkeys(tuple(s) for s in pool) if tuple(s) not in chosen]
-        usage = _add(usage, Usage(forward=_predict_missing(backend, feats, images, fresh, preds, thresholds)))
+        usage = usage + Usage(forward=_predict_missing(backend, feats, images, fresh, preds, thresholds))
         ranked = rank_additions(current, {s: preds[s] for s in fresh}, images, thresholds)
         rnd.tried = len(ranked)
         if not ranked or _ap(ranked[0][1]) <= _ap(set_metrics):
@@ -507,13 +485,17 @@ def build_alias_set(
             rnd.pick, rnd.pruned, set_metrics, cost = _prune_addition(
                 backend, feats, images, current, preds, rnd.pick, set_metrics, chosen, cfg.prune_tolerance, thresholds
             )
-            usage = _add(usage, Usage(forward=cost))
+            usage = usage + Usage(forward=cost)
         rnd.set_ap = set_metrics.ap
         chosen.append(rnd.pick)
-    cover, cover_metrics, joined = [], None, []
+    cover, cover_metrics, joined, clusters = [], None, [], None
     if cfg.set_pool and cfg.max_aliases > 1:
-        cover, cover_metrics, cost, joined = _cover_set(backend, feats, images, first, preds, cfg, thresholds)
-        usage = _add(usage, Usage(forward=cost))
+        if cfg.set_clusters:
+            clusters = search_clusters(backend, images, feats, name, cfg, seed, indexes, on_step)
+            usage = usage + clusters.usage()
+        extra = clusters.candidates(cfg.rerank) if clusters is not None else []
+        cover, cover_metrics, cost, joined = _cover_set(backend, feats, images, first, preds, cfg, thresholds, extra)
+        usage = usage + Usage(forward=cost)
         if len(cover) > 1 and _ap(cover_metrics) > _ap(set_metrics):
             chosen, set_metrics = cover, cover_metrics
     for s in chosen:
@@ -539,6 +521,7 @@ def build_alias_set(
         cover=cover,
         cover_ap=cover_metrics.ap if cover_metrics is not None else math.nan,
         split_pool=joined,
+        clusters=clusters,
         set_vs_single=set_diff,
         rounds=rounds,
         searches=searches,

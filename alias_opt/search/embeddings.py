@@ -155,6 +155,31 @@ def _grid_targets(targets: Sequence[torch.Tensor], size: tuple[int, int], grid: 
 
 
 @torch.no_grad()
+def instance_mask_features(
+    feats: ImageFeatures, targets: Sequence[torch.Tensor], grid: tuple[int, int], level: int = -1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """FPN features pooled over each target mask, and over each image's background.
+
+    Args:
+        feats: image features of N images; targets: per image (K, h*w) masks on the mask grid ``grid``.
+
+    Returns:
+        (sum K, C) one row per target, in image then target order; (N, C) pooled outside all targets.
+    """
+    fpn = feats.fpn[level].float()  # (N, C, H', W')
+    size = tuple(fpn.shape[-2:])
+    tg = _grid_targets(targets, size, grid)
+    flat = fpn.flatten(2)  # (N, C, HW)
+    inst, bg = [flat.new_zeros(0, flat.shape[1])], []
+    for n, t in enumerate(tg):
+        t = t.to(flat.device)
+        if t.shape[0]:
+            inst.append((t @ flat[n].T) / t.sum(1, keepdim=True).clamp_min(1e-6))  # (K, C)
+        outside = 1 - (t.amax(0) if t.shape[0] else torch.zeros(flat.shape[-1], device=flat.device))
+        bg.append((flat[n] @ outside) / outside.sum().clamp_min(1e-6))
+    return torch.cat(inst), torch.stack(bg)
+
+
 def pooled_mask_features(feats: ImageFeatures, targets: Sequence[torch.Tensor], grid: tuple[int, int], level: int = -1):
     """FPN features pooled over each target mask, averaged over instances; and over the background.
 
@@ -164,20 +189,47 @@ def pooled_mask_features(feats: ImageFeatures, targets: Sequence[torch.Tensor], 
     Returns:
         (C,) concept embedding, (C,) background embedding (pooled outside all targets, all images).
     """
-    fpn = feats.fpn[level].float()  # (N, C, H', W')
-    size = tuple(fpn.shape[-2:])
-    tg = _grid_targets(targets, size, grid)
-    flat = fpn.flatten(2)  # (N, C, HW)
-    inst, bg = [], []
-    for n, t in enumerate(tg):
-        t = t.to(flat.device)
-        if t.shape[0]:
-            inst.append((t @ flat[n].T) / t.sum(1, keepdim=True).clamp_min(1e-6))  # (K, C)
-        outside = 1 - (t.amax(0) if t.shape[0] else torch.zeros(flat.shape[-1], device=flat.device))
-        bg.append((flat[n] @ outside) / outside.sum().clamp_min(1e-6))
-    if not inst:
+    inst, bg = instance_mask_features(feats, targets, grid, level)
+    if not len(inst):
         raise ValueError("no target masks to pool")
-    return torch.cat(inst).mean(0), torch.stack(bg).mean(0)
+    return inst.mean(0), bg.mean(0)
+
+
+@torch.no_grad()
+def matched_queries(
+    backend: Sam3Backend, feats: ImageFeatures, targets: Sequence[torch.Tensor], probe: Sequence[int] = ()
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scoring head's query vectors (``query_proj`` of the last decoder layer) under the prompt
+    ``probe``, split into the queries matched one-to-one to the targets (Hungarian on dice + 10 focal,
+    as SAM 3's matcher) and all others (every query of a negative image).
+
+    Args:
+        feats: image features of N images; targets: per image (K, h*w) target masks on the mask grid.
+
+    Returns:
+        (sum K, C) the matched query of each target, in image then target order; (M, C) the others.
+    """
+    text = backend.encode_text(backend.prompt_ids([probe]))
+    n = len(feats)
+    p_idx, i_idx = torch.zeros(n, dtype=torch.long), torch.arange(n)
+    store: dict = {}
+    with _capture(backend.model.dot_product_scoring, "decoder_hidden_states", store):
+        outs = [o for _, o in backend.iter_ground_pairs(text, feats, p_idx, i_idx)]
+    hidden = torch.cat([h[-1] for h in store["decoder_hidden_states"]])  # (n, Q, C)
+    q = backend.model.dot_product_scoring.query_proj(hidden).float()
+    masks = torch.cat([o.mask_logits for o in outs]).float().flatten(2)  # (n, Q, hw)
+    pos, neg = [q.new_zeros(0, q.shape[-1])], []
+    for i, t in enumerate(targets):
+        if t.shape[0] == 0:
+            neg.append(q[i])
+            continue
+        dice, focal = pairwise_costs(masks[i], t.to(masks.device), 0.25, 2.0)
+        rows, cols = hungarian(dice + 10 * focal)
+        pos.append(q[i][rows[np.argsort(cols)]])  # target order
+        sel = torch.ones(q.shape[1], dtype=torch.bool)
+        sel[rows] = False
+        neg.append(q[i][sel])
+    return torch.cat(pos), torch.cat(neg)
 
 
 @torch.no_grad()
@@ -205,29 +257,14 @@ def concept_vector(
         raise ValueError("no target masks")
     vecs = []
     for probe in probes:
-        text = backend.encode_text(backend.prompt_ids([probe]))
-        n = len(feats)
-        p_idx, i_idx = torch.zeros(n, dtype=torch.long), torch.arange(n)
-        store: dict = {}
         if space == "scoring":
-            with _capture(backend.model.dot_product_scoring, "decoder_hidden_states", store):
-                outs = [o for _, o in backend.iter_ground_pairs(text, feats, p_idx, i_idx)]
-            hidden = torch.cat([h[-1] for h in store["decoder_hidden_states"]])  # (n, Q, C)
-            q = backend.model.dot_product_scoring.query_proj(hidden).float()
-            masks = torch.cat([o.mask_logits for o in outs]).float().flatten(2)  # (n, Q, hw)
-            pos, neg = [], []
-            for i, t in enumerate(targets):
-                if t.shape[0] == 0:
-                    neg.append(q[i])
-                    continue
-                dice, focal = pairwise_costs(masks[i], t.to(masks.device), 0.25, 2.0)
-                rows, _ = hungarian(dice + 10 * focal)
-                sel = torch.zeros(q.shape[1], dtype=torch.bool)
-                sel[rows] = True
-                pos.append(q[i][sel])
-                neg.append(q[i][~sel])
-            vecs.append(torch.cat(pos).mean(0) - torch.cat(neg).mean(0))
+            pos, neg = matched_queries(backend, feats, targets, probe)
+            vecs.append(pos.mean(0) - neg.mean(0))
         elif space == "key":
+            text = backend.encode_text(backend.prompt_ids([probe]))
+            n = len(feats)
+            p_idx, i_idx = torch.zeros(n, dtype=torch.long), torch.arange(n)
+            store: dict = {}
             layer = _fusion_layer(backend)
             with _capture(layer.cross_attn, "query", store):
                 for _ in backend.iter_ground_pairs(text, feats, p_idx, i_idx):

@@ -41,6 +41,14 @@ class Usage:
         """Forward-equivalents: what budgets are counted in."""
         return self.forward + BACKWARD_COST * self.backward
 
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.forward + other.forward,
+            self.backward + other.backward,
+            self.candidates + other.candidates,
+            self.memo_hits + other.memo_hits,
+        )
+
     def as_dict(self) -> dict[str, int]:
         return {
             "forward_passes": self.forward,

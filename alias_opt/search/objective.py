@@ -16,6 +16,7 @@ sequences), ``losses`` / ``screen_losses``, ``loss_grad`` (differentiable loss o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -58,6 +59,13 @@ class Step:
     backward_passes: int
     wall_time: float
     extra: dict = field(default_factory=dict)
+
+
+def tagged(on_step: Callable[[Step], None] | None, prefix: str) -> Callable[[Step], None] | None:
+    """``on_step`` with each step's phase prefixed (a sub-search's steps in the one history file)."""
+    if on_step is None:
+        return None
+    return lambda st: on_step(dataclasses.replace(st, phase=prefix + st.phase))
 
 
 class Objective:
