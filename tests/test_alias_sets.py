@@ -246,6 +246,19 @@ def test_build_alias_set_takes_the_cover_set_where_no_target_is_left(monkeypatch
     assert strict.to_dict(str)["set_vs_single"]["level"] == 0.95
 
 
+def test_a_better_single_in_the_cover_pool_replaces_the_first_alias(monkeypatch):
+    """The cover pool is scored on train anyway: where its best is one alias that beats the first search's
+    winner (re-ranked among a few candidates only), that alias is the answer, a one-member cover set."""
+    _fake_world(monkeypatch, [])
+    monkeypatch.setitem(PREDS, (4,), BROAD)
+    first = SimpleNamespace(token_ids=(3,), candidates=[(3,), (4,)], splits=[])
+    res = aset.build_alias_set(None, IMAGES, _Feats(), None, load_config(overrides={"set_level": 0}), 0, first)
+    assert res.cover == [(4,)] and res.kept and res.members == [(4,)]
+    assert res.metrics.ap == pytest.approx(0.8, abs=0.01) and res.single_ap < 0.1
+    strict = aset.build_alias_set(None, IMAGES, _Feats(), None, load_config(overrides={"set_margin": 0.9}), 0, first)
+    assert strict.built == [(4,)] and not strict.kept and strict.members == [(3,)]  # not past the margin
+
+
 def test_cover_pool_takes_the_best_splits_by_train_ap(monkeypatch):
     """The union's members are only among the name's insertions (``first.splits``), not among the first
     search's candidates: the best ``set_split`` of them by train AP join the cover pool and the cover is found."""

@@ -25,8 +25,11 @@ candidates by loss and the ``cfg.set_split`` best by train AP of its insertions 
 scored), then greedy additions, each member raising the merged train AP by more than ``cfg.set_margin``.
 It finds what the residual rounds cannot: a too-broad name covers every target, so nothing is left for
 a residual search, while its narrowed candidates ("teal cross", "blue cross") together are the answer.
+With ``cfg.set_clusters`` the pool also takes the candidates of two more searches, one per visual cluster
+of the train targets (``alias_opt.search.clusters``): a union's members are each one cluster's concept.
 Its members lose their inert tokens as the rounds' picks do; the better of the two sets (train AP) is
-the one built.
+the one built. A cover of one alias is a set too: the pool is scored on train anyway, and its best alias
+may beat the first search's winner, which was re-ranked among ``cfg.rerank`` candidates only.
 
 The built set is kept only where its merged train AP beats the single alias's by more than
 ``cfg.set_margin`` (``keep_set``) and (``set_vs_single``) the paired bootstrap interval over train
@@ -404,7 +407,7 @@ def _cover_set(backend, feats, images, first, preds, cfg, thresholds, extra=()):
     trimmed = {s: trimmed[s] for s in pool}
     cover, _ = greedy_cover(trimmed, images, cfg.max_aliases, thresholds, cfg.set_margin)
     m = merged_metrics([preds[s] for s in cover], images, thresholds) if cover else None
-    if len(cover) < 2 or cfg.prune_tolerance < 0:
+    if not cover or cfg.prune_tolerance < 0:
         return cover, m, spent, joined
     for i, seq in enumerate(list(cover)):
         if len(seq) < 2:
@@ -496,12 +499,12 @@ def build_alias_set(
         extra = clusters.candidates(cfg.rerank) if clusters is not None else []
         cover, cover_metrics, cost, joined = _cover_set(backend, feats, images, first, preds, cfg, thresholds, extra)
         usage = usage + Usage(forward=cost)
-        if len(cover) > 1 and _ap(cover_metrics) > _ap(set_metrics):
+        if cover and _ap(cover_metrics) > _ap(set_metrics):
             chosen, set_metrics = cover, cover_metrics
     for s in chosen:
         if s not in metrics:
             metrics[s] = merged_metrics([preds[s]], images, thresholds)
-    kept = len(chosen) > 1 and keep_set(metrics[single].ap, set_metrics.ap, cfg.set_margin)
+    kept = chosen != [single] and keep_set(metrics[single].ap, set_metrics.ap, cfg.set_margin)
     set_diff = None
     if kept and cfg.set_level:
         set_diff = set_vs_single([preds[s] for s in chosen], preds[single], images, cfg.set_level, seed, thresholds)
