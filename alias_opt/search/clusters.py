@@ -141,6 +141,7 @@ class ClusterSearch:
         return sum((o.usage for o in self.outcomes), Usage())
 
     def to_dict(self, decode: Callable[[Seq], str]) -> dict:
+        """The record's ``extra["alias_set_search"]["clusters"]``: sizes, why skipped, each cluster's alias."""
         return {
             "sizes": self.sizes,
             "skipped": self.skipped,
