@@ -145,6 +145,9 @@ class SearchConfig:
     prune_tolerance: float = 0.01  # after re-ranking, drop alias tokens costing at most this train AP (-1: off)
     scan_size: int = 64  # shortlist singles scored by the scan phase
     extend_bases: int = 2  # evolution strategies: the best singles extended by every scanned token (0: off)
+    # ... a single by the screened pool's tokens that best narrow it beside it ("large" + "red"), not by the
+    # shortlist: size and fill words screen badly alone and missed the shortlist of most renamed categories
+    extend_narrowing: bool = True
     # alias sets (alias_opt.search.alias_set): up to max_aliases aliases whose detections are merged, for a
     # category that is a union of concepts; each extra alias is searched on the targets the set misses
     max_aliases: int = 3  # aliases per category (1: one alias, no set search)

@@ -13,6 +13,7 @@ from alias_opt.search.discrete import (
     crossover,
     evolve,
     extend,
+    extend_each,
     extensions,
     gcg,
     random_search,
@@ -188,3 +189,11 @@ def test_scan_gcg_evolution_improve(obj, filt, lively_backend):
     assert all(filt(c) == c for c in ev.candidates)
     steps = [s.phase for s in obj.history]
     assert {"scan", "gcg", "evolution"} <= set(steps)
+
+
+def test_extend_each_extends_each_base_by_its_own_tokens(obj, filt):
+    res = extend_each(obj, [((320,), [7117]), ((736,), [1125, 539])], filt, n=50)
+    want = filt.accept(extensions([(320,)], [7117]) + extensions([(736,)], [1125, 539]))
+    assert all(obj.screen_loss_of(c) is not None for c in want)
+    assert obj.screen_loss_of((320, 1125)) is None  # not 320's token
+    assert set(res.candidates) <= set(want) and len(res.candidates) >= 1

@@ -254,3 +254,45 @@ def test_resume_refuses_checkpoints_of_other_settings_unless_overwrite(world, ti
     rec = read_aliases(out / "categories" / f"{cats[0]}.json")
     assert (out / "categories" / f"{cats[0]}.json").read_bytes() != first
     assert rec.provenance.config["max_len"] == 1
+
+
+def test_narrowing_losses_take_the_better_side_of_the_base():
+    from alias_opt.search.shortlist import narrowing_losses
+
+    class Obj:
+        def screen_losses(self, seqs):
+            return np.array([10.0 * s[0] + s[-1] for s in seqs])  # asymmetric: the order matters
+
+    filt = lambda seq: seq if len(seq) <= 2 else None  # noqa: E731  (max_len 2)
+    # before (5, 1) = 51, after (1, 5) = 15; before (7, 1) = 71, after (1, 7) = 17
+    assert narrowing_losses(Obj(), filt, [5, 7], (1,)).tolist() == [15.0, 17.0]
+    assert np.isinf(narrowing_losses(Obj(), filt, [5], (1, 2))).all()  # neither order fits max_len
+
+
+def test_context_ranks_scanned_singles_by_train_ap_and_narrows_a_base(tiny_backend, index_dir):
+    """``ranked_singles`` after a scan: the fully scored singles by train AP (paid once), then the rest;
+    ``narrowing``: pool tokens by their better screening loss beside the base."""
+    from alias_opt.eval.predict import evaluate_prompts
+    from alias_opt.search.context import make_context, metric_ap
+    from alias_opt.search.phases import scan_phase
+    from tests.discovery_helpers import synthetic_images
+
+    arrays, images = synthetic_images(5, 3)
+    feats = tiny_backend.encode_images(arrays)
+    ctx = make_context(tiny_backend, images, feats, None, _cfg(index_dir, max_len=3), seed=0)
+    ctx.results.append(scan_phase(ctx))
+    full = [c for c in ctx.results[-1].candidates if ctx.obj.loss_of(c) is not None]
+    assert len(full) >= 3
+    before = ctx.obj.usage().forward
+    ranked = ctx.ranked_singles()
+    assert ctx.obj.usage().forward - before == len(full) * ctx.obj.n_images  # one AP forward per single and image
+    aps = [metric_ap(m) for m in evaluate_prompts(tiny_backend, images, [list(c) for c in full], feats=feats)]
+    want = [full[i][0] for i in np.argsort([-a for a in aps], kind="stable")]
+    assert ranked[: len(full)] == want and sorted(ranked) == sorted(set(ranked))
+    again = ctx.obj.usage().forward
+    assert ctx.ranked_singles() == ranked and ctx.obj.usage().forward == again  # memoized
+    base = (ranked[0],)
+    narrow = ctx.narrowing(base, 5)
+    assert len(narrow) == 5 and ranked[0] not in narrow and set(narrow) <= set(ctx.pool())
+    best = [min(ctx.obj.screen_loss_of(p) for p in ((t, *base), (*base, t))) for t in narrow]
+    assert best == sorted(best)

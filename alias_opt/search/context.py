@@ -9,6 +9,7 @@ single tokens and the projection index.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -16,11 +17,19 @@ import numpy as np
 import torch
 
 from alias_opt.config import SearchConfig
+from alias_opt.eval.metrics import PromptMetrics
+from alias_opt.eval.predict import evaluate_prompts
 from alias_opt.search.discrete import extensions
 from alias_opt.search.embeddings import ProjectionIndex, VocabularyIndex
 from alias_opt.search.objective import Objective, PhaseResult, Seq, Step
 from alias_opt.search.projection import CandidateFilter
-from alias_opt.search.shortlist import allowed_tokens, build_shortlist, pooled_shortlist, view_spaces
+from alias_opt.search.shortlist import (
+    allowed_tokens,
+    build_shortlist,
+    narrowing_losses,
+    pooled_shortlist,
+    view_spaces,
+)
 from sam3 import ImageFeatures, Sam3Backend
 
 
@@ -75,6 +84,9 @@ class SearchContext:
     _shortlist: list[int] | None = None
     _pool: list[int] | None = None
     _vocab_order: list[int] | None = None
+    _metrics: dict[Seq, PromptMetrics] = field(default_factory=dict)  # train metrics by sequence
+    _ranked: tuple[int, list[int]] | None = None  # (id of the scan result, its singles by train AP)
+    _narrowing: dict[Seq, list[int]] = field(default_factory=dict)  # narrowing tokens by base
 
     @property
     def backend(self) -> Sam3Backend:
@@ -164,11 +176,51 @@ class SearchContext:
         return next((r for r in reversed(self.results) if r.phase in phases), None)
 
     def ranked_singles(self) -> list[int]:
-        """The shortlist, best single tokens first: the scan's ranking (fully scored, then screened out by
-        screening loss) if a scan ran, then the rest of the shortlist in its order."""
+        """The shortlist, best single tokens first: the scan's fully scored singles by train AP (best
+        first; paid once, ``train_metrics``; by loss where the budget cannot pay), then those it screened
+        out (by screening loss), then the rest of the shortlist in its order.
+
+        Train AP, not loss: on world v2 a token the model never learned ("gardeners", "watkins") that
+        fires weakly everywhere has a lower set loss than a real word that fires on more than the targets
+        ("red" for large solid red shapes: loss 3.0 vs 2.2, train AP 0.68 vs 0.25), and the best singles
+        are the bases the next phases narrow."""
         scan = self.result("scan")
-        ranked = [t[0] for t in scan.candidates] if scan is not None else []
+        if scan is None:
+            return list(self.shortlist())
+        if self._ranked is None or self._ranked[0] != id(scan):
+            full = [c for c in scan.candidates if self.obj.loss_of(c) is not None]
+            rest = [c for c in scan.candidates if c not in set(full)]
+            metrics = self.train_metrics(full)
+            if all(m is not None for m in metrics):
+                full = [full[i] for i in np.argsort([-metric_ap(m) for m in metrics], kind="stable")]
+            self._ranked = (id(scan), [c[0] for c in full + rest])
+        ranked = self._ranked[1]
         return ranked + [t for t in self.shortlist() if t not in ranked]
+
+    def train_metrics(self, seqs: Sequence[Seq]) -> list[PromptMetrics | None]:
+        """Train-split metrics of ``seqs`` (memoized; a new one costs a forward per train image, charged
+        to the objective); None for those the budget cannot pay for."""
+        obj = self.obj
+        new = [s for s in dict.fromkeys(tuple(s) for s in seqs) if s not in self._metrics]
+        room = obj.remaining()
+        k = len(new) if not math.isfinite(room) else min(len(new), int(room // max(1, obj.n_images)))
+        if k > 0:
+            metrics = evaluate_prompts(self.backend, obj.images, [list(s) for s in new[:k]], feats=obj.feats)
+            self._metrics.update(zip(new[:k], metrics))
+            obj.charge(k * obj.n_images)
+        return [self._metrics.get(tuple(s)) for s in seqs]
+
+    def narrowing(self, base: Seq, n: int) -> list[int]:
+        """The ``n`` tokens of the screened pool that best narrow ``base`` when placed beside it ("large" +
+        "red", "red" + "star"), by the better screening loss of the two orders (paid once per base).
+        A size or fill word screens badly alone (it fires on every small shape), so the shortlist, ranked
+        by how tokens do alone, leaves it out; next to a colour word it is what the targets need."""
+        base = tuple(base)
+        if base not in self._narrowing:
+            pool = [t for t in self.pool() if (t,) != base]
+            losses = narrowing_losses(self.obj, self.filt, pool, base)
+            self._narrowing[base] = [pool[i] for i in np.argsort(losses, kind="stable") if np.isfinite(losses[i])]
+        return self._narrowing[base][:n]
 
     def share(self, amount: float):
         """Context manager: under a budget, the objective capped at ``amount`` more forward-equivalents
@@ -180,6 +232,11 @@ class SearchContext:
     def restarting(self) -> bool:
         """Whether the running phase should restart until the budget is spent (the last phase, budgeted)."""
         return bool(self.budget) and self.last
+
+
+def metric_ap(m: PromptMetrics) -> float:
+    """A metric's AP for ranking: -1 where it is NaN (no positives)."""
+    return -1.0 if math.isnan(m.ap) else float(m.ap)
 
 
 def make_context(

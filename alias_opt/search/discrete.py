@@ -84,8 +84,15 @@ def extend(
     obj: Objective, bases: Sequence[Seq], tokens: Sequence[int], filt: CandidateFilter, n: int = 8
 ) -> PhaseResult:
     """Score all one-token extensions of ``bases`` by ``tokens`` together (screened); the best ``n`` come back."""
+    return extend_each(obj, [(b, tokens) for b in bases], filt, n)
+
+
+def extend_each(
+    obj: Objective, plan: Sequence[tuple[Seq, Sequence[int]]], filt: CandidateFilter, n: int = 8
+) -> PhaseResult:
+    """``extend`` with each base's own tokens: ``plan`` is (base, tokens) pairs, best base first."""
     timer = PhaseTimer(obj, "extend")
-    cands = filt.accept(extensions(bases, tokens))
+    cands = filt.accept(list(dict.fromkeys(c for b, toks in plan for c in extensions([b], toks))))
     with until_spent():
         losses = obj.score(cands) if cands else np.zeros(0)
         obj.record("extend", 0, float(np.min(losses)) if len(losses) else float("inf"), scored=len(cands))

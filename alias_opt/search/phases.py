@@ -20,7 +20,7 @@ from dataclasses import replace
 import numpy as np
 
 from alias_opt.search.context import KeptSoft, SearchContext
-from alias_opt.search.discrete import extend, random_search, scan
+from alias_opt.search.discrete import extend_each, random_search, scan
 from alias_opt.search.evolution import Mutator, evolve, seed_population
 from alias_opt.search.gcg import gcg
 from alias_opt.search.meter import BACKWARD_COST, BudgetExhausted
@@ -119,17 +119,22 @@ def vocab_scan_phase(ctx: SearchContext) -> PhaseResult:
 
 
 def extend_phase(ctx: SearchContext) -> PhaseResult | None:
-    """The natural name (when shorter than ``max_len``) and the best ``extend_bases`` singles, each
-    extended by every scanned shortlist token (appended, prepended or inserted): a too-broad name narrowed
-    by one word ("red circle" -> "large red circle", "solid star" -> "solid blue star") is one candidate;
+    """The natural name (when shorter than ``max_len``) and the best ``extend_bases`` singles by train AP,
+    each extended by one token (appended, prepended or inserted): a too-broad name narrowed by one word
+    ("red circle" -> "large red circle", "solid star" -> "solid blue star") is one candidate. The name is
+    extended by the scanned shortlist (screened as qualifiers of the name), a single by the pool's tokens
+    that best narrow it (``SearchContext.narrowing``; with ``extend_narrowing``, else the shortlist too);
     None when ``extend_bases`` is 0."""
     s = ctx.cfg
     if not s.extend_bases:
         return None
-    bases = name_first_bases(ctx.name_seq, [(t,) for t in ctx.ranked_singles()[: s.extend_bases]], s.max_len)
-    tokens = ctx.shortlist()[: s.scan_size]
     with ctx.share((1.0 if ctx.last else s.options.scan_share) * ctx.budget), stepwise(ctx.obj, "extend"):
-        return extend(ctx.obj, bases, tokens, ctx.filt)
+        singles = [(t,) for t in ctx.ranked_singles()[: s.extend_bases]]
+        bases = name_first_bases(ctx.name_seq, singles, s.max_len)
+        short = ctx.shortlist()[: s.scan_size]
+        narrow = s.extend_narrowing
+        plan = [(b, ctx.narrowing(b, s.scan_size) if narrow and b != ctx.name_seq else short) for b in bases]
+        return extend_each(ctx.obj, plan, ctx.filt)
     return None  # the share's budget was spent before a result
 
 

@@ -27,8 +27,7 @@ import torch
 
 from alias_opt.config import SearchConfig
 from alias_opt.eval.metrics import PromptMetrics
-from alias_opt.eval.predict import evaluate_prompts
-from alias_opt.search.context import KeptSoft, SearchContext, make_context
+from alias_opt.search.context import KeptSoft, SearchContext, make_context, metric_ap
 from alias_opt.search.embeddings import VocabularyIndex
 from alias_opt.search.meter import TracePoint, Usage
 from alias_opt.search.objective import PhaseResult, Seq, Step, until_spent
@@ -215,21 +214,11 @@ def run_pipeline(ctx: SearchContext, strategy: str, budget: int = 0, splits: int
 def _prune(ctx: SearchContext, best: RerankRow) -> tuple[RerankRow, tuple[int, ...]]:
     """``best`` without its inert tokens (train AP, charged to the budget), and the tokens dropped."""
     obj = ctx.obj
-    seen: dict[Seq, PromptMetrics] = {best.token_ids: best.metrics}
 
     def train_ap(seqs: list[Seq]) -> list[float]:
-        ok = {s for s in seqs if ctx.filt(s) == s}  # a shorter alias must still pass the filter (round trip)
-        if len(ok) < len(seqs):
-            scores = dict(zip(sorted(ok), train_ap(sorted(ok)))) if ok else {}
-            return [scores.get(s, -math.inf) for s in seqs]
-        new = [s for s in seqs if s not in seen]
-        if new and obj.remaining() < len(new) * obj.n_images:  # the budget is spent: keep what we have
-            return [seen[s].ap if s in seen and not math.isnan(seen[s].ap) else -math.inf for s in seqs]
-        if new:
-            for s, m in zip(new, evaluate_prompts(ctx.backend, obj.images, [list(s) for s in new], feats=obj.feats)):
-                seen[s] = m
-            obj.charge(len(new) * obj.n_images)
-        return [seen[s].ap if not math.isnan(seen[s].ap) else -1.0 for s in seqs]
+        ok = [s for s in seqs if ctx.filt(s) == s]  # a shorter alias must still pass the filter (round trip)
+        metrics = dict(zip(ok, ctx.train_metrics(ok)))  # memoized; None where the budget is spent
+        return [-math.inf if metrics.get(s) is None else metric_ap(metrics[s]) for s in seqs]
 
     res = prune_inert(best.token_ids, train_ap, ctx.cfg.prune_tolerance, base=train_ap([best.token_ids])[0])
     if not res.dropped:
@@ -239,7 +228,8 @@ def _prune(ctx: SearchContext, best: RerankRow) -> tuple[RerankRow, tuple[int, .
             obj.score([res.seq], screen=False)
     loss = obj.loss_of(res.seq)
     obj.record("prune", 0, math.inf if loss is None else loss, dropped=list(res.dropped), train_ap=res.score)
-    return RerankRow(res.seq, seen[res.seq].ap, math.inf if loss is None else loss, seen[res.seq]), res.dropped
+    m = ctx.train_metrics([res.seq])[0]
+    return RerankRow(res.seq, m.ap, math.inf if loss is None else loss, m), res.dropped
 
 
 def rerank_order(
@@ -280,16 +270,14 @@ def _rerank(ctx: SearchContext) -> tuple[list[RerankRow], list[Seq]]:
         with until_spent():
             obj.score([(ctx.ranked_singles()[0],)], screen=False)
         pool = [sq for sq, _ in obj.ranked(1)]
-    k = min(len(pool), int(obj.remaining() // obj.n_images)) if math.isfinite(obj.remaining()) else len(pool)
-    if k <= 0:
+    metrics = ctx.train_metrics(pool)  # as many as the budget pays for (memoized: the singles' are free)
+    if metrics[0] is None:
         return [], ranked
-    metrics = evaluate_prompts(ctx.backend, obj.images, [list(p) for p in pool[:k]], feats=obj.feats)
-    obj.charge(k * obj.n_images)
     rows = []
-    for p, m in zip(pool[:k], metrics):
-        loss = obj.loss_of(p)
-        rows.append(RerankRow(p, m.ap, math.inf if loss is None else loss, m))
-
+    for p, m in zip(pool, metrics):
+        if m is not None:
+            loss = obj.loss_of(p)
+            rows.append(RerankRow(p, m.ap, math.inf if loss is None else loss, m))
     rows = rerank_order(
         rows,
         ctx.name_seq,

@@ -128,7 +128,19 @@ def pooled_shortlist(
 def qualifier_losses(obj: Objective, filt: CandidateFilter, tokens: Sequence[int], name: Seq) -> np.ndarray:
     """(N,) screening losses of each token placed before ``name`` ("pink" + "circle"); inf where the
     filter rejects the pair (too long, or it does not round-trip)."""
-    pairs = [filt((int(t), *name)) for t in tokens]
-    ok = list(dict.fromkeys(p for p in pairs if p is not None))
+    return _pair_losses(obj, filt, [filt((int(t), *name)) for t in tokens])
+
+
+def narrowing_losses(obj: Objective, filt: CandidateFilter, tokens: Sequence[int], base: Seq) -> np.ndarray:
+    """(N,) the better screening loss of each token placed before and after ``base`` ("large" + "red",
+    "red" + "star"); inf where the filter rejects both."""
+    before = _pair_losses(obj, filt, [filt((int(t), *base)) for t in tokens])
+    after = _pair_losses(obj, filt, [filt((*base, int(t))) for t in tokens])
+    return np.minimum(before, after)
+
+
+def _pair_losses(obj: Objective, filt: CandidateFilter, seqs: Sequence[Seq | None]) -> np.ndarray:
+    """Screening losses of ``seqs`` (scored together, each once); inf for None (rejected by the filter)."""
+    ok = list(dict.fromkeys(p for p in seqs if p is not None))
     scored = dict(zip(ok, obj.screen_losses(ok))) if ok else {}
-    return np.array([scored[p] if p is not None else np.inf for p in pairs], dtype=float)
+    return np.array([scored[p] if p is not None else np.inf for p in seqs], dtype=float)
