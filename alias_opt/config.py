@@ -144,10 +144,13 @@ class SearchConfig:
     name_margin: float = 0.02  # the name stays the answer unless a candidate beats its train AP by more than this
     prune_tolerance: float = 0.01  # after re-ranking, drop alias tokens costing at most this train AP (-1: off)
     scan_size: int = 64  # shortlist singles scored by the scan phase
-    extend_bases: int = 2  # evolution strategies: the best singles extended by every scanned token (0: off)
+    extend_bases: int = 2  # evolution strategies: the name and this many best singles (train AP), each extended
     # ... a single by the screened pool's tokens that best narrow it beside it ("large" + "red"), not by the
     # shortlist: size and fill words screen badly alone and missed the shortlist of most renamed categories
     extend_narrowing: bool = True
+    # ... of the screened pool's first extend_pool tokens (0: all of it, the default: on renamed seed 3131
+    # the size word "large" sat at ranks 183-267 of the ~250-token pool, "hollow" up to 224)
+    extend_pool: int = 0
     # alias sets (alias_opt.search.alias_set): up to max_aliases aliases whose detections are merged, for a
     # category that is a union of concepts; each extra alias is searched on the targets the set misses
     max_aliases: int = 3  # aliases per category (1: one alias, no set search)
@@ -170,6 +173,15 @@ class SearchConfig:
     # (fast config) it raised 2 unions' held-out AP (pink .291 -> .352, the oracle's) but no verdict (10 wins
     # either way, gap closed 61% -> 65%) at 2.3x the wall time (README, alias sets)
     set_clusters: bool = False
+    # ... and, where the single alias's train precision is below set_cluster_precision (it fires on much
+    # that is not annotated: a union name at its broadest, "purple" for purple circles and crosses), the
+    # name's one-token insertions screened against each visual cluster alone, set_cluster_split per
+    # cluster (alias_opt.search.clusters.cluster_insertions: no cluster search, a few thousand pair
+    # forwards). Off (0) by default: on policy seed 3131 (fast config, 4 per cluster) it found both
+    # members of "small blue" and "pink" among its insertions but the sets did not beat the single alias
+    # on ~20 train images, and it changed no verdict (10 wins, 63% of the gap; README, alias sets)
+    set_cluster_split: int = 0
+    set_cluster_precision: float = 0.6
     # a set (residual or cover) is kept only where, besides set_margin, the paired bootstrap interval (this
     # coverage, over the train images) of its train AP minus the single alias's lies above 0: a train split
     # of ~20 images rewards unions of candidates that fit it by chance; 0: the margin alone decides
@@ -223,6 +235,13 @@ class SearchConfig:
             raise ValueError(f"max_aliases must be at least 1 (1: no alias sets); got {self.max_aliases}")
         if not 0 <= self.set_level < 1:
             raise ValueError(f"set_level must be in [0, 1) (0: no bootstrap check); got {self.set_level}")
+        if self.extend_pool < 0:
+            raise ValueError(f"extend_pool must be >= 0 pool tokens (0: the whole pool); got {self.extend_pool}")
+        if self.set_cluster_split < 0 or not 0 <= self.set_cluster_precision <= 1:
+            raise ValueError(
+                "set_cluster_split must be >= 0 insertions per cluster (0: off) and set_cluster_precision in "
+                f"[0, 1]; got {self.set_cluster_split}, {self.set_cluster_precision}"
+            )
         if self.set_pool < 0 or self.set_split < 0:
             raise ValueError(
                 f"set_pool and set_split must be >= 0 candidates (0: off); got {self.set_pool}, {self.set_split}"

@@ -13,6 +13,9 @@ search seed):
     ap_ranks        each member's rank by train AP among the insertions of the pool's best ``--top`` tokens
     cover           ``greedy_cover`` among the ``--keep`` best of those by train AP, and its train AP
     found           the cover holds every member
+    prec_ranks      each member's rank by train precision (detections above the score threshold matched
+                    one-to-one at IoU 0.5) among those insertions that find at least ``--min-hits`` targets
+    pcover, pfound  the same cover among the ``--keep`` best by precision
 
     python bench/union_members.py --model toy-v2 --seed 6161 --images 240 --threads 2
 """
@@ -35,8 +38,9 @@ sys.path.insert(0, str(REPO))
 from alias_opt.config import load_config  # noqa: E402
 from alias_opt.data.loader import CocoDataset  # noqa: E402
 from alias_opt.discover import encode, train_images  # noqa: E402
+from alias_opt.eval.metrics import DEFAULT_THRESHOLDS  # noqa: E402
 from alias_opt.eval.predict import predict  # noqa: E402
-from alias_opt.search.alias_set import COVER_MIN_SCORE, above, best_splits, greedy_cover  # noqa: E402
+from alias_opt.search.alias_set import COVER_MIN_SCORE, above, best_splits, covered_targets, greedy_cover  # noqa: E402
 from alias_opt.search.context import make_context  # noqa: E402
 from alias_opt.search.discrete import extensions  # noqa: E402
 from alias_opt.search.pipeline import search_seed  # noqa: E402
@@ -46,6 +50,20 @@ from sam3.toy import world2  # noqa: E402
 
 def _rank(order: list, item) -> int | None:
     return order.index(item) if item in order else None
+
+
+def by_precision(preds: dict, images, min_hits: int) -> list:
+    """The sequences of ``preds`` that find at least ``min_hits`` train targets, by precision (then hits)."""
+    rows = []
+    for s, pr in preds.items():
+        tp = fp = 0
+        for p, im in zip(pr, images):
+            hit = covered_targets(p, im)
+            tp += int(hit.sum())
+            fp += len(p.kept(DEFAULT_THRESHOLDS.score)) - int(hit.sum())
+        if tp >= min_hits:
+            rows.append((-tp / max(1, tp + fp), -tp, s))
+    return [s for *_, s in sorted(rows, key=lambda r: r[:2])]
 
 
 def union_rows(args, backend: Sam3Backend, data: Path) -> list[dict]:
@@ -72,6 +90,8 @@ def union_rows(args, backend: Sam3Backend, data: Path) -> list[dict]:
         trimmed = {s: [above(p, COVER_MIN_SCORE) for p in pr] for s, pr in zip(ins, preds)}
         by_ap = best_splits(trimmed, images, len(ins))
         cover, m = greedy_cover({s: trimmed[s] for s in by_ap[: args.keep]}, images, cfg.max_aliases, margin=0.02)
+        by_prec = by_precision(dict(zip(ins, preds)), images, args.min_hits)
+        pcover, pm = greedy_cover({s: trimmed[s] for s in by_prec[: args.keep]}, images, cfg.max_aliases, margin=0.02)
         rows.append(
             {
                 "category": ts.category_id,
@@ -84,6 +104,10 @@ def union_rows(args, backend: Sam3Backend, data: Path) -> list[dict]:
                 "cover": [tok.decode(list(s)) for s in cover],
                 "cover_train_ap": None if m is None else round(float(m.ap), 4),
                 "found": all(s in cover for s in members),
+                "prec_ranks": [_rank(by_prec, s) for s in members],
+                "pcover": [tok.decode(list(s)) for s in pcover],
+                "pcover_train_ap": None if pm is None else round(float(pm.ap), 4),
+                "pfound": all(s in pcover for s in members),
                 "seconds": round(time.perf_counter() - t0, 1),
             }
         )
@@ -99,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default=str(REPO / "configs" / "fast.json"), help="discovery config JSON")
     ap.add_argument("--top", type=int, default=32, help="pool tokens whose insertions are ranked by train AP")
     ap.add_argument("--keep", type=int, default=16, help="insertions (best by train AP) the cover chooses among")
+    ap.add_argument("--min-hits", type=int, default=2, help="targets an insertion must find to rank by precision")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = ap.parse_args(argv)
     if args.threads:
@@ -114,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                 "unions": len(rows),
                 "members_in_top64_by_screening_loss": float(np.mean(loss_top64)) if rows else None,
                 "cover_finds_all_members": float(np.mean([r["found"] for r in rows])) if rows else None,
+                "precision_cover_finds_all_members": float(np.mean([r["pfound"] for r in rows])) if rows else None,
             },
             indent=2,
         )

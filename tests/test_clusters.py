@@ -126,3 +126,83 @@ def test_instance_descriptors_one_row_per_target(tiny_backend):
         assert d.shape[0] == n and d.ndim == 2 and np.isfinite(d).all() and np.abs(d).sum() > 0
     with pytest.raises(ValueError, match="unknown descriptor"):
         clusters.instance_descriptors(tiny_backend, images, feats, "colour")
+
+
+def test_wants_split_only_where_the_single_alias_fires_on_much_else():
+    assert aset.wants_split(SimpleNamespace(precision=0.41), 0.6)  # "purple" at its broadest
+    assert not aset.wants_split(SimpleNamespace(precision=0.88), 0.6)  # a narrowed alias
+    assert aset.wants_split(SimpleNamespace(precision=float("nan")), 0.6)  # it kept nothing above threshold
+    assert not aset.wants_split(SimpleNamespace(precision=0.6), 0.6)
+
+
+def test_build_alias_set_takes_the_cluster_insertions_where_precision_is_low(monkeypatch):
+    """The first search's candidates are the broad alias and junk; the members come only from the
+    clusters' insertions, sought only while the single alias's train precision is below the gate."""
+    _fake_world(monkeypatch, [])
+    monkeypatch.setitem(PREDS, (4,), BROAD)  # precision 4/5 (the junk detection) at full recall
+    calls = []
+
+    def fake(backend, images, feats, name, cfg, seed, n, indexes=None):
+        calls.append((name, seed, n))
+        return clusters.ClusterSplit([2, 2], [[(1,), (3,)], [(2,)]], forwards=9)
+
+    monkeypatch.setattr(aset, "cluster_insertions", fake)
+    first = SimpleNamespace(token_ids=(4,), candidates=[(4,), (3,)], splits=[])
+    on = load_config(overrides={"set_level": 0, "set_cluster_split": 2, "set_cluster_precision": 0.9})
+    res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", on, seed=7, first=first)
+    assert calls == [("a or b", 7, 2)]
+    assert sorted(res.cover) == [(1,), (2,)] and res.kept and res.metrics.ap == pytest.approx(1.0)
+    assert res.to_dict(str)["cluster_split"]["insertions"] == [["(1,)", "(3,)"], ["(2,)"]]
+    assert res.usage.forward == 4 + 9 + 3 * 4  # the broad alias, the clusters' screening, (3,), (1,), (2,)
+    calls.clear()
+    gate = load_config(overrides={"set_level": 0, "set_cluster_split": 2})  # 0.8 is above the default 0.6
+    assert aset.build_alias_set(None, IMAGES, _Feats(), "a or b", gate, 7, first).cluster_split is None
+    assert calls == [] and load_config().set_cluster_split == 0
+    with pytest.raises(ValueError, match="set_cluster_precision"):
+        load_config(overrides={"set_cluster_precision": 1.5})
+
+
+def test_cluster_split_interleaves_the_clusters_best_first():
+    split = clusters.ClusterSplit([3, 2], [[(1,), (2,), (3,)], [(4,), (1,)]])
+    assert split.candidates() == [(1,), (4,), (2,), (3,)]
+    assert clusters.ClusterSplit([3, 1], skipped="small").candidates() == []
+
+
+def test_cluster_insertions_screen_the_name_against_each_cluster_alone(tiny_backend, tmp_path, monkeypatch):
+    """Each cluster's insertions are the name's insertions of the tokens that best narrow it there,
+    ranked by that cluster's screening loss (the other cluster's targets ignored)."""
+    from alias_opt.search import context
+    from tests.discovery_helpers import synthetic_images
+    from tests.test_optimizer import TINY
+
+    arrays, images = synthetic_images(6, 3)
+    feats = tiny_backend.encode_images(arrays)
+    n = sum(im.n_targets for im in images)
+    labels = np.arange(n) % 2  # alternate targets between the clusters
+    monkeypatch.setattr(clusters, "two_means", lambda desc, seed=0: labels)
+    made = []
+
+    def spy(*a, **k):
+        made.append(context.make_context(*a, **k))
+        return made[-1]
+
+    monkeypatch.setattr(clusters, "make_context", spy)
+    tiny_index = {**TINY["index"], "views": ["distinct:embed"]}
+    cfg = load_config(overrides={**TINY, "max_len": 3, "screen_images": 3, "index": tiny_index})
+    cfg.index.cache_dir = str(tmp_path)
+    name = "square"
+    res = clusters.cluster_insertions(tiny_backend, images, feats, name, cfg, seed=3, n=4)
+    assert res.skipped == "" and len(res.insertions) == 2 and len(made) == 2
+    name_seq = tuple(tiny_backend.tokenizer.encode(name, special=False))
+    for c, (ctx, ins) in enumerate(zip(made, res.insertions)):
+        assert sum(im.n_targets for im in ctx.obj.images) == int((labels == c).sum())
+        assert len(ctx.pool()) <= clusters.CLUSTER_POOL
+        assert 1 <= len(ins) <= 4
+        for s in ins:  # the name with one token inserted, its order kept
+            assert len(s) == len(name_seq) + 1 and any(s[:i] + s[i + 1 :] == name_seq for i in range(len(s)))
+        losses = [ctx.obj.screen_loss_of(s) for s in ins]
+        assert losses == sorted(losses)
+    assert res.forwards == sum(ctx.obj.usage().forward for ctx in made) > 0
+    monkeypatch.setattr(clusters, "two_means", lambda desc, seed=0: (np.arange(n) == 0).astype(int))
+    small = clusters.cluster_insertions(tiny_backend, images, feats, name, cfg, seed=3, n=4)
+    assert small.insertions == [] and "holds 1 of" in small.skipped

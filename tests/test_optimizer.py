@@ -296,3 +296,8 @@ def test_context_ranks_scanned_singles_by_train_ap_and_narrows_a_base(tiny_backe
     assert len(narrow) == 5 and ranked[0] not in narrow and set(narrow) <= set(ctx.pool())
     best = [min(ctx.obj.screen_loss_of(p) for p in ((t, *base), (*base, t))) for t in narrow]
     assert best == sorted(best)
+    head = [t for t in ctx.pool()[:6] if (t,) != base]
+    few = ctx.narrowing(base, 10, head=6)  # only the pool's first 6 are screened beside the base
+    assert set(few) <= set(head) and len(few) == len(head)
+    few_best = [min(ctx.obj.screen_loss_of(p) for p in ((t, *base), (*base, t))) for t in few]
+    assert few_best == sorted(few_best)

@@ -27,6 +27,8 @@ It finds what the residual rounds cannot: a too-broad name covers every target, 
 a residual search, while its narrowed candidates ("teal cross", "blue cross") together are the answer.
 With ``cfg.set_clusters`` the pool also takes the candidates of two more searches, one per visual cluster
 of the train targets (``alias_opt.search.clusters``): a union's members are each one cluster's concept.
+With ``cfg.set_cluster_split``, where the single alias's train precision is low (``wants_split``), it takes
+the name's insertions screened against each cluster alone (``cluster_insertions``: no search).
 Its members lose their inert tokens as the rounds' picks do; the better of the two sets (train AP) is
 the one built. A cover of one alias is a set too: the pool is scored on train anyway, and its best alias
 may beat the first search's winner, which was re-ranked among ``cfg.rerank`` candidates only.
@@ -54,7 +56,7 @@ from alias_opt.eval.matching import hungarian_match, iou_matrix
 from alias_opt.eval.metrics import DEFAULT_THRESHOLDS, ImagePredictions, PromptMetrics, Thresholds, coco_matches
 from alias_opt.eval.metrics import score_predictions as _score
 from alias_opt.eval.predict import predict
-from alias_opt.search.clusters import ClusterSearch, search_clusters
+from alias_opt.search.clusters import ClusterSearch, ClusterSplit, cluster_insertions, search_clusters
 from alias_opt.search.meter import Usage
 from alias_opt.search.objective import Seq, Step, tagged
 from alias_opt.search.pipeline import SearchOutcome, search
@@ -226,6 +228,12 @@ def set_vs_single(
     return paired_bootstrap(a, b, level=level, seed=seed)
 
 
+def wants_split(single: PromptMetrics, max_precision: float) -> bool:
+    """Whether the single alias fires on so much that is not annotated (train precision below
+    ``max_precision``, NaN counting as below) that the targets may be a union of narrower concepts."""
+    return not single.precision >= max_precision
+
+
 def keep_set(single_ap: float, set_ap: float, margin: float) -> bool:
     """A set is kept only where its train AP beats the single alias's by more than ``margin``."""
     single = -1.0 if math.isnan(single_ap) else single_ap
@@ -288,6 +296,8 @@ class AliasSetResult:
         split_pool: the insertions into the name that joined the cover pool (``best_splits``).
         clusters: the searches of the targets' two visual clusters, whose candidates joined the cover
             pool (None with ``cfg.set_clusters`` off).
+        cluster_split: the name's insertions screened per visual cluster that joined the cover pool
+            (None where ``cfg.set_cluster_split`` is 0 or the single alias's precision did not call for it).
         set_vs_single: the built set's train AP minus the single alias's with its bootstrap interval (None
             if not checked: no set, not past ``margin``, or ``set_level`` 0).
         kept: the set beat the single alias by more than ``margin`` (``cfg.set_margin``) and by a paired
@@ -309,6 +319,7 @@ class AliasSetResult:
     cover_ap: float = math.nan
     split_pool: list[Seq] = field(default_factory=list)
     clusters: ClusterSearch | None = None
+    cluster_split: ClusterSplit | None = None
     set_vs_single: BootstrapDiff | None = None
     rounds: list[SetRound] = field(default_factory=list)
     searches: list[SearchOutcome] = field(default_factory=list)
@@ -327,6 +338,7 @@ class AliasSetResult:
             "cover_train_ap": self.cover_ap,
             "split_pool": [decode(s) for s in self.split_pool],
             "clusters": None if self.clusters is None else self.clusters.to_dict(decode),
+            "cluster_split": None if self.cluster_split is None else self.cluster_split.to_dict(decode),
             "set_vs_single": None if self.set_vs_single is None else self.set_vs_single.to_dict(),
             "rounds": [r.to_dict(decode) for r in self.rounds],
             **{f"set_{k}": v for k, v in self.usage.as_dict().items()},
@@ -491,12 +503,16 @@ def build_alias_set(
             usage = usage + Usage(forward=cost)
         rnd.set_ap = set_metrics.ap
         chosen.append(rnd.pick)
-    cover, cover_metrics, joined, clusters = [], None, [], None
+    cover, cover_metrics, joined, clusters, split = [], None, [], None, None
     if cfg.set_pool and cfg.max_aliases > 1:
         if cfg.set_clusters:
             clusters = search_clusters(backend, images, feats, name, cfg, seed, indexes, on_step)
             usage = usage + clusters.usage()
+        if cfg.set_cluster_split and wants_split(metrics[single], cfg.set_cluster_precision):
+            split = cluster_insertions(backend, images, feats, name, cfg, seed, cfg.set_cluster_split, indexes)
+            usage = usage + Usage(forward=split.forwards)
         extra = clusters.candidates(cfg.rerank) if clusters is not None else []
+        extra += split.candidates() if split is not None else []
         cover, cover_metrics, cost, joined = _cover_set(backend, feats, images, first, preds, cfg, thresholds, extra)
         usage = usage + Usage(forward=cost)
         if cover and _ap(cover_metrics) > _ap(set_metrics):
@@ -525,6 +541,7 @@ def build_alias_set(
         cover_ap=cover_metrics.ap if cover_metrics is not None else math.nan,
         split_pool=joined,
         clusters=clusters,
+        cluster_split=split,
         set_vs_single=set_diff,
         rounds=rounds,
         searches=searches,

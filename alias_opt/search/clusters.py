@@ -15,7 +15,7 @@ the alias-set builder searches like a residual.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -23,6 +23,8 @@ from scipy.cluster.vq import kmeans2
 
 from alias_opt.config import SearchConfig
 from alias_opt.data.targets import TargetImage
+from alias_opt.search.context import make_context
+from alias_opt.search.discrete import extensions
 from alias_opt.search.embeddings import instance_mask_features, matched_queries
 from alias_opt.search.meter import Usage
 from alias_opt.search.objective import Seq, Step, tagged
@@ -186,4 +188,84 @@ def search_clusters(
             on_step=tagged(on_step, f"cluster{c}:"),
         )
         result.outcomes.append(out)
+    return result
+
+
+CLUSTER_POOL = 128  # pooled shortlist a cluster's insertions are drawn from (the whole set's search has its own)
+CLUSTER_TOKENS = 16  # the pool tokens that best narrow the name on a cluster, whose insertions are screened
+
+
+@dataclass
+class ClusterSplit:
+    """The name's one-token insertions that best fit each visual cluster of the targets alone.
+
+    Attributes:
+        sizes: train targets per cluster (larger first).
+        insertions: per cluster, its best insertions by the cluster's screening loss (best first).
+        skipped: why none were sought ("" when they were).
+        forwards: pair forwards spent (screening on the clusters' images).
+    """
+
+    sizes: list[int]
+    insertions: list[list[Seq]] = field(default_factory=list)
+    skipped: str = ""
+    forwards: int = 0
+
+    def candidates(self) -> list[Seq]:
+        """The clusters' insertions interleaved (each cluster's best first), no repeats."""
+        out = [s for rank in zip(*self.insertions) for s in rank] if self.insertions else []
+        out += [s for ins in self.insertions for s in ins]  # the longer list's tail
+        return list(dict.fromkeys(out))
+
+    def to_dict(self, decode: Callable[[Seq], str]) -> dict:
+        """The record's ``extra["alias_set_search"]["cluster_split"]``."""
+        return {
+            "sizes": self.sizes,
+            "skipped": self.skipped,
+            "insertions": [[decode(s) for s in ins] for ins in self.insertions],
+            "forward_passes": self.forwards,
+        }
+
+
+def cluster_insertions(
+    backend: Sam3Backend,
+    images: Sequence[TargetImage],
+    feats: ImageFeatures,
+    name: str | None,
+    cfg: SearchConfig,
+    seed: int,
+    n: int,
+    indexes: Mapping | None = None,
+) -> ClusterSplit:
+    """Split the train targets in two (as ``search_clusters``) and, per cluster, screen the name's
+    one-token insertions against that cluster's targets alone (the other's ignored): the pool tokens
+    of the cluster's own concept (``CLUSTER_POOL``) that best narrow the name on it
+    (``SearchContext.narrowing``), each inserted everywhere (``extensions``); its ``n`` best by
+    screening loss. A fraction of a cluster search's cost: no soft prompt, no evolution.
+
+    Args:
+        images, feats: the train images and their features; name: the category's name (nothing is
+            sought without one the filter accepts).
+        cfg: the search settings (its index views; the pool capped at ``CLUSTER_POOL``).
+        seed: the category's search seed (each cluster's context is seeded with ``cluster_seed``).
+        n: insertions kept per cluster.
+    """
+    labels = two_means(instance_descriptors(backend, images, feats, "fpn"), seed=seed)
+    sizes = [int((labels == c).sum()) for c in (0, 1)]
+    result = ClusterSplit(sizes)
+    if sizes[1] < max(2, cfg.set_min_uncovered * len(labels)):
+        result.skipped = f"the smaller cluster holds {sizes[1]} of {len(labels)} train targets"
+        return result
+    ccfg = replace(cfg, index=replace(cfg.index, pool=min(cfg.index.pool, CLUSTER_POOL)))
+    for c, (sub, idx) in enumerate(cluster_images(images, labels)):
+        ctx = make_context(backend, sub, feats.select(idx), name, ccfg, cluster_seed(seed, c), indexes=indexes)
+        if ctx.name_seq is None:
+            result.skipped = "no name the filter accepts"
+            result.insertions = []
+            return result
+        tokens = ctx.narrowing(ctx.name_seq, CLUSTER_TOKENS)
+        cands = [s for s in ctx.filt.accept(extensions([ctx.name_seq], tokens)) if s != ctx.name_seq]
+        losses = ctx.obj.screen_losses(cands) if cands else np.zeros(0)
+        result.insertions.append([cands[i] for i in np.argsort(losses, kind="stable")[:n]])
+        result.forwards += ctx.obj.usage().forward
     return result

@@ -86,7 +86,7 @@ class SearchContext:
     _vocab_order: list[int] | None = None
     _metrics: dict[Seq, PromptMetrics] = field(default_factory=dict)  # train metrics by sequence
     _ranked: tuple[int, list[int]] | None = None  # (id of the scan result, its singles by train AP)
-    _narrowing: dict[Seq, list[int]] = field(default_factory=dict)  # narrowing tokens by base
+    _narrowing: dict[tuple[Seq, int], list[int]] = field(default_factory=dict)  # narrowing tokens by (base, head)
 
     @property
     def backend(self) -> Sam3Backend:
@@ -210,17 +210,18 @@ class SearchContext:
             obj.charge(k * obj.n_images)
         return [self._metrics.get(tuple(s)) for s in seqs]
 
-    def narrowing(self, base: Seq, n: int) -> list[int]:
-        """The ``n`` tokens of the screened pool that best narrow ``base`` when placed beside it ("large" +
-        "red", "red" + "star"), by the better screening loss of the two orders (paid once per base).
+    def narrowing(self, base: Seq, n: int, head: int = 0) -> list[int]:
+        """The ``n`` tokens of the screened pool (its first ``head``; 0: all of it) that best narrow
+        ``base`` when placed beside it ("large" + "red", "red" + "star"), by the better screening loss of
+        the two orders (paid once per base and ``head``).
         A size or fill word screens badly alone (it fires on every small shape), so the shortlist, ranked
         by how tokens do alone, leaves it out; next to a colour word it is what the targets need."""
-        base = tuple(base)
-        if base not in self._narrowing:
-            pool = [t for t in self.pool() if (t,) != base]
-            losses = narrowing_losses(self.obj, self.filt, pool, base)
-            self._narrowing[base] = [pool[i] for i in np.argsort(losses, kind="stable") if np.isfinite(losses[i])]
-        return self._narrowing[base][:n]
+        key = (tuple(base), int(head))
+        if key not in self._narrowing:
+            pool = [t for t in (self.pool()[:head] if head > 0 else self.pool()) if (t,) != key[0]]
+            losses = narrowing_losses(self.obj, self.filt, pool, key[0])
+            self._narrowing[key] = [pool[i] for i in np.argsort(losses, kind="stable") if np.isfinite(losses[i])]
+        return self._narrowing[key][:n]
 
     def share(self, amount: float):
         """Context manager: under a budget, the objective capped at ``amount`` more forward-equivalents

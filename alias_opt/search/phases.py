@@ -133,7 +133,9 @@ def extend_phase(ctx: SearchContext) -> PhaseResult | None:
         bases = name_first_bases(ctx.name_seq, singles, s.max_len)
         short = ctx.shortlist()[: s.scan_size]
         narrow = s.extend_narrowing
-        plan = [(b, ctx.narrowing(b, s.scan_size) if narrow and b != ctx.name_seq else short) for b in bases]
+        plan = [
+            (b, ctx.narrowing(b, s.scan_size, s.extend_pool) if narrow and b != ctx.name_seq else short) for b in bases
+        ]
         return extend_each(ctx.obj, plan, ctx.filt)
     return None  # the share's budget was spent before a result
 
