@@ -151,6 +151,20 @@ class ClusterSearch:
         }
 
 
+def split_targets(
+    backend: Sam3Backend, images: Sequence[TargetImage], feats: ImageFeatures, cfg: SearchConfig, seed: int
+) -> tuple[np.ndarray, list[int], str]:
+    """The train targets split in two (``fpn`` descriptors, ``two_means``): (N,) labels, the two
+    clusters' sizes (larger first) and why not to use the split ("" to use it: the smaller cluster must
+    hold at least 2 and ``cfg.set_min_uncovered`` of the targets)."""
+    labels = two_means(instance_descriptors(backend, images, feats, "fpn"), seed=seed)
+    sizes = [int((labels == c).sum()) for c in (0, 1)]
+    skipped = ""
+    if sizes[1] < max(2, cfg.set_min_uncovered * len(labels)):
+        skipped = f"the smaller cluster holds {sizes[1]} of {len(labels)} train targets"
+    return labels, sizes, skipped
+
+
 def search_clusters(
     backend: Sam3Backend,
     images: Sequence[TargetImage],
@@ -170,11 +184,9 @@ def search_clusters(
         name: the category's name (each search re-ranks it, as the first does).
         seed: the category's search seed; indexes, on_step: passed to each search (phases ``cluster<c>:``).
     """
-    labels = two_means(instance_descriptors(backend, images, feats, "fpn"), seed=seed)
-    sizes = [int((labels == c).sum()) for c in (0, 1)]
-    result = ClusterSearch(sizes)
-    if sizes[1] < max(2, cfg.set_min_uncovered * len(labels)):
-        result.skipped = f"the smaller cluster holds {sizes[1]} of {len(labels)} train targets"
+    labels, sizes, skipped = split_targets(backend, images, feats, cfg, seed)
+    result = ClusterSearch(sizes, skipped=skipped)
+    if skipped:
         return result
     for c, (sub, idx) in enumerate(cluster_images(images, labels)):
         out = search(
@@ -250,11 +262,9 @@ def cluster_insertions(
         seed: the category's search seed (each cluster's context is seeded with ``cluster_seed``).
         n: insertions kept per cluster.
     """
-    labels = two_means(instance_descriptors(backend, images, feats, "fpn"), seed=seed)
-    sizes = [int((labels == c).sum()) for c in (0, 1)]
-    result = ClusterSplit(sizes)
-    if sizes[1] < max(2, cfg.set_min_uncovered * len(labels)):
-        result.skipped = f"the smaller cluster holds {sizes[1]} of {len(labels)} train targets"
+    labels, sizes, skipped = split_targets(backend, images, feats, cfg, seed)
+    result = ClusterSplit(sizes, skipped=skipped)
+    if skipped:
         return result
     ccfg = replace(cfg, index=replace(cfg.index, pool=min(cfg.index.pool, CLUSTER_POOL)))
     for c, (sub, idx) in enumerate(cluster_images(images, labels)):
