@@ -187,6 +187,7 @@ def test_cluster_insertions_screen_the_name_against_each_cluster_alone(tiny_back
         return made[-1]
 
     monkeypatch.setattr(clusters, "make_context", spy)
+    monkeypatch.setattr(clusters, "CLUSTER_POOL", 10)  # below the config's pool (21): the cap must bite
     tiny_index = {**TINY["index"], "views": ["distinct:embed"]}
     cfg = load_config(overrides={**TINY, "max_len": 3, "screen_images": 3, "index": tiny_index})
     cfg.index.cache_dir = str(tmp_path)
@@ -196,7 +197,7 @@ def test_cluster_insertions_screen_the_name_against_each_cluster_alone(tiny_back
     name_seq = tuple(tiny_backend.tokenizer.encode(name, special=False))
     for c, (ctx, ins) in enumerate(zip(made, res.insertions)):
         assert sum(im.n_targets for im in ctx.obj.images) == int((labels == c).sum())
-        assert len(ctx.pool()) <= clusters.CLUSTER_POOL
+        assert ctx.cfg.index.pool == 10 and cfg.index.pool == 21  # the caller's config is left as it was
         assert 1 <= len(ins) <= 4
         for s in ins:  # the name with one token inserted, its order kept
             assert len(s) == len(name_seq) + 1 and any(s[:i] + s[i + 1 :] == name_seq for i in range(len(s)))
