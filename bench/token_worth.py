@@ -12,23 +12,18 @@ such a token (issue 20, item 5: readable aliases).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-import torch
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from alias_opt.config import load_config  # noqa: E402
-from alias_opt.data.loader import CocoDataset  # noqa: E402
 from alias_opt.discover import encode, train_images  # noqa: E402
 from alias_opt.eval.bootstrap import ap_from_matches  # noqa: E402
 from alias_opt.eval.metrics import coco_matches  # noqa: E402
 from alias_opt.eval.predict import predict  # noqa: E402
-from sam3 import Sam3Backend  # noqa: E402
+from bench.finished_run import open_run, run_parser  # noqa: E402
 
 
 def drop_each(seq: list[int]) -> list[list[int]]:
@@ -47,21 +42,11 @@ def aps(backend, images, prompts: list[list[int]]) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", type=Path, required=True, help="a world_v2_discovery dataset folder holding run/")
-    ap.add_argument("--config", default=str(REPO / "configs" / "fast.json"), help="the run's config JSON")
-    ap.add_argument("--model", default="toy-v2", help="the run's model source")
+    ap = run_parser(__doc__.splitlines()[0])
     ap.add_argument("--tolerance", type=float, default=0.01, help="held-out AP a token must be worth")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cfg = load_config(args.config)
-    backend = Sam3Backend.load(args.model)
+    cfg, backend, sets = open_run(args)
     tok = backend.tokenizer
-    sets = CocoDataset.open(args.run).target_sets(
-        seed=cfg.seed, train_fraction=cfg.train_fraction, max_negatives=cfg.max_negatives
-    )
     rows, singles = [], 0
     for ts in sets:
         path = args.run / "run" / "categories" / f"{ts.category_id}.json"
