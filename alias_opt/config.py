@@ -182,6 +182,12 @@ class SearchConfig:
     # on ~20 train images, and it changed no verdict (10 wins, 63% of the gap; README, alias sets)
     set_cluster_split: int = 0
     set_cluster_precision: float = 0.6
+    # ... and, where the single alias's train precision is below set_cluster_precision, the members of the
+    # best pairs of the name's one-token insertions of the pool's first set_pair_tokens tokens, each scored
+    # on all train images, pairs ranked by their estimated merged AP50 (alias_opt.search.pairs: a union's
+    # member finds half the targets, so alone it ranks low). Where that cover set already wins, the residual
+    # searches are skipped. 0: off
+    set_pair_tokens: int = 64
     # a set (residual or cover) is kept only where, besides set_margin, the paired bootstrap interval (this
     # coverage, over the train images) of its train AP minus the single alias's lies above 0: a train split
     # of ~20 images rewards unions of candidates that fit it by chance; 0: the margin alone decides
@@ -242,6 +248,8 @@ class SearchConfig:
                 "set_cluster_split must be >= 0 insertions per cluster (0: off) and set_cluster_precision in "
                 f"[0, 1]; got {self.set_cluster_split}, {self.set_cluster_precision}"
             )
+        if self.set_pair_tokens < 0:
+            raise ValueError(f"set_pair_tokens must be >= 0 pool tokens (0: off); got {self.set_pair_tokens}")
         if self.set_pool < 0 or self.set_split < 0:
             raise ValueError(
                 f"set_pool and set_split must be >= 0 candidates (0: off); got {self.set_pool}, {self.set_split}"

@@ -146,7 +146,10 @@ def discover(
     feats = feats if feats is not None else encode(backend, images)
     seed = search_seed(cfg.seed, ts.category_id)
     splits = 4 * cfg.set_split if cfg.max_aliases > 1 and cfg.set_pool else 0  # the cover set's insertions
-    return search(backend, images, feats, ts.name, cfg, seed, indexes=indexes, on_step=on_step, splits=splits)
+    pairs = cfg.set_pair_tokens if cfg.max_aliases > 1 and cfg.set_pool else 0  # the cover set's pairs
+    return search(
+        backend, images, feats, ts.name, cfg, seed, indexes=indexes, on_step=on_step, splits=splits, insertions=pairs
+    )
 
 
 # ---------------------------------------------------------------------------------------- the run

@@ -36,8 +36,8 @@ from alias_opt.config import load_config  # noqa: E402
 from alias_opt.data.loader import CocoDataset  # noqa: E402
 from alias_opt.discover import encode, train_images  # noqa: E402
 from alias_opt.eval.predict import predict  # noqa: E402
-from alias_opt.search.alias_set import COVER_MIN_SCORE, above, greedy_cover, merged_ap  # noqa: E402
 from alias_opt.search.clusters import cluster_images, instance_descriptors, two_means  # noqa: E402
+from alias_opt.search.cover import COVER_MIN_SCORE, above, greedy_cover, merged_ap  # noqa: E402
 from alias_opt.search.pipeline import search, search_seed  # noqa: E402
 from sam3 import Sam3Backend  # noqa: E402
 from sam3.toy import vocab, world2  # noqa: E402

@@ -11,11 +11,16 @@ search seed):
     loss_ranks      each member's rank among all insertions of pool tokens into the name by screening loss
                     (what ``set_split`` takes the first 4 x set_split of)
     ap_ranks        each member's rank by train AP among the insertions of the pool's best ``--top`` tokens
+    name_train_ap, oracle_train_ap, member_train_aps
+                    train AP of the name, of the oracle's members merged, of each member alone (is the
+                    union a search problem, or does the exact set not beat the name on train either?)
     cover           ``greedy_cover`` among the ``--keep`` best of those by train AP, and its train AP
     found           the cover holds every member
     prec_ranks      each member's rank by train precision (detections above the score threshold matched
                     one-to-one at IoU 0.5) among those insertions that find at least ``--min-hits`` targets
     pcover, pfound  the same cover among the ``--keep`` best by precision
+    pair_rank       the members' pair's rank among all pairs of those insertions by estimated merged AP50
+                    (``alias_opt.search.pairs``; the set builder takes the best ``PAIRS``), pairs: the best
 
     python bench/union_members.py --model toy-v2 --seed 6161 --images 240 --threads 2
 """
@@ -40,9 +45,11 @@ from alias_opt.data.loader import CocoDataset  # noqa: E402
 from alias_opt.discover import encode, train_images  # noqa: E402
 from alias_opt.eval.metrics import DEFAULT_THRESHOLDS  # noqa: E402
 from alias_opt.eval.predict import predict  # noqa: E402
-from alias_opt.search.alias_set import COVER_MIN_SCORE, above, best_splits, covered_targets, greedy_cover  # noqa: E402
+from alias_opt.search.alias_set import covered_targets  # noqa: E402
 from alias_opt.search.context import make_context  # noqa: E402
+from alias_opt.search.cover import COVER_MIN_SCORE, PAIRS, above, best_splits, greedy_cover, merged_metrics  # noqa: E402
 from alias_opt.search.discrete import extensions  # noqa: E402
+from alias_opt.search.pairs import best_pairs, image_hits, join  # noqa: E402
 from alias_opt.search.pipeline import search_seed  # noqa: E402
 from sam3 import Sam3Backend  # noqa: E402
 from sam3.toy import world2  # noqa: E402
@@ -92,6 +99,13 @@ def union_rows(args, backend: Sam3Backend, data: Path) -> list[dict]:
         cover, m = greedy_cover({s: trimmed[s] for s in by_ap[: args.keep]}, images, cfg.max_aliases, margin=0.02)
         by_prec = by_precision(dict(zip(ins, preds)), images, args.min_hits)
         pcover, pm = greedy_cover({s: trimmed[s] for s in by_prec[: args.keep]}, images, cfg.max_aliases, margin=0.02)
+        hits = {s: join([image_hits(p, im) for p, im in zip(trimmed[s], images)]) for s in ins}
+        ranked = best_pairs(hits, 10**6)
+        pair_order = [frozenset((a, b)) for a, b, _ in ranked]
+        ref = predict(backend, feats, images, [list(name)] + [list(s) for s in members])
+        ref = [[above(p, COVER_MIN_SCORE) for p in pr] for pr in ref]
+        name_m, oracle_m = merged_metrics(ref[:1], images), merged_metrics(ref[1:], images)
+        member_aps = [round(float(merged_metrics([r], images).ap), 4) for r in ref[1:]]
         rows.append(
             {
                 "category": ts.category_id,
@@ -108,6 +122,11 @@ def union_rows(args, backend: Sam3Backend, data: Path) -> list[dict]:
                 "pcover": [tok.decode(list(s)) for s in pcover],
                 "pcover_train_ap": None if pm is None else round(float(pm.ap), 4),
                 "pfound": all(s in pcover for s in members),
+                "pair_rank": _rank(pair_order, frozenset(members)),
+                "pairs": [f"{tok.decode(list(a))} | {tok.decode(list(b))} ({e:.3f})" for a, b, e in ranked[:PAIRS]],
+                "name_train_ap": round(float(name_m.ap), 4),
+                "oracle_train_ap": round(float(oracle_m.ap), 4),
+                "member_train_aps": member_aps,
                 "seconds": round(time.perf_counter() - t0, 1),
             }
         )

@@ -53,6 +53,7 @@ from types import SimpleNamespace  # noqa: E402
 
 from alias_opt.config import load_config  # noqa: E402
 from alias_opt.search import alias_set as aset  # noqa: E402
+from alias_opt.search import cover  # noqa: E402
 from alias_opt.search.meter import Usage  # noqa: E402
 from alias_opt.search.objective import Step  # noqa: E402
 
@@ -104,7 +105,7 @@ def test_residual_plan_and_its_reasons():
 
 
 def test_rank_additions_scores_the_union():
-    single = aset.merged_metrics([PREDS[(1,)]], IMAGES)
+    single = cover.merged_metrics([PREDS[(1,)]], IMAGES)
     assert single.ap == pytest.approx(MAX_AP_HALF) and single.recall == 0.5
     ranked = aset.rank_additions([PREDS[(1,)]], {(3,): PREDS[(3,)], (2,): PREDS[(2,)]}, IMAGES)
     assert [s for s, _ in ranked] == [(2,), (3,)]
@@ -135,13 +136,14 @@ def _fake_world(monkeypatch, calls):
         return SimpleNamespace(reranked=rows, candidates=[(3,), (2,)], usage=Usage(forward=10, backward=1))
 
     monkeypatch.setattr(aset, "predict", predict)
+    monkeypatch.setattr(cover, "predict", predict)
     monkeypatch.setattr(aset, "search", search)
 
 
 def test_build_alias_set_greedy_on_hand_made_masks(monkeypatch):
     calls = []
     _fake_world(monkeypatch, calls)
-    first = SimpleNamespace(token_ids=(1,), candidates=[(1,), (3,)], splits=[])
+    first = SimpleNamespace(token_ids=(1,), candidates=[(1,), (3,)], splits=[], insertions=[])
     cfg = load_config(overrides={"max_aliases": 3, "set_level": 0})  # four images: no bootstrap
     steps = []
     res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", cfg, seed=5, first=first, on_step=steps.append)
@@ -162,7 +164,7 @@ def test_build_alias_set_greedy_on_hand_made_masks(monkeypatch):
 
 def test_build_alias_set_keeps_one_alias_below_the_margin(monkeypatch):
     _fake_world(monkeypatch, [])
-    first = SimpleNamespace(token_ids=(1,), candidates=[(1,)], splits=[])
+    first = SimpleNamespace(token_ids=(1,), candidates=[(1,)], splits=[], insertions=[])
     cfg = load_config(overrides={"max_aliases": 2, "set_margin": 0.6})  # 1.0 does not beat 0.505 + 0.6
     res = aset.build_alias_set(None, IMAGES, _Feats(), None, cfg, seed=0, first=first)
     assert not res.kept and res.members == [(1,)] and res.built == [(1,), (2,)]
@@ -183,8 +185,9 @@ def test_a_set_addition_loses_its_inert_tokens(monkeypatch):
         return SimpleNamespace(reranked=[SimpleNamespace(token_ids=(2, 9))], candidates=[(2, 9)], usage=Usage())
 
     monkeypatch.setattr(aset, "predict", predict)
+    monkeypatch.setattr(cover, "predict", predict)
     monkeypatch.setattr(aset, "search", search)
-    first = SimpleNamespace(token_ids=(1,), candidates=[(1,)], splits=[])
+    first = SimpleNamespace(token_ids=(1,), candidates=[(1,)], splits=[], insertions=[])
     cfg = load_config(overrides={"max_aliases": 2, "set_level": 0})
     res = aset.build_alias_set(None, IMAGES, _Feats(), None, cfg, 0, first)
     assert res.kept and res.members == [(1,), (2,)] and res.metrics.ap == pytest.approx(1.0)
@@ -208,17 +211,17 @@ BROAD = [pred((A1, 0.6)), pred((A2, 0.6), (B2, 0.6)), pred((B3, 0.6)), pred((JUN
 
 def test_greedy_cover_finds_the_narrow_pair_under_a_broad_single():
     cands = {(4,): BROAD, (1,): PREDS[(1,)], (3,): PREDS[(3,)], (2,): PREDS[(2,)]}
-    broad = aset.merged_metrics([BROAD], IMAGES)
+    broad = cover.merged_metrics([BROAD], IMAGES)
     assert broad.ap == pytest.approx(0.8, abs=0.01)  # precision 4/5 at full recall: better than either half (0.505)
-    chosen, m = aset.greedy_cover(cands, IMAGES, k=3)
+    chosen, m = cover.greedy_cover(cands, IMAGES, k=3)
     assert chosen == [(1,), (2,)] and m.ap == pytest.approx(1.0)  # the pair; no third member raises it
-    one, m1 = aset.greedy_cover(cands, IMAGES, k=1)
+    one, m1 = cover.greedy_cover(cands, IMAGES, k=1)
     assert one == [(4,)] and m1.ap == pytest.approx(broad.ap)
-    assert aset.greedy_cover({}, IMAGES, k=3) == ([], None)
-    strict, _ = aset.greedy_cover(cands, IMAGES, k=3, margin=0.3)  # the pair raises AP by 0.2 only
+    assert cover.greedy_cover({}, IMAGES, k=3) == ([], None)
+    strict, _ = cover.greedy_cover(cands, IMAGES, k=3, margin=0.3)  # the pair raises AP by 0.2 only
     assert strict == [(4,)]
     # a pair that beats no single: the single alone
-    only, _ = aset.greedy_cover({(4,): BROAD, (3,): PREDS[(3,)]}, IMAGES, k=3)
+    only, _ = cover.greedy_cover({(4,): BROAD, (3,): PREDS[(3,)]}, IMAGES, k=3)
     assert only == [(4,)]
 
 
@@ -226,7 +229,7 @@ def test_build_alias_set_takes_the_cover_set_where_no_target_is_left(monkeypatch
     calls = []
     _fake_world(monkeypatch, calls)
     monkeypatch.setitem(PREDS, (4,), BROAD)
-    first = SimpleNamespace(token_ids=(4,), candidates=[(4,), (3,), (1,), (2,)], splits=[])
+    first = SimpleNamespace(token_ids=(4,), candidates=[(4,), (3,), (1,), (2,)], splits=[], insertions=[])
     cfg = load_config(overrides={"set_level": 0})  # the margins alone: four images are too few for a bootstrap
     res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", cfg, seed=0, first=first)
     assert calls == [] and "0 of 4 train targets missed" in res.rounds[0].stop  # the broad alias covers all
@@ -251,7 +254,7 @@ def test_a_better_single_in_the_cover_pool_replaces_the_first_alias(monkeypatch)
     winner (re-ranked among a few candidates only), that alias is the answer, a one-member cover set."""
     _fake_world(monkeypatch, [])
     monkeypatch.setitem(PREDS, (4,), BROAD)
-    first = SimpleNamespace(token_ids=(3,), candidates=[(3,), (4,)], splits=[])
+    first = SimpleNamespace(token_ids=(3,), candidates=[(3,), (4,)], splits=[], insertions=[])
     res = aset.build_alias_set(None, IMAGES, _Feats(), None, load_config(overrides={"set_level": 0}), 0, first)
     assert res.cover == [(4,)] and res.kept and res.members == [(4,)]
     assert res.metrics.ap == pytest.approx(0.8, abs=0.01) and res.single_ap < 0.1
@@ -266,8 +269,8 @@ def test_cover_pool_takes_the_best_splits_by_train_ap(monkeypatch):
     _fake_world(monkeypatch, calls)
     monkeypatch.setitem(PREDS, (4,), BROAD)
     three = {(3,): PREDS[(3,)], (2,): PREDS[(2,)], (1,): PREDS[(1,)]}
-    assert aset.best_splits(three, IMAGES, 2) == [(2,), (1,)]  # equal APs: their order
-    first = SimpleNamespace(token_ids=(4,), candidates=[(4,), (3,)], splits=[(3,), (2,), (1,)])
+    assert cover.best_splits(three, IMAGES, 2) == [(2,), (1,)]  # equal APs: their order
+    first = SimpleNamespace(token_ids=(4,), candidates=[(4,), (3,)], splits=[(3,), (2,), (1,)], insertions=[])
     assert load_config().set_split == 0  # off by default (config.py says why)
     cfg = load_config(overrides={"set_level": 0, "set_split": 2})
     res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", cfg, seed=0, first=first)

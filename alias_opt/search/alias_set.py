@@ -29,6 +29,12 @@ With ``cfg.set_clusters`` the pool also takes the candidates of two more searche
 of the train targets (``alias_opt.search.clusters``): a union's members are each one cluster's concept.
 With ``cfg.set_cluster_split``, where the single alias's train precision is low (``wants_split``), it takes
 the name's insertions screened against each cluster alone (``cluster_insertions``: no search).
+Where the single alias is too broad (``wants_split``: train precision below ``cfg.set_cluster_precision``),
+the pool also takes the members of the best pairs of the name's insertions of the pool's first
+``cfg.set_pair_tokens`` tokens, each scored on all train images and paired by an estimate of the merged
+AP50 (``alias_opt.search.pairs``: "star navy | star rose" for a "star" annotated on blue and pink stars),
+and that cover set is built *first*: where it already wins (margin and bootstrap), no residual round runs.
+The cover set and its pool live in ``alias_opt.search.cover``.
 Its members lose their inert tokens as the rounds' picks do; the better of the two sets (train AP) is
 the one built. A cover of one alias is a set too: the pool is scored on train anyway, and its best alias
 may beat the first search's winner, which was re-ranked among ``cfg.rerank`` candidates only.
@@ -50,20 +56,25 @@ import numpy as np
 
 from alias_opt.config import SearchConfig
 from alias_opt.data.targets import TargetImage
-from alias_opt.eval.alias_sets import merge_split
-from alias_opt.eval.bootstrap import BootstrapDiff, ap_from_matches, paired_bootstrap
+from alias_opt.eval.bootstrap import BootstrapDiff, paired_bootstrap
 from alias_opt.eval.matching import hungarian_match, iou_matrix
 from alias_opt.eval.metrics import DEFAULT_THRESHOLDS, ImagePredictions, PromptMetrics, Thresholds, coco_matches
-from alias_opt.eval.metrics import score_predictions as _score
 from alias_opt.eval.predict import predict
-from alias_opt.search.clusters import ClusterSearch, ClusterSplit, cluster_insertions, search_clusters
+from alias_opt.search.clusters import ClusterSearch, ClusterSplit
+from alias_opt.search.cover import (
+    CoverStep,
+    Preds,
+    ap_of,
+    cover_step,
+    merged,
+    merged_metrics,
+    predict_missing,
+    prune_addition,
+)
 from alias_opt.search.meter import Usage
 from alias_opt.search.objective import Seq, Step, tagged
 from alias_opt.search.pipeline import SearchOutcome, search
-from alias_opt.search.prune import prune_inert
 from sam3 import ImageFeatures, Sam3Backend
-
-Preds = list[ImagePredictions]  # one prompt's (or a merged set's) predictions, one per image
 
 
 # ------------------------------------------------------------------------------ pure steps
@@ -128,20 +139,6 @@ def residual_plan(
     return ResidualPlan(out, index, n_targets, uncovered, reason)
 
 
-def merged(parts: Sequence[Preds], thresholds: Thresholds = DEFAULT_THRESHOLDS) -> Preds:
-    """(I,) predictions of a set whose members predicted ``parts`` ((k) x (I)): merged image by image."""
-    return list(parts[0]) if len(parts) == 1 else merge_split(parts, thresholds.iou)
-
-
-def merged_metrics(parts: Sequence[Preds], images: Sequence[TargetImage], thresholds=DEFAULT_THRESHOLDS):
-    """Metrics of a set whose members predicted ``parts`` ((k) x (I) predictions) on ``images``."""
-    return _score(merged(parts, thresholds), images, thresholds)
-
-
-def _ap(m: PromptMetrics | None) -> float:
-    return -1.0 if m is None or math.isnan(m.ap) else m.ap
-
-
 def rank_additions(
     base: Sequence[Preds],
     candidates: Mapping[Seq, Preds],
@@ -152,56 +149,7 @@ def rank_additions(
     (ties: fewer tokens, then the candidates' order)."""
     rows = [(seq, merged_metrics([*base, preds], images, thresholds)) for seq, preds in candidates.items()]
     order = {seq: n for n, seq in enumerate(candidates)}
-    return sorted(rows, key=lambda r: (-_ap(r[1]), len(r[0]), order[r[0]]))
-
-
-def merged_ap(parts: Sequence[Preds], images: Sequence[TargetImage], thresholds=DEFAULT_THRESHOLDS) -> float:
-    """The COCO AP alone of a set whose members predicted ``parts`` ((k) x (I)); -1 without targets (the
-    cover search scores hundreds of sets: the other metrics are computed for the one chosen)."""
-    per_image = coco_matches(merged(parts, thresholds), images, thresholds.max_dets)
-    ap = math.nan if per_image is None else ap_from_matches(per_image)[0]
-    return -1.0 if math.isnan(ap) else ap
-
-
-def greedy_cover(
-    candidates: Mapping[Seq, Preds],
-    images: Sequence[TargetImage],
-    k: int,
-    thresholds: Thresholds = DEFAULT_THRESHOLDS,
-    margin: float = 0.0,
-) -> tuple[list[Seq], PromptMetrics | None]:
-    """Up to ``k`` of ``candidates`` (each with its predictions on ``images``) whose merged detections
-    have a high train AP: the best single, replaced by the best pair where that beats it by more than
-    ``margin`` (every pair is scored: the best single is often the too-broad name, which no narrowed
-    candidate improves on alone), then greedy additions while one raises the AP by more than ``margin``
-    (a member must earn its place). Returns the chosen and their merged metrics (None without
-    candidates). Ties keep the candidates' order."""
-    seqs = list(candidates)
-    if not seqs or k < 1:
-        return [], None
-
-    def ap(chosen: Sequence[Seq]) -> float:
-        return merged_ap([candidates[s] for s in chosen], images, thresholds)
-
-    def best(sets: list[list[Seq]]) -> tuple[list[Seq], float]:
-        scores = [ap(c) for c in sets]
-        i = int(np.argmax(scores))  # the first of equals
-        return sets[i], scores[i]
-
-    chosen, top = best([[s] for s in seqs])
-    if k >= 2 and len(seqs) > 1:
-        pair, pair_ap = best([[a, b] for i, a in enumerate(seqs) for b in seqs[i + 1 :]])
-        if pair_ap > top + margin:
-            chosen, top = pair, pair_ap
-    while len(chosen) < k and len(chosen) > 1:
-        rest = [s for s in seqs if s not in chosen]
-        if not rest:
-            break
-        more, more_ap = best([[*chosen, s] for s in rest])
-        if more_ap <= top + margin:
-            break
-        chosen, top = more, more_ap
-    return chosen, merged_metrics([candidates[s] for s in chosen], images, thresholds)
+    return sorted(rows, key=lambda r: (-ap_of(r[1]), len(r[0]), order[r[0]]))
 
 
 def set_vs_single(
@@ -298,6 +246,10 @@ class AliasSetResult:
             pool (None with ``cfg.set_clusters`` off).
         cluster_split: the name's insertions screened per visual cluster that joined the cover pool
             (None where ``cfg.set_cluster_split`` is 0 or the single alias's precision did not call for it).
+        pairs: the best pairs of the name's insertions by estimated merged AP50 (``alias_opt.search.pairs``)
+            whose members joined the cover pool, each with its estimate ([] unless the single alias was too
+            broad: train precision below ``cfg.set_cluster_precision``); insertions: how many were scored.
+        rounds_skipped: why no residual round ran ("" where they ran): the too-broad alias's cover set won.
         set_vs_single: the built set's train AP minus the single alias's with its bootstrap interval (None
             if not checked: no set, not past ``margin``, or ``set_level`` 0).
         kept: the set beat the single alias by more than ``margin`` (``cfg.set_margin``) and by a paired
@@ -320,6 +272,9 @@ class AliasSetResult:
     split_pool: list[Seq] = field(default_factory=list)
     clusters: ClusterSearch | None = None
     cluster_split: ClusterSplit | None = None
+    pairs: list[tuple[Seq, Seq, float]] = field(default_factory=list)
+    insertions: int = 0
+    rounds_skipped: str = ""
     set_vs_single: BootstrapDiff | None = None
     rounds: list[SetRound] = field(default_factory=list)
     searches: list[SearchOutcome] = field(default_factory=list)
@@ -339,6 +294,9 @@ class AliasSetResult:
             "split_pool": [decode(s) for s in self.split_pool],
             "clusters": None if self.clusters is None else self.clusters.to_dict(decode),
             "cluster_split": None if self.cluster_split is None else self.cluster_split.to_dict(decode),
+            "pairs": [{"members": [decode(a), decode(b)], "ap50_estimate": round(e, 4)} for a, b, e in self.pairs],
+            "insertions": self.insertions,
+            "rounds_skipped": self.rounds_skipped,
             "set_vs_single": None if self.set_vs_single is None else self.set_vs_single.to_dict(),
             "rounds": [r.to_dict(decode) for r in self.rounds],
             **{f"set_{k}": v for k, v in self.usage.as_dict().items()},
@@ -346,91 +304,27 @@ class AliasSetResult:
         }
 
 
-def _predict_missing(backend, feats, images, seqs, preds: dict[Seq, Preds], thresholds) -> int:
-    """Predict the ``seqs`` not yet in ``preds`` on ``images`` (one batch) and store them; returns the
-    pair forwards spent."""
-    new = [s for s in dict.fromkeys(tuple(s) for s in seqs) if s not in preds]
-    for s, p in zip(new, predict(backend, feats, images, [list(s) for s in new], thresholds)):
-        preds[s] = p
-    return len(new) * len(images)
-
-
-def _prune_addition(backend, feats, images, current, preds, pick, pick_metrics, chosen, tolerance, thresholds):
-    """``pick`` with its inert tokens dropped: each removal may lower the merged set's train AP by at
-    most ``tolerance``; a pruned sequence that is already a member is not taken. Fills ``preds``.
+def _set_wins(preds, single, chosen, set_metrics, single_metrics, images, cfg, seed, thresholds):
+    """Whether the set ``chosen`` (merged train metrics ``set_metrics``) is kept over the single alias:
+    past ``cfg.set_margin`` and, with ``cfg.set_level``, a paired bootstrap win over the train images.
 
     Returns:
-        (the addition, dropped token ids, the set's metrics with it, pair forwards spent)
+        (kept, the bootstrap or None where not checked)
     """
-    spent = 0
-
-    def set_ap(seqs: Sequence[Seq]) -> list[float]:
-        nonlocal spent
-        spent += _predict_missing(backend, feats, images, seqs, preds, thresholds)
-        return [
-            -1.0 if tuple(s) in chosen else _ap(merged_metrics([*current, preds[tuple(s)]], images, thresholds))
-            for s in seqs
-        ]
-
-    res = prune_inert(pick, set_ap, tolerance, base=_ap(pick_metrics))
-    if not res.dropped:
-        return pick, (), pick_metrics, spent
-    seq = tuple(res.seq)
-    return seq, tuple(res.dropped), merged_metrics([*current, preds[seq]], images, thresholds), spent
+    if chosen == [single] or not keep_set(single_metrics.ap, set_metrics.ap, cfg.set_margin):
+        return False, None
+    if not cfg.set_level:
+        return True, None
+    diff = set_vs_single([preds[s] for s in chosen], preds[single], images, cfg.set_level, seed, thresholds)
+    return diff is None or diff.verdict() == "win", diff
 
 
-COVER_MIN_SCORE = 0.05  # the cover search ranks sets on detections above this score (exact metrics after)
-
-
-def above(pred: ImagePredictions, min_score: float) -> ImagePredictions:
-    """``pred`` without its detections scoring at most ``min_score`` (scores stay best first). A set's
-    merge is a mask NMS over all its members' detections, at least 100 per image each; the cover search
-    merges hundreds of sets, and the tail below 0.05 moves their AP by little."""
-    keep = np.flatnonzero(pred.scores > min_score)
-    if len(keep) == len(pred.scores):
-        return pred
-    return ImagePredictions(
-        scores=pred.scores[keep], rles=[pred.rles[i] for i in keep], height=pred.height, width=pred.width
-    )
-
-
-def best_splits(trimmed: Mapping[Seq, Preds], images: Sequence[TargetImage], n: int, thresholds=DEFAULT_THRESHOLDS):
-    """The ``n`` of ``trimmed``'s sequences with the best train AP alone, best first (ties: their order)."""
-    seqs = list(trimmed)
-    aps = [merged_ap([trimmed[s]], images, thresholds) for s in seqs]
-    return [seqs[i] for i in np.argsort(-np.asarray(aps, dtype=float), kind="stable")[:n]]
-
-
-def _cover_set(backend, feats, images, first, preds, cfg, thresholds, extra=()):
-    """The cover set among ``first.candidates[: cfg.set_pool]``, the clusters' candidates ``extra`` and
-    the ``cfg.set_split`` best of ``first.splits`` by train AP (``greedy_cover`` on their detections above
-    ``COVER_MIN_SCORE``; the metrics returned are exact), each member then without its inert tokens
-    (``prune_inert`` against the merged set's train AP). Fills ``preds``.
-
-    Returns:
-        (members, their merged metrics or None, pair forwards spent, the insertions that joined the pool)
-    """
-    pool = [tuple(s) for s in dict.fromkeys([*(tuple(s) for s in first.candidates[: cfg.set_pool]), *extra])]
-    splits = [s for s in dict.fromkeys(tuple(s) for s in first.splits) if s not in pool]
-    spent = _predict_missing(backend, feats, images, pool + splits, preds, thresholds)
-    trimmed = {s: [above(p, COVER_MIN_SCORE) for p in preds[s]] for s in pool + splits}
-    joined = best_splits({s: trimmed[s] for s in splits}, images, cfg.set_split, thresholds) if splits else []
-    pool += joined
-    trimmed = {s: trimmed[s] for s in pool}
-    cover, _ = greedy_cover(trimmed, images, cfg.max_aliases, thresholds, cfg.set_margin)
-    m = merged_metrics([preds[s] for s in cover], images, thresholds) if cover else None
-    if not cover or cfg.prune_tolerance < 0:
-        return cover, m, spent, joined
-    for i, seq in enumerate(list(cover)):
-        if len(seq) < 2:
-            continue
-        others = cover[:i] + cover[i + 1 :]
-        seq, _, m, cost = _prune_addition(
-            backend, feats, images, [preds[s] for s in others], preds, seq, m, others, cfg.prune_tolerance, thresholds
-        )
-        spent += cost
-        cover[i] = seq
-    return cover, m, spent, joined
+def _wins(preds, single, step: CoverStep, images, cfg, seed, thresholds) -> bool:
+    """Whether the cover ``step``'s set would be kept over the single alias (``_set_wins``)."""
+    if step.metrics is None:
+        return False
+    single_metrics = merged_metrics([preds[single]], images, thresholds)
+    return _set_wins(preds, single, step.members, step.metrics, single_metrics, images, cfg, seed, thresholds)[0]
 
 
 def build_alias_set(
@@ -466,7 +360,16 @@ def build_alias_set(
     set_metrics = metrics[single]
     rounds: list[SetRound] = []
     searches: list[SearchOutcome] = []
-    for n in range(1, cfg.max_aliases):
+    # a too-broad single alias (it fires on much that is not annotated) is split by the cover set first;
+    # where that set already wins, no residual search runs (they cost ~30-90 s a category and find little)
+    broad = bool(cfg.set_pool) and cfg.max_aliases > 1 and wants_split(metrics[single], cfg.set_cluster_precision)
+    covered, skip = None, ""
+    if broad and first.insertions:
+        covered = cover_step(backend, images, feats, name, cfg, seed, first, preds, indexes, on_step, thresholds, True)
+        usage = usage + covered.usage
+        if covered.members and _wins(preds, single, covered, images, cfg, seed, thresholds):
+            skip = "the cover set of the too-broad alias's insertions already wins"
+    for n in range(1, cfg.max_aliases if not skip else 1):
         current = [preds[s] for s in chosen]
         plan = residual_plan(images, merged(current, thresholds), cfg.set_min_uncovered, thresholds)
         rnd = SetRound(plan.n_targets, plan.uncovered, set_ap=set_metrics.ap)
@@ -489,42 +392,32 @@ def build_alias_set(
         rnd.searched = True
         pool = [r.token_ids for r in out.reranked] + out.candidates[: cfg.rerank] + first.candidates[: cfg.rerank]
         fresh = [tuple(s) for s in dict.fromkeys(tuple(s) for s in pool) if tuple(s) not in chosen]
-        usage = usage + Usage(forward=_predict_missing(backend, feats, images, fresh, preds, thresholds))
+        usage = usage + Usage(forward=predict_missing(backend, feats, images, fresh, preds, thresholds))
         ranked = rank_additions(current, {s: preds[s] for s in fresh}, images, thresholds)
         rnd.tried = len(ranked)
-        if not ranked or _ap(ranked[0][1]) <= _ap(set_metrics):
+        if not ranked or ap_of(ranked[0][1]) <= ap_of(set_metrics):
             rnd.stop = "no candidate raises the set's train AP"
             break
         rnd.pick, set_metrics = ranked[0]
         if cfg.prune_tolerance >= 0 and len(rnd.pick) > 1:
-            rnd.pick, rnd.pruned, set_metrics, cost = _prune_addition(
+            rnd.pick, rnd.pruned, set_metrics, cost = prune_addition(
                 backend, feats, images, current, preds, rnd.pick, set_metrics, chosen, cfg.prune_tolerance, thresholds
             )
             usage = usage + Usage(forward=cost)
         rnd.set_ap = set_metrics.ap
         chosen.append(rnd.pick)
-    cover, cover_metrics, joined, clusters, split = [], None, [], None, None
-    if cfg.set_pool and cfg.max_aliases > 1:
-        if cfg.set_clusters:
-            clusters = search_clusters(backend, images, feats, name, cfg, seed, indexes, on_step)
-            usage = usage + clusters.usage()
-        if cfg.set_cluster_split and wants_split(metrics[single], cfg.set_cluster_precision):
-            split = cluster_insertions(backend, images, feats, name, cfg, seed, cfg.set_cluster_split, indexes)
-            usage = usage + Usage(forward=split.forwards)
-        extra = clusters.candidates(cfg.rerank) if clusters is not None else []
-        extra += split.candidates() if split is not None else []
-        cover, cover_metrics, cost, joined = _cover_set(backend, feats, images, first, preds, cfg, thresholds, extra)
-        usage = usage + Usage(forward=cost)
-        if cover and _ap(cover_metrics) > _ap(set_metrics):
-            chosen, set_metrics = cover, cover_metrics
+    if covered is None and not (cfg.set_pool and cfg.max_aliases > 1):
+        covered = CoverStep([], None)
+    elif covered is None:
+        covered = cover_step(backend, images, feats, name, cfg, seed, first, preds, indexes, on_step, thresholds, broad)
+        usage = usage + covered.usage
+    cover, cover_metrics = covered.members, covered.metrics
+    if cover and ap_of(cover_metrics) > ap_of(set_metrics):
+        chosen, set_metrics = cover, cover_metrics
     for s in chosen:
         if s not in metrics:
             metrics[s] = merged_metrics([preds[s]], images, thresholds)
-    kept = chosen != [single] and keep_set(metrics[single].ap, set_metrics.ap, cfg.set_margin)
-    set_diff = None
-    if kept and cfg.set_level:
-        set_diff = set_vs_single([preds[s] for s in chosen], preds[single], images, cfg.set_level, seed, thresholds)
-        kept = set_diff is None or set_diff.verdict() == "win"
+    kept, set_diff = _set_wins(preds, single, chosen, set_metrics, metrics[single], images, cfg, seed, thresholds)
     if kept and single in chosen:  # the single alias stays first where it is a member
         chosen = [single] + [s for s in chosen if s != single]
     members = chosen if kept else [single]
@@ -539,9 +432,12 @@ def build_alias_set(
         margin=cfg.set_margin,
         cover=cover,
         cover_ap=cover_metrics.ap if cover_metrics is not None else math.nan,
-        split_pool=joined,
-        clusters=clusters,
-        cluster_split=split,
+        split_pool=covered.joined,
+        clusters=covered.clusters,
+        cluster_split=covered.split,
+        pairs=covered.pairs,
+        insertions=len(first.insertions) if broad else 0,
+        rounds_skipped=skip,
         set_vs_single=set_diff,
         rounds=rounds,
         searches=searches,

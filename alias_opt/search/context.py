@@ -151,13 +151,18 @@ class SearchContext:
         short = self.shortlist()
         return list(self._pool) if self._pool is not None else short
 
+    def insertions(self, n: int) -> list[Seq]:
+        """The name's one-token insertions (every position) of the pool's first ``n`` tokens that the
+        filter accepts, in pool order; [] without a name. Unscreened, free."""
+        if self.name_seq is None or n <= 0:
+            return []
+        return [c for c in self.filt.accept(extensions([self.name_seq], self.pool()[:n])) if c != self.name_seq]
+
     def splits(self, n: int) -> list[Seq]:
         """The ``n`` best one-token insertions of the pooled shortlist's tokens into the name by screening
         loss ("red" + "circle", "large red" + "square"): the members a too-broad name splits into where it
         names a union ("circle" for red and purple circles). [] without a name or with n = 0; paid."""
-        if self.name_seq is None or n <= 0:
-            return []
-        cands = [c for c in self.filt.accept(extensions([self.name_seq], self.pool())) if c != self.name_seq]
+        cands = self.insertions(len(self.pool())) if n > 0 else []
         if not cands:
             return []
         losses = self.obj.screen_losses(cands)

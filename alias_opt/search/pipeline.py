@@ -84,6 +84,8 @@ class SearchOutcome:
         pruned: tokens dropped from the re-ranking's winner as inert, in the order dropped.
         splits: the best one-token insertions into the name by screening loss (``SearchContext.splits``),
             asked for by the first search of an alias set (the cover set's union members); else [].
+        insertions: the name's one-token insertions of the pool's first tokens (``SearchContext.insertions``,
+            unscreened), asked for by the first search of an alias set (``alias_opt.search.pairs``); else [].
     """
 
     strategy: str
@@ -104,6 +106,7 @@ class SearchOutcome:
     trace: list[TracePoint] = field(default_factory=list)
     pruned: tuple[int, ...] = ()
     splits: list[Seq] = field(default_factory=list)
+    insertions: list[Seq] = field(default_factory=list)
 
 
 def search(
@@ -118,6 +121,7 @@ def search(
     indexes: Mapping[str, VocabularyIndex] | None = None,
     on_step: Callable[[Step], None] | None = None,
     splits: int = 0,
+    insertions: int = 0,
 ) -> SearchOutcome:
     """Run ``strategy`` (default ``cfg.strategy``) on one target set's train images.
 
@@ -132,13 +136,14 @@ def search(
         indexes: vocabulary indexes by space (built on first use where missing).
         on_step: called with every recorded step (e.g. a JSONL writer).
         splits: also return this many insertions into the name (``SearchOutcome.splits``; 0: none).
+        insertions: also return the name's insertions of this many pool tokens (``SearchOutcome.insertions``).
 
     Returns:
         the SearchOutcome.
     """
     torch.manual_seed(seed)
     ctx = make_context(backend, images, feats, name, cfg, seed, indexes, on_step)
-    return run_pipeline(ctx, strategy or cfg.strategy, cfg.budget if budget is None else budget, splits)
+    return run_pipeline(ctx, strategy or cfg.strategy, cfg.budget if budget is None else budget, splits, insertions)
 
 
 def rerank_reserve(cfg: SearchConfig, n_images: int, budget: int, with_name: bool) -> int:
@@ -147,7 +152,9 @@ def rerank_reserve(cfg: SearchConfig, n_images: int, budget: int, with_name: boo
     return need if 0 < need <= budget // 2 else 0
 
 
-def run_pipeline(ctx: SearchContext, strategy: str, budget: int = 0, splits: int = 0) -> SearchOutcome:
+def run_pipeline(
+    ctx: SearchContext, strategy: str, budget: int = 0, splits: int = 0, insertions: int = 0
+) -> SearchOutcome:
     """Score the name, run ``strategy``'s phases on ``ctx`` within ``budget``, re-rank (see the module doc);
     with ``splits``, also the best insertions into the name (within what the budget leaves)."""
     plan = get_strategy(strategy)
@@ -207,6 +214,7 @@ def run_pipeline(ctx: SearchContext, strategy: str, budget: int = 0, splits: int
         kept_soft=ctx.kept_soft,
         trace=obj.trace,
         splits=split_seqs,
+        insertions=ctx.insertions(insertions),
         pruned=pruned,
     )
 

@@ -1,0 +1,251 @@
+"""The cover set: narrowed candidates whose merged detections are the answer to a too-broad name.
+
+A too-broad name ("cross" for the teal and the blue crosses) covers every target, so a residual search
+(``alias_opt.search.alias_set``) has nothing left to find, while its narrowed candidates ("teal cross",
+"blue cross") together are the answer. ``cover_step`` builds the pool (the first search's best
+candidates, the name's insertions best by train AP, the clusters' candidates, the members of the best
+pairs of the name's insertions: ``alias_opt.search.pairs``) and ``greedy_cover`` picks the set:
+
+    step = cover_step(backend, images, feats, name, cfg, seed, first, preds, indexes, on_step, thr, broad)
+    step.members, step.metrics                                   # the set, its merged train metrics
+
+Also the shared pieces of the set builder: merging members' detections (``merged``, ``merged_metrics``,
+``merged_ap``), predicting sequences once (``predict_missing``) and pruning a member's inert tokens
+against the merged set (``prune_addition``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from alias_opt.data.targets import TargetImage
+from alias_opt.eval.alias_sets import merge_split
+from alias_opt.eval.bootstrap import ap_from_matches
+from alias_opt.eval.metrics import DEFAULT_THRESHOLDS, ImagePredictions, PromptMetrics, Thresholds, coco_matches
+from alias_opt.eval.metrics import score_predictions as _score
+from alias_opt.eval.predict import predict
+from alias_opt.search.clusters import ClusterSearch, ClusterSplit, cluster_insertions, search_clusters
+from alias_opt.search.meter import Usage
+from alias_opt.search.objective import Seq
+from alias_opt.search.pairs import best_pairs, image_hits, join, pair_members
+from alias_opt.search.prune import prune_inert
+
+Preds = list[ImagePredictions]  # one prompt's (or a merged set's) predictions, one per image
+
+
+def merged(parts: Sequence[Preds], thresholds: Thresholds = DEFAULT_THRESHOLDS) -> Preds:
+    """(I,) predictions of a set whose members predicted ``parts`` ((k) x (I)): merged image by image."""
+    return list(parts[0]) if len(parts) == 1 else merge_split(parts, thresholds.iou)
+
+
+def merged_metrics(parts: Sequence[Preds], images: Sequence[TargetImage], thresholds=DEFAULT_THRESHOLDS):
+    """Metrics of a set whose members predicted ``parts`` ((k) x (I) predictions) on ``images``."""
+    return _score(merged(parts, thresholds), images, thresholds)
+
+
+def ap_of(m: PromptMetrics | None) -> float:
+    """The AP of ``m``; -1 for none or NaN (ranks below every set)."""
+    return -1.0 if m is None or math.isnan(m.ap) else m.ap
+
+
+def merged_ap(parts: Sequence[Preds], images: Sequence[TargetImage], thresholds=DEFAULT_THRESHOLDS) -> float:
+    """The COCO AP alone of a set whose members predicted ``parts`` ((k) x (I)); -1 without targets (the
+    cover search scores hundreds of sets: the other metrics are computed for the one chosen)."""
+    per_image = coco_matches(merged(parts, thresholds), images, thresholds.max_dets)
+    ap = math.nan if per_image is None else ap_from_matches(per_image)[0]
+    return -1.0 if math.isnan(ap) else ap
+
+
+def greedy_cover(
+    candidates: Mapping[Seq, Preds],
+    images: Sequence[TargetImage],
+    k: int,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    margin: float = 0.0,
+) -> tuple[list[Seq], PromptMetrics | None]:
+    """Up to ``k`` of ``candidates`` (each with its predictions on ``images``) whose merged detections
+    have a high train AP: the best single, replaced by the best pair where that beats it by more than
+    ``margin`` (every pair is scored: the best single is often the too-broad name, which no narrowed
+    candidate improves on alone), then greedy additions while one raises the AP by more than ``margin``
+    (a member must earn its place). Returns the chosen and their merged metrics (None without
+    candidates). Ties keep the candidates' order."""
+    seqs = list(candidates)
+    if not seqs or k < 1:
+        return [], None
+
+    def ap(chosen: Sequence[Seq]) -> float:
+        return merged_ap([candidates[s] for s in chosen], images, thresholds)
+
+    def best(sets: list[list[Seq]]) -> tuple[list[Seq], float]:
+        scores = [ap(c) for c in sets]
+        i = int(np.argmax(scores))  # the first of equals
+        return sets[i], scores[i]
+
+    chosen, top = best([[s] for s in seqs])
+    if k >= 2 and len(seqs) > 1:
+        pair, pair_ap = best([[a, b] for i, a in enumerate(seqs) for b in seqs[i + 1 :]])
+        if pair_ap > top + margin:
+            chosen, top = pair, pair_ap
+    while len(chosen) < k and len(chosen) > 1:
+        rest = [s for s in seqs if s not in chosen]
+        if not rest:
+            break
+        more, more_ap = best([[*chosen, s] for s in rest])
+        if more_ap <= top + margin:
+            break
+        chosen, top = more, more_ap
+    return chosen, merged_metrics([candidates[s] for s in chosen], images, thresholds)
+
+
+def predict_missing(backend, feats, images, seqs, preds: dict[Seq, Preds], thresholds) -> int:
+    """Predict the ``seqs`` not yet in ``preds`` on ``images`` (one batch) and store them; returns the
+    pair forwards spent."""
+    new = [s for s in dict.fromkeys(tuple(s) for s in seqs) if s not in preds]
+    for s, p in zip(new, predict(backend, feats, images, [list(s) for s in new], thresholds)):
+        preds[s] = p
+    return len(new) * len(images)
+
+
+def prune_addition(backend, feats, images, current, preds, pick, pick_metrics, chosen, tolerance, thresholds):
+    """``pick`` with its inert tokens dropped: each removal may lower the merged set's train AP by at
+    most ``tolerance``; a pruned sequence that is already a member is not taken. Fills ``preds``.
+
+    Returns:
+        (the addition, dropped token ids, the set's metrics with it, pair forwards spent)
+    """
+    spent = 0
+
+    def set_ap(seqs: Sequence[Seq]) -> list[float]:
+        nonlocal spent
+        spent += predict_missing(backend, feats, images, seqs, preds, thresholds)
+        return [
+            -1.0 if tuple(s) in chosen else ap_of(merged_metrics([*current, preds[tuple(s)]], images, thresholds))
+            for s in seqs
+        ]
+
+    res = prune_inert(pick, set_ap, tolerance, base=ap_of(pick_metrics))
+    if not res.dropped:
+        return pick, (), pick_metrics, spent
+    seq = tuple(res.seq)
+    return seq, tuple(res.dropped), merged_metrics([*current, preds[seq]], images, thresholds), spent
+
+
+PAIRS = 4  # the best pairs of a too-broad name's insertions (by estimated merged AP50) that join the cover pool
+COVER_MIN_SCORE = 0.05  # the cover search ranks sets on detections above this score (exact metrics after)
+
+
+def above(pred: ImagePredictions, min_score: float) -> ImagePredictions:
+    """``pred`` without its detections scoring at most ``min_score`` (scores stay best first). A set's
+    merge is a mask NMS over all its members' detections, at least 100 per image each; the cover search
+    merges hundreds of sets, and the tail below 0.05 moves their AP by little."""
+    keep = np.flatnonzero(pred.scores > min_score)
+    if len(keep) == len(pred.scores):
+        return pred
+    return ImagePredictions(
+        scores=pred.scores[keep], rles=[pred.rles[i] for i in keep], height=pred.height, width=pred.width
+    )
+
+
+def best_splits(trimmed: Mapping[Seq, Preds], images: Sequence[TargetImage], n: int, thresholds=DEFAULT_THRESHOLDS):
+    """The ``n`` of ``trimmed``'s sequences with the best train AP alone, best first (ties: their order)."""
+    seqs = list(trimmed)
+    aps = [merged_ap([trimmed[s]], images, thresholds) for s in seqs]
+    return [seqs[i] for i in np.argsort(-np.asarray(aps, dtype=float), kind="stable")[:n]]
+
+
+def cover_set(backend, feats, images, first, preds, cfg, thresholds, extra=()):
+    """The cover set among ``first.candidates[: cfg.set_pool]``, the clusters' candidates ``extra`` and
+    the ``cfg.set_split`` best of ``first.splits`` by train AP (``greedy_cover`` on their detections above
+    ``COVER_MIN_SCORE``; the metrics returned are exact), each member then without its inert tokens
+    (``prune_inert`` against the merged set's train AP). Fills ``preds``.
+
+    Returns:
+        (members, their merged metrics or None, pair forwards spent, the insertions that joined the pool)
+    """
+    pool = [tuple(s) for s in dict.fromkeys([*(tuple(s) for s in first.candidates[: cfg.set_pool]), *extra])]
+    splits = [s for s in dict.fromkeys(tuple(s) for s in first.splits) if s not in pool]
+    spent = predict_missing(backend, feats, images, pool + splits, preds, thresholds)
+    trimmed = {s: [above(p, COVER_MIN_SCORE) for p in preds[s]] for s in pool + splits}
+    joined = best_splits({s: trimmed[s] for s in splits}, images, cfg.set_split, thresholds) if splits else []
+    pool += joined
+    trimmed = {s: trimmed[s] for s in pool}
+    cover, _ = greedy_cover(trimmed, images, cfg.max_aliases, thresholds, cfg.set_margin)
+    m = merged_metrics([preds[s] for s in cover], images, thresholds) if cover else None
+    if not cover or cfg.prune_tolerance < 0:
+        return cover, m, spent, joined
+    for i, seq in enumerate(list(cover)):
+        if len(seq) < 2:
+            continue
+        others = cover[:i] + cover[i + 1 :]
+        seq, _, m, cost = prune_addition(
+            backend, feats, images, [preds[s] for s in others], preds, seq, m, others, cfg.prune_tolerance, thresholds
+        )
+        spent += cost
+        cover[i] = seq
+    return cover, m, spent, joined
+
+
+@dataclass
+class CoverStep:
+    """The cover set and what its pool was built from (``cover_step``).
+
+    Attributes:
+        members: the cover set (pruned), metrics: its merged train metrics (None without one).
+        joined: the insertions that joined the pool by train AP alone (``best_splits``).
+        clusters, split: the cluster searches / cluster insertions (None where off).
+        pairs: the best pairs of the name's insertions by estimated merged AP50 (``alias_opt.search.pairs``),
+            whose members joined the pool ([] unless the single alias is too broad).
+        usage: the pair forwards and searches it cost.
+    """
+
+    members: list[Seq]
+    metrics: PromptMetrics | None
+    joined: list[Seq] = field(default_factory=list)
+    clusters: ClusterSearch | None = None
+    split: ClusterSplit | None = None
+    pairs: list[tuple[Seq, Seq, float]] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+
+
+def insertion_pairs(backend, feats, images, insertions, preds, thresholds):
+    """The ``PAIRS`` best pairs of ``insertions`` (the name's, predicted here on all train ``images``)
+    by ``pair_ap50`` on their detections above ``COVER_MIN_SCORE``. Fills ``preds``.
+
+    Returns:
+        (the pairs with their estimates, pair forwards spent)
+    """
+    ins = [tuple(s) for s in dict.fromkeys(tuple(s) for s in insertions)]
+    spent = predict_missing(backend, feats, images, ins, preds, thresholds)
+    hits = {
+        s: join([image_hits(above(p, COVER_MIN_SCORE), im, thresholds.iou) for p, im in zip(preds[s], images)])
+        for s in ins
+    }
+    return best_pairs(hits, PAIRS), spent
+
+
+def cover_step(backend, images, feats, name, cfg, seed, first, preds, indexes, on_step, thresholds, broad):
+    """The cover set (``cover_set``) over the first search's candidates and, where on, the cluster
+    searches' candidates, the cluster insertions (where ``broad``) and the members of the best pairs of
+    the name's insertions (where ``broad``). Fills ``preds``."""
+    step, usage = CoverStep([], None), Usage()
+    if cfg.set_clusters:
+        step.clusters = search_clusters(backend, images, feats, name, cfg, seed, indexes, on_step)
+        usage = usage + step.clusters.usage()
+    if cfg.set_cluster_split and broad:
+        step.split = cluster_insertions(backend, images, feats, name, cfg, seed, cfg.set_cluster_split, indexes)
+        usage = usage + Usage(forward=step.split.forwards)
+    extra = step.clusters.candidates(cfg.rerank) if step.clusters is not None else []
+    extra += step.split.candidates() if step.split is not None else []
+    if broad and first.insertions:
+        step.pairs, cost = insertion_pairs(backend, feats, images, first.insertions, preds, thresholds)
+        extra += pair_members(step.pairs)
+        usage = usage + Usage(forward=cost)
+    step.members, step.metrics, cost, step.joined = cover_set(
+        backend, feats, images, first, preds, cfg, thresholds, extra
+    )
+    step.usage = usage + Usage(forward=cost)
+    return step

@@ -1,0 +1,68 @@
+"""Pairs of the name's insertions (alias_opt.search.pairs) on hand-made masks and tiny arrays, and the
+set builder's use of them where the single alias is too broad."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from alias_opt.config import load_config
+from alias_opt.search import alias_set as aset
+from alias_opt.search import pairs
+from tests.test_alias_sets import A2, BROAD, IMAGES, JUNK, MAX_AP_HALF, PREDS, _fake_world, _Feats, box, pred
+
+
+def test_image_hits_match_in_score_order_and_keep_the_rest_as_false_positives():
+    im = IMAGES[1]  # targets A2, B2
+    near_a2 = box(2, 20, 10, 29)  # IoU with A2 8/9: a match, but scored below A2 itself
+    h = pairs.image_hits(pred((near_a2, 0.5), (A2, 0.9), (JUNK, 0.7), (box(18, 4, 30, 7), 0.8)), im)
+    assert h.tp.tolist() == [0.9, 0.0]  # A2 by its best detection; B2 only overlapped at IoU 0.25
+    assert sorted(h.fp.tolist()) == [0.5, 0.7, 0.8]  # the duplicate of A2 is a false positive too
+    neg = pairs.image_hits(pred((JUNK, 0.95)), IMAGES[3])
+    assert neg.tp.size == 0 and neg.fp.tolist() == [0.95]
+
+
+def test_ap50_is_cocos_101_point_ap():
+    assert pairs.ap50(np.array([0.9, 0.8]), np.zeros(0)) == pytest.approx(1.0)
+    assert pairs.ap50(np.array([0.9, 0.0]), np.zeros(0)) == pytest.approx(MAX_AP_HALF)
+    # a false positive above both hits: precision 1/2 then 2/3, interpolated to 2/3 over all recall points
+    assert pairs.ap50(np.array([0.9, 0.8]), np.array([0.95])) == pytest.approx(2 / 3)
+    assert pairs.ap50(np.array([0.0, 0.0]), np.array([0.4])) == 0.0
+    assert np.isnan(pairs.ap50(np.zeros(0), np.array([0.4])))
+
+
+def _hits(seq):
+    return pairs.join([pairs.image_hits(p, im) for p, im in zip(PREDS[seq], IMAGES)])
+
+
+def test_best_pairs_rank_the_complementary_members_first():
+    hits = {s: _hits(s) for s in [(3,), (1,), (2,)]}
+    assert pairs.ap50(hits[(1,)].tp, hits[(1,)].fp) == pytest.approx(MAX_AP_HALF)  # each member alone: half
+    ranked = pairs.best_pairs(hits, 2)
+    assert [(a, b) for a, b, _ in ranked] == [((1,), (2,)), ((3,), (1,))]  # ties: the pairs' order
+    assert ranked[0][2] == pytest.approx(1.0)
+    assert ranked[1][2] == pytest.approx(MAX_AP_HALF / 2)  # junk at 0.95 before each of a's hits
+    assert pairs.pair_members(ranked) == [(1,), (2,), (3,)]
+    assert pairs.best_pairs({(1,): hits[(1,)]}, 3) == []
+
+
+def test_a_too_broad_alias_is_split_by_the_pairs_of_its_insertions(monkeypatch):
+    calls = []
+    _fake_world(monkeypatch, calls)
+    monkeypatch.setitem(PREDS, (4,), BROAD)  # precision 4/5: "too broad" below set_cluster_precision 0.9
+    first = SimpleNamespace(token_ids=(4,), candidates=[(4,)], splits=[], insertions=[(3,), (1,), (2,)])
+    cfg = load_config(overrides={"set_level": 0, "set_cluster_precision": 0.9, "set_min_uncovered": 0.01})
+    res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", cfg, seed=0, first=first)
+    assert [(a, b) for a, b, _ in res.pairs] == [((1,), (2,)), ((3,), (1,)), ((3,), (2,))]
+    assert res.insertions == 3 and res.kept and res.members == [(1,), (2,)]
+    assert calls == [] and res.rounds == [] and "already wins" in res.rounds_skipped  # no residual search
+    assert res.usage.forward == 4 + 3 * 4  # the broad alias, then the three insertions
+    d = res.to_dict(str)
+    assert d["pairs"][0] == {"members": ["(1,)", "(2,)"], "ap50_estimate": 1.0} and d["insertions"] == 3
+    # where the alias is precise enough (0.8 >= 0.6) the insertions are not scored: the cover pool is the
+    # first search's candidates only, and the residual round runs as before (nothing uncovered: it stops)
+    precise = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", load_config(overrides={"set_level": 0}), 0, first)
+    assert precise.pairs == [] and precise.insertions == 0 and precise.rounds_skipped == ""
+    assert precise.members == [(4,)] and len(precise.rounds) == 1
