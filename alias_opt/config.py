@@ -148,6 +148,9 @@ class SearchConfig:
     # ... a single by the screened pool's tokens that best narrow it beside it ("large" + "red"), not by the
     # shortlist: size and fill words screen badly alone and missed the shortlist of most renamed categories
     extend_narrowing: bool = True
+    # extension levels: 1 extends each base by one token; 2 also extends the best of those by its base's
+    # tokens once more (phases.deeper_plan: the third word of a three-word concept, no new screening)
+    extend_depth: int = 1
     # ... of the screened pool's first extend_pool tokens (0: all of it, the default: on renamed seed 3131
     # the size word "large" sat at ranks 183-267 of the ~250-token pool, "hollow" up to 224)
     extend_pool: int = 0
@@ -248,6 +251,8 @@ class SearchConfig:
                 "set_cluster_split must be >= 0 insertions per cluster (0: off) and set_cluster_precision in "
                 f"[0, 1]; got {self.set_cluster_split}, {self.set_cluster_precision}"
             )
+        if self.extend_depth not in (1, 2):
+            raise ValueError(f"extend_depth must be 1 or 2 extension levels; got {self.extend_depth}")
         if self.set_pair_tokens < 0:
             raise ValueError(f"set_pair_tokens must be >= 0 pool tokens (0: off); got {self.set_pair_tokens}")
         if self.set_pool < 0 or self.set_split < 0:

@@ -66,3 +66,19 @@ def test_a_too_broad_alias_is_split_by_the_pairs_of_its_insertions(monkeypatch):
     precise = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", load_config(overrides={"set_level": 0}), 0, first)
     assert precise.pairs == [] and precise.insertions == 0 and precise.rounds_skipped == ""
     assert precise.members == [(4,)] and len(precise.rounds) == 1
+
+
+def test_a_union_member_found_alone_is_paired_before_any_residual_search(monkeypatch):
+    """A precise single alias that finds half the targets (concept a of a union) would start a residual
+    search; the pairs of the name's insertions are tried first, and they already win."""
+    calls = []
+    _fake_world(monkeypatch, calls)
+    first = SimpleNamespace(token_ids=(1,), candidates=[(1,)], splits=[], insertions=[(3,), (1,), (2,)])
+    res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", load_config(overrides={"set_level": 0}), 0, first)
+    assert res.insertions == 3 and res.pairs[0][:2] == ((1,), (2,))
+    assert calls == [] and res.rounds == [] and res.kept and res.members == [(1,), (2,)]
+    # with the pairs off the residual search finds the other member, as before
+    off = load_config(overrides={"set_level": 0, "set_pair_tokens": 0})
+    plain = SimpleNamespace(token_ids=(1,), candidates=[(1,)], splits=[], insertions=[])
+    res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", off, 0, plain)
+    assert len(calls) == 1 and res.pairs == [] and res.rounds[0].searched

@@ -230,3 +230,30 @@ def test_extend_phase_scores_the_name_narrowed(tiny_backend, data):
     scored = ctx.obj.scored()
     assert name is not None and len(name) == 2
     assert {(*name, t) for t in tokens} | {(t, *name) for t in tokens} <= scored
+
+
+def test_deeper_plan_extends_the_best_extension_by_its_bases_tokens():
+    from alias_opt.search.phases import deeper_plan
+
+    plan = [((5, 6), [1, 2]), ((7,), [8, 9, 3])]
+    assert deeper_plan((8, 7), plan, 3) == [((8, 7), [9, 3])]  # "8" came from (7,)'s tokens: the rest follow
+    assert deeper_plan((5, 1, 6), plan, 4) == [((5, 1, 6), [2])]  # an insertion into the two-token name
+    assert deeper_plan((5, 1, 6), plan, 3) == []  # no room left
+    assert deeper_plan((4, 9), plan, 3) == [] and deeper_plan(None, plan, 3) == []  # no base's extension
+
+
+def test_extend_phase_at_depth_two_scores_the_best_pair_extended_again(tiny_backend, data):
+    from alias_opt.search.phases import extend_phase, scan_phase
+
+    over = {**TINY, "max_len": 3, "extend_bases": 1, "scan_size": 4}
+    one = _ctx(tiny_backend, data, cfg=_raw(load_config(overrides=over)))
+    scan_phase(one)
+    first = extend_phase(one)
+    two = _ctx(tiny_backend, data, cfg=_raw(load_config(overrides={**over, "extend_depth": 2})))
+    scan_phase(two)
+    res = extend_phase(two)
+    extra = two.obj.scored() - one.obj.scored()
+    best = first.token_ids
+    assert extra and all(len(s) == len(best) + 1 for s in extra)  # only the best extension, extended again
+    assert all(sum(t in s for t in best) == len(best) for s in extra)
+    assert res.loss <= first.loss

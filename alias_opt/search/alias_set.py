@@ -29,9 +29,9 @@ With ``cfg.set_clusters`` the pool also takes the candidates of two more searche
 of the train targets (``alias_opt.search.clusters``): a union's members are each one cluster's concept.
 With ``cfg.set_cluster_split``, where the single alias's train precision is low (``wants_split``), it takes
 the name's insertions screened against each cluster alone (``cluster_insertions``: no search).
-Where the single alias is too broad (``wants_split``: train precision below ``cfg.set_cluster_precision``),
-the pool also takes the members of the best pairs of the name's insertions of the pool's first
-``cfg.set_pair_tokens`` tokens, each scored on all train images and paired by an estimate of the merged
+Where the single alias is too broad (``wants_split``: train precision below ``cfg.set_cluster_precision``)
+or misses enough train targets for a residual search (a union's member found alone), the pool also
+takes the members of the best pairs of the name's insertions of the pool's first ``cfg.set_pair_tokens`` tokens, each scored on all train images and paired by an estimate of the merged
 AP50 (``alias_opt.search.pairs``: "star navy | star rose" for a "star" annotated on blue and pink stars),
 and that cover set is built *first*: where it already wins (margin and bootstrap), no residual round runs.
 The cover set and its pool live in ``alias_opt.search.cover``.
@@ -248,8 +248,9 @@ class AliasSetResult:
             (None where ``cfg.set_cluster_split`` is 0 or the single alias's precision did not call for it).
         pairs: the best pairs of the name's insertions by estimated merged AP50 (``alias_opt.search.pairs``)
             whose members joined the cover pool, each with its estimate ([] unless the single alias was too
-            broad: train precision below ``cfg.set_cluster_precision``); insertions: how many were scored.
-        rounds_skipped: why no residual round ran ("" where they ran): the too-broad alias's cover set won.
+            broad, train precision below ``cfg.set_cluster_precision``, or missed enough train targets for a
+            residual search); insertions: how many were scored.
+        rounds_skipped: why no residual round ran ("" where they ran): the cover set with the pairs won.
         set_vs_single: the built set's train AP minus the single alias's with its bootstrap interval (None
             if not checked: no set, not past ``margin``, or ``set_level`` 0).
         kept: the set beat the single alias by more than ``margin`` (``cfg.set_margin``) and by a paired
@@ -360,15 +361,22 @@ def build_alias_set(
     set_metrics = metrics[single]
     rounds: list[SetRound] = []
     searches: list[SearchOutcome] = []
-    # a too-broad single alias (it fires on much that is not annotated) is split by the cover set first;
-    # where that set already wins, no residual search runs (they cost ~30-90 s a category and find little)
-    broad = bool(cfg.set_pool) and cfg.max_aliases > 1 and wants_split(metrics[single], cfg.set_cluster_precision)
+    # the name's insertions are paired (alias_opt.search.pairs) where the single alias is too broad (it fires
+    # on much that is not annotated) or misses enough for a residual search: a union's member found alone
+    # ("violet" for purple squares and triangles) leaves the other to find. That cover set is built first;
+    # where it already wins, no residual search runs (they cost ~30-90 s a category)
+    sets_on = bool(cfg.set_pool) and cfg.max_aliases > 1
+    broad = sets_on and wants_split(metrics[single], cfg.set_cluster_precision)
+    missed = not residual_plan(images, preds[single], cfg.set_min_uncovered, thresholds).reason
+    paired = sets_on and bool(first.insertions) and (broad or missed)
     covered, skip = None, ""
-    if broad and first.insertions:
-        covered = cover_step(backend, images, feats, name, cfg, seed, first, preds, indexes, on_step, thresholds, True)
+    if paired:
+        covered = cover_step(
+            backend, images, feats, name, cfg, seed, first, preds, indexes, on_step, thresholds, broad, paired
+        )
         usage = usage + covered.usage
         if covered.members and _wins(preds, single, covered, images, cfg, seed, thresholds):
-            skip = "the cover set of the too-broad alias's insertions already wins"
+            skip = "the cover set with the pairs of the name's insertions already wins"
     for n in range(1, cfg.max_aliases if not skip else 1):
         current = [preds[s] for s in chosen]
         plan = residual_plan(images, merged(current, thresholds), cfg.set_min_uncovered, thresholds)
@@ -409,7 +417,9 @@ def build_alias_set(
     if covered is None and not (cfg.set_pool and cfg.max_aliases > 1):
         covered = CoverStep([], None)
     elif covered is None:
-        covered = cover_step(backend, images, feats, name, cfg, seed, first, preds, indexes, on_step, thresholds, broad)
+        covered = cover_step(
+            backend, images, feats, name, cfg, seed, first, preds, indexes, on_step, thresholds, broad, False
+        )
         usage = usage + covered.usage
     cover, cover_metrics = covered.members, covered.metrics
     if cover and ap_of(cover_metrics) > ap_of(set_metrics):
@@ -436,7 +446,7 @@ def build_alias_set(
         clusters=covered.clusters,
         cluster_split=covered.split,
         pairs=covered.pairs,
-        insertions=len(first.insertions) if broad else 0,
+        insertions=len(first.insertions) if paired else 0,
         rounds_skipped=skip,
         set_vs_single=set_diff,
         rounds=rounds,

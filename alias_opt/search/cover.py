@@ -227,10 +227,10 @@ def insertion_pairs(backend, feats, images, insertions, preds, thresholds):
     return best_pairs(hits, PAIRS), spent
 
 
-def cover_step(backend, images, feats, name, cfg, seed, first, preds, indexes, on_step, thresholds, broad):
+def cover_step(backend, images, feats, name, cfg, seed, first, preds, indexes, on_step, thresholds, broad, paired):
     """The cover set (``cover_set``) over the first search's candidates and, where on, the cluster
     searches' candidates, the cluster insertions (where ``broad``) and the members of the best pairs of
-    the name's insertions (where ``broad``). Fills ``preds``."""
+    the name's insertions (where ``paired``). Fills ``preds``."""
     step, usage = CoverStep([], None), Usage()
     if cfg.set_clusters:
         step.clusters = search_clusters(backend, images, feats, name, cfg, seed, indexes, on_step)
@@ -240,7 +240,7 @@ def cover_step(backend, images, feats, name, cfg, seed, first, preds, indexes, o
         usage = usage + Usage(forward=step.split.forwards)
     extra = step.clusters.candidates(cfg.rerank) if step.clusters is not None else []
     extra += step.split.candidates() if step.split is not None else []
-    if broad and first.insertions:
+    if paired and first.insertions:
         step.pairs, cost = insertion_pairs(backend, feats, images, first.insertions, preds, thresholds)
         extra += pair_members(step.pairs)
         usage = usage + Usage(forward=cost)

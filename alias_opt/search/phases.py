@@ -136,8 +136,28 @@ def extend_phase(ctx: SearchContext) -> PhaseResult | None:
         plan = [
             (b, ctx.narrowing(b, s.scan_size, s.extend_pool) if narrow and b != ctx.name_seq else short) for b in bases
         ]
-        return extend_each(ctx.obj, plan, ctx.filt)
+        timer = PhaseTimer(ctx.obj, "extend")
+        first = extend_each(ctx.obj, plan, ctx.filt)
+        second = deeper_plan(first.token_ids, plan, s.max_len) if s.extend_depth > 1 else []
+        if not second:
+            return first
+        with until_spent():
+            more = extend_each(ctx.obj, second, ctx.filt)
+        return timer.result(first.candidates + (more.candidates if more else []), n=8)
     return None  # the share's budget was spent before a result
+
+
+def deeper_plan(best: Seq | None, plan: list[tuple[Seq, list[int]]], max_len: int) -> list[tuple[Seq, list[int]]]:
+    """The second extension level: the first level's best extension ``best`` extended again by the
+    tokens its base was extended with (already screened: no new narrowing), a three-word alias ("mini
+    framed tile") whose third word the first level could not add. [] where ``best`` is missing, is no
+    extension of a base in ``plan`` ((base, tokens) pairs) or has no room left under ``max_len``."""
+    if best is None or len(best) >= max_len:
+        return []
+    for base, tokens in plan:
+        if len(best) == len(base) + 1 and any(best[:i] + best[i + 1 :] == base for i in range(len(best))):
+            return [(best, [t for t in tokens if t not in best])]
+    return []
 
 
 def name_first_bases(name: Seq | None, singles: list[Seq], max_len: int) -> list[Seq]:
