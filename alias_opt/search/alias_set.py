@@ -32,8 +32,9 @@ the name's insertions screened against each cluster alone (``cluster_insertions`
 Where the single alias is too broad (``wants_split``: train precision below ``cfg.set_cluster_precision``)
 or misses enough train targets for a residual search (a union's member found alone), the pool also
 takes the members of the best pairs of the name's insertions of the pool's first ``cfg.set_pair_tokens``
-tokens, each scored on all train images and paired by an estimate of the merged AP50 (``alias_opt.search.pairs``: "star navy | star rose" for a "star" annotated on blue and pink stars),
-and that cover set is built *first*: where it already wins (margin and bootstrap), no residual round runs.
+tokens, each scored on all train images and paired by an estimate of the merged AP50
+(``alias_opt.search.pairs``: "star navy | star rose" for a "star" annotated on blue and pink stars), and
+that cover set is built *first*: where it already wins (margin and bootstrap), no residual round runs.
 The cover set and its pool live in ``alias_opt.search.cover``.
 Its members lose their inert tokens as the rounds' picks do; the better of the two sets (train AP) is
 the one built. A cover of one alias is a set too: the pool is scored on train anyway, and its best alias
