@@ -301,3 +301,22 @@ def test_context_ranks_scanned_singles_by_train_ap_and_narrows_a_base(tiny_backe
     assert set(few) <= set(head) and len(few) == len(head)
     few_best = [min(ctx.obj.screen_loss_of(p) for p in ((t, *base), (*base, t))) for t in few]
     assert few_best == sorted(few_best)
+
+
+def test_context_insertions_use_the_built_pool_only(tiny_backend, index_dir):
+    """The name's insertions for the alias-set pairs: none before a phase built the pool (a strategy without
+    a shortlist must not pay for one), then every position of the pool's first n tokens, free."""
+    from alias_opt.search.context import make_context
+    from tests.discovery_helpers import synthetic_images
+
+    arrays, images = synthetic_images(5, 3)
+    feats = tiny_backend.encode_images(arrays)
+    ctx = make_context(tiny_backend, images, feats, "red", _cfg(index_dir, max_len=3), seed=0)
+    name = ctx.name_seq
+    assert name is not None and ctx.insertions(4) == [] and ctx.obj.usage().forward == 0
+    pool = ctx.pool()
+    spent = ctx.obj.usage().forward
+    ins = ctx.insertions(4)
+    assert ctx.obj.usage().forward == spent
+    want = {(t, *name) for t in pool[:4]} | {(*name, t) for t in pool[:4]}
+    assert set(ins) == {s for s in want if s != name} and len(ins) == len(set(ins))

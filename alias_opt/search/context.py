@@ -153,8 +153,9 @@ class SearchContext:
 
     def insertions(self, n: int) -> list[Seq]:
         """The name's one-token insertions (every position) of the pool's first ``n`` tokens that the
-        filter accepts, in pool order; [] without a name. Unscreened, free."""
-        if self.name_seq is None or n <= 0:
+        filter accepts, in pool order; [] without a name or where no phase built the pool (a strategy
+        without a shortlist, "random": building it here would spend its budget). Unscreened, free."""
+        if self.name_seq is None or n <= 0 or self._shortlist is None:
             return []
         return [c for c in self.filt.accept(extensions([self.name_seq], self.pool()[:n])) if c != self.name_seq]
 
