@@ -321,14 +321,6 @@ def _set_wins(preds, single, chosen, set_metrics, single_metrics, images, cfg, s
     return diff is None or diff.verdict() == "win", diff
 
 
-def _wins(preds, single, step: CoverStep, images, cfg, seed, thresholds) -> bool:
-    """Whether the cover ``step``'s set would be kept over the single alias (``_set_wins``)."""
-    if step.metrics is None:
-        return False
-    single_metrics = merged_metrics([preds[single]], images, thresholds)
-    return _set_wins(preds, single, step.members, step.metrics, single_metrics, images, cfg, seed, thresholds)[0]
-
-
 def build_alias_set(
     backend: Sam3Backend,
     images: Sequence[TargetImage],
@@ -376,7 +368,13 @@ def build_alias_set(
             backend, images, feats, name, cfg, seed, first, preds, indexes, on_step, thresholds, broad, paired
         )
         usage = usage + covered.usage
-        if covered.members and _wins(preds, single, covered, images, cfg, seed, thresholds):
+        won = (
+            covered.metrics is not None
+            and _set_wins(
+                preds, single, covered.members, covered.metrics, metrics[single], images, cfg, seed, thresholds
+            )[0]
+        )
+        if won:
             skip = "the cover set with the pairs of the name's insertions already wins"
     for n in range(1, cfg.max_aliases if not skip else 1):
         current = [preds[s] for s in chosen]
