@@ -83,16 +83,22 @@ def category_record(
     }
     if alias_set is not None:
         extra["alias_set_search"] = alias_set.to_dict(lambda s: tok.decode(list(s)))
-    oracle_preds = None
+    oracle_preds = oracle_matches = None
     if len(oracle) > 1 and test:  # a union's phrases are one oracle: their detections merged, like an alias set
         oracle_preds = merge_split(preds[first_oracle:rest], thresholds.iou)
-        merged_m, _ = score_with_matches(oracle_preds, test, thresholds)
+        merged_m, oracle_matches = score_with_matches(oracle_preds, test, thresholds)
         extra["oracle_text"] = " | ".join(oracle)
         extra["oracle_test_metrics"] = merged_m.to_dict() if merged_m is not None else None
     elif oracle:
         oracle_preds = preds[first_oracle]
+        oracle_matches = scored[first_oracle][1]
         extra["oracle_text"] = oracle[0]
         extra["oracle_test_metrics"] = oracle_m[0].to_dict() if oracle_m[0] is not None else None
+    if oracle_preds is not None and name_m is not None and oracle_matches is not None:
+        # the same verdict for the oracle (report only): how many categories this held-out split can call at all
+        verdict, diff = verdict_vs(oracle_matches, scored[1][1], seed=ts.category_id)
+        extra["oracle_vs_name"] = verdict
+        extra["oracle_vs_name_interval"] = diff.to_dict() if diff is not None else None
     if alias_m is not None and name_m is not None:
         verdict, diff = verdict_vs(alias_matches, scored[1][1], seed=ts.category_id)
         extra["vs_name"] = verdict

@@ -49,6 +49,11 @@ def score_rows(variant: str, rows: list[dict]) -> dict:
     }
     if variant == "policy":
         out["win_share"] = float(np.mean([r["vs_name"] == "win" for r in rows]))
+        called = [r for r in rows if r.get("oracle_vs_name")]
+        if called:  # the ceiling this held-out split allows: where the oracle itself beats the name
+            wins = [r for r in called if r["oracle_vs_name"] == "win"]
+            out["oracle_win_share"] = len(wins) / len(called)
+            out["alias_wins_where_oracle_wins"] = f"{sum(r['vs_name'] == 'win' for r in wins)}/{len(wins)}"
         gaps = [
             (r["alias_ap"] - r["name_ap"]) / (r["oracle_ap"] - r["name_ap"])
             for r in rows
@@ -80,6 +85,7 @@ def category_line(r: dict) -> str:
     return (
         f"  {r['name']!r:24} -> {r['alias']!r:40} AP alias {fmt(r['alias_ap'])} name {fmt(r['name_ap'])} "
         f"oracle {fmt(r.get('oracle_ap'))} ({r.get('oracle_text')!r}) {r['vs_name']} {ci}"
+        + (f" (oracle: {r['oracle_vs_name']})" if r.get("oracle_vs_name") else "")
     )
 
 

@@ -43,3 +43,9 @@ def test_union_oracle_is_merged(tmp_path):
     ]
     # each phrase finds one of the two concepts, the merged oracle both (measured: 0.649 vs 0.063 and 0.583)
     assert merged > max(singles) + 0.03, (merged, singles)
+    # the oracle's own held-out verdict against the name is the merged oracle's (its AP difference)
+    iv = rec.extra["oracle_vs_name_interval"]
+    assert iv is not None and abs(iv["diff"] - (merged - rec.baseline_test_metrics.ap)) < 1e-9, iv
+    assert iv["low"] <= iv["diff"] <= iv["high"]
+    expect = "win" if iv["low"] > 0 else "loss" if iv["high"] < 0 else "tie"
+    assert rec.extra["oracle_vs_name"] == expect, (rec.extra["oracle_vs_name"], iv)

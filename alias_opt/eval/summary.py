@@ -73,6 +73,7 @@ def summarize(f: AliasFile, margin: float = 0.01, ratio: float = 0.9) -> dict:
                 "oracle_text": r.extra.get("oracle_text"),
                 "vs_name": verdict,
                 "vs_name_interval": interval,
+                "oracle_vs_name": r.extra.get("oracle_vs_name"),  # the oracle's own verdict (None: not recorded)
                 "oracle_ratio": a / o if o and not math.isnan(o) and o > 0 else math.nan,
                 "n_test_images": None
                 if r.test_metrics is None
