@@ -143,6 +143,7 @@ class SearchConfig:
     rerank_tolerance: float = 0.01  # candidates within this train AP of the best: whole words, then the lowest loss win
     name_margin: float = 0.02  # the name stays the answer unless a candidate beats its train AP by more than this
     prune_tolerance: float = 0.01  # after re-ranking, drop alias tokens costing at most this train AP (-1: off)
+    prune_keep_name: bool = True  # never prune the name's own tokens (the annotator's words)
     scan_size: int = 64  # shortlist singles scored by the scan phase
     extend_bases: int = 2  # evolution strategies: the name and this many best singles (train AP), each extended
     # ... a single by the screened pool's tokens that best narrow it beside it ("large" + "red"), not by the

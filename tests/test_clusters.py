@@ -102,7 +102,7 @@ def test_build_alias_set_finds_the_union_through_the_clusters(monkeypatch):
     monkeypatch.setitem(PREDS, (4,), BROAD)
     cluster_calls = []
     _fake_clusters(monkeypatch, [0, 0, 1, 1], cluster_calls)
-    first = SimpleNamespace(token_ids=(4,), candidates=[(4,), (3,)], splits=[], insertions=[])
+    first = SimpleNamespace(name_ids=None, token_ids=(4,), candidates=[(4,), (3,)], splits=[], insertions=[])
     assert load_config().set_clusters is False
     on = load_config(overrides={"set_level": 0, "set_clusters": True})
     res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", on, seed=0, first=first)
@@ -147,7 +147,7 @@ def test_build_alias_set_takes_the_cluster_insertions_where_precision_is_low(mon
         return clusters.ClusterSplit([2, 2], [[(1,), (3,)], [(2,)]], forwards=9)
 
     monkeypatch.setattr(cover, "cluster_insertions", fake)
-    first = SimpleNamespace(token_ids=(4,), candidates=[(4,), (3,)], splits=[], insertions=[])
+    first = SimpleNamespace(name_ids=None, token_ids=(4,), candidates=[(4,), (3,)], splits=[], insertions=[])
     on = load_config(overrides={"set_level": 0, "set_cluster_split": 2, "set_cluster_precision": 0.9})
     res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", on, seed=7, first=first)
     assert calls == [("a or b", 7, 2)]

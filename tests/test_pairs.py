@@ -52,7 +52,7 @@ def test_a_too_broad_alias_is_split_by_the_pairs_of_its_insertions(monkeypatch):
     calls = []
     _fake_world(monkeypatch, calls)
     monkeypatch.setitem(PREDS, (4,), BROAD)  # precision 4/5: "too broad" below set_cluster_precision 0.9
-    first = SimpleNamespace(token_ids=(4,), candidates=[(4,)], splits=[], insertions=[(3,), (1,), (2,)])
+    first = SimpleNamespace(name_ids=None, token_ids=(4,), candidates=[(4,)], splits=[], insertions=[(3,), (1,), (2,)])
     cfg = load_config(overrides={"set_level": 0, "set_cluster_precision": 0.9, "set_min_uncovered": 0.01})
     res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", cfg, seed=0, first=first)
     assert [(a, b) for a, b, _ in res.pairs] == [((1,), (2,)), ((3,), (1,)), ((3,), (2,))]
@@ -73,12 +73,12 @@ def test_a_union_member_found_alone_is_paired_before_any_residual_search(monkeyp
     search; the pairs of the name's insertions are tried first, and they already win."""
     calls = []
     _fake_world(monkeypatch, calls)
-    first = SimpleNamespace(token_ids=(1,), candidates=[(1,)], splits=[], insertions=[(3,), (1,), (2,)])
+    first = SimpleNamespace(name_ids=None, token_ids=(1,), candidates=[(1,)], splits=[], insertions=[(3,), (1,), (2,)])
     res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", load_config(overrides={"set_level": 0}), 0, first)
     assert res.insertions == 3 and res.pairs[0][:2] == ((1,), (2,))
     assert calls == [] and res.rounds == [] and res.kept and res.members == [(1,), (2,)]
     # with the pairs off the residual search finds the other member, as before
     off = load_config(overrides={"set_level": 0, "set_pair_tokens": 0})
-    plain = SimpleNamespace(token_ids=(1,), candidates=[(1,)], splits=[], insertions=[])
+    plain = SimpleNamespace(name_ids=None, token_ids=(1,), candidates=[(1,)], splits=[], insertions=[])
     res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", off, 0, plain)
     assert len(calls) == 1 and res.pairs == [] and res.rounds[0].searched

@@ -49,3 +49,18 @@ def test_readability_prefers_words():
     assert words == (0, 0, 2) and fragment == (1, 0, 3) and odd == (1, 1, 2)
     assert sorted([odd, fragment, words]) == [words, fragment, odd]
     assert readability(["red</w>"]) < words  # shorter first among words
+
+
+def test_prune_keeps_the_names_tokens():
+    """A name token that adds no train AP ("circle" in "small purple circle" where the train split holds
+    no small purple non-circle) is the annotator's word: kept; the filler beside it still goes."""
+    small, purple = 5, 6
+
+    def score(seqs):  # circle and host inert, small and purple matter
+        return [0.1 + 0.3 * (small in s) + 0.3 * (purple in s) for s in seqs]
+
+    r = prune_inert([small, purple, CIRCLE, HOST], score, tolerance=0.01)
+    assert r.seq == (small, purple) and set(r.dropped) == {CIRCLE, HOST}
+    r = prune_inert([small, purple, CIRCLE, HOST], score, tolerance=0.01, keep={purple, CIRCLE})
+    assert r.seq == (small, purple, CIRCLE) and r.dropped == (HOST,)
+    assert prune_inert([CIRCLE, HOST], score, keep={CIRCLE, HOST}).dropped == ()  # nothing left to drop

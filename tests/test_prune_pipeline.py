@@ -50,3 +50,15 @@ def test_prune_drops_filler_and_keeps_the_concept(toy_ctx):
     off = make_context(b, ts.train, feats, ts.name, load_config(overrides={"prune_tolerance": 0.0}), seed=0)
     same, none = _prune(off, _row(off, (red, circle)))
     assert none == () and same.token_ids == (red, circle)
+
+
+def test_prune_keeps_the_names_tokens(toy_ctx):
+    """The name's tokens are never pruned (``prune_keep_name``), even where they add no train AP."""
+    b, ts, feats = toy_ctx
+    enc = b.tokenizer.encode
+    red, circle, host = enc("red", special=False)[0], enc("circle", special=False)[0], enc("host", special=False)[0]
+    for keep, expect in ((True, (red, circle, host)), (False, (red, circle))):
+        cfg = load_config(overrides={"max_len": 4, "prune_tolerance": 0.01, "prune_keep_name": keep})
+        ctx = make_context(b, ts.train, feats, "host", cfg, seed=0)  # a name whose token is filler here
+        row, _ = _prune(ctx, _row(ctx, (red, circle, host)))
+        assert row.token_ids == expect, (keep, row.token_ids)

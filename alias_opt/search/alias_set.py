@@ -17,7 +17,7 @@ winner. Each round (at most ``cfg.max_aliases - 1``):
    own; its re-ranked candidates and the first search's are each scored *merged* with the set on all
    train images (``rank_additions``), and the best joins the set if it raises the set's train AP,
    after its inert tokens are dropped (``prune_inert`` against the merged set's train AP, the same
-   ``prune_tolerance`` as the single alias's; -1 turns it off).
+   ``prune_tolerance`` as the single alias's, the name's tokens kept; -1 turns it off).
 
 A *cover set* is also chosen (``greedy_cover``) among the first search's best ``cfg.set_pool``
 candidates by loss and the ``cfg.set_split`` best by train AP of its insertions into the name
@@ -67,6 +67,7 @@ from alias_opt.search.cover import (
     Preds,
     ap_of,
     cover_step,
+    kept_tokens,
     merged,
     merged_metrics,
     predict_missing,
@@ -408,7 +409,17 @@ def build_alias_set(
         rnd.pick, set_metrics = ranked[0]
         if cfg.prune_tolerance >= 0 and len(rnd.pick) > 1:
             rnd.pick, rnd.pruned, set_metrics, cost = prune_addition(
-                backend, feats, images, current, preds, rnd.pick, set_metrics, chosen, cfg.prune_tolerance, thresholds
+                backend,
+                feats,
+                images,
+                current,
+                preds,
+                rnd.pick,
+                set_metrics,
+                chosen,
+                cfg.prune_tolerance,
+                thresholds,
+                kept_tokens(first, cfg),
             )
             usage = usage + Usage(forward=cost)
         rnd.set_ap = set_metrics.ap

@@ -110,9 +110,15 @@ def predict_missing(backend, feats, images, seqs, preds: dict[Seq, Preds], thres
     return len(new) * len(images)
 
 
-def prune_addition(backend, feats, images, current, preds, pick, pick_metrics, chosen, tolerance, thresholds):
-    """``pick`` with its inert tokens dropped: each removal may lower the merged set's train AP by at
-    most ``tolerance``; a pruned sequence that is already a member is not taken. Fills ``preds``.
+def kept_tokens(first, cfg) -> set[int]:
+    """The tokens pruning never drops: the name's (``first.name_ids``), where ``cfg.prune_keep_name``."""
+    return set(first.name_ids or ()) if cfg.prune_keep_name else set()
+
+
+def prune_addition(backend, feats, images, current, preds, pick, pick_metrics, chosen, tolerance, thresholds, keep=()):
+    """``pick`` with its inert tokens dropped (never those in ``keep``): each removal may lower the
+    merged set's train AP by at most ``tolerance``; a pruned sequence that is already a member is not
+    taken. Fills ``preds``.
 
     Returns:
         (the addition, dropped token ids, the set's metrics with it, pair forwards spent)
@@ -127,7 +133,7 @@ def prune_addition(backend, feats, images, current, preds, pick, pick_metrics, c
             for s in seqs
         ]
 
-    res = prune_inert(pick, set_ap, tolerance, base=ap_of(pick_metrics))
+    res = prune_inert(pick, set_ap, tolerance, base=ap_of(pick_metrics), keep=keep)
     if not res.dropped:
         return pick, (), pick_metrics, spent
     seq = tuple(res.seq)
@@ -161,7 +167,7 @@ def cover_set(backend, feats, images, first, preds, cfg, thresholds, extra=()):
     """The cover set among ``first.candidates[: cfg.set_pool]``, the clusters' candidates ``extra`` and
     the ``cfg.set_split`` best of ``first.splits`` by train AP (``greedy_cover`` on their detections above
     ``COVER_MIN_SCORE``; the metrics returned are exact), each member then without its inert tokens
-    (``prune_inert`` against the merged set's train AP). Fills ``preds``.
+    (``prune_inert`` against the merged set's train AP; the name's tokens are kept). Fills ``preds``.
 
     Returns:
         (members, their merged metrics or None, pair forwards spent, the insertions that joined the pool)
@@ -177,12 +183,14 @@ def cover_set(backend, feats, images, first, preds, cfg, thresholds, extra=()):
     m = merged_metrics([preds[s] for s in cover], images, thresholds) if cover else None
     if not cover or cfg.prune_tolerance < 0:
         return cover, m, spent, joined
+    keep = kept_tokens(first, cfg)
     for i, seq in enumerate(list(cover)):
         if len(seq) < 2:
             continue
         others = cover[:i] + cover[i + 1 :]
+        current = [preds[s] for s in others]
         seq, _, m, cost = prune_addition(
-            backend, feats, images, [preds[s] for s in others], preds, seq, m, others, cfg.prune_tolerance, thresholds
+            backend, feats, images, current, preds, seq, m, others, cfg.prune_tolerance, thresholds, keep
         )
         spent += cost
         cover[i] = seq

@@ -10,7 +10,8 @@ and non-ASCII tokens, ``alias_opt.search.prune.readability``), then the lowest l
 the name stays first unless the best beats its train AP by more than ``name_margin`` (a small train
 split rewards candidates that fit it by chance; a good name should not lose to one).
 Then the winner's inert tokens are dropped (``prune_inert``: each removal may cost at most
-``prune_tolerance`` of train AP against the winner's), so every token of an alias earns its place.
+``prune_tolerance`` of train AP against the winner's), so every token of an alias earns its place
+(the name's own tokens are kept: ``prune_keep_name``).
 Under a budget the re-ranking's forwards are kept back from the phases (unless they would take half of
 it) and the last phase restarts until the rest is spent.
 """
@@ -228,7 +229,8 @@ def _prune(ctx: SearchContext, best: RerankRow) -> tuple[RerankRow, tuple[int, .
         metrics = dict(zip(ok, ctx.train_metrics(ok)))  # memoized; None where the budget is spent
         return [-math.inf if metrics.get(s) is None else metric_ap(metrics[s]) for s in seqs]
 
-    res = prune_inert(best.token_ids, train_ap, ctx.cfg.prune_tolerance, base=train_ap([best.token_ids])[0])
+    keep = set(ctx.name_seq or ()) if ctx.cfg.prune_keep_name else set()
+    res = prune_inert(best.token_ids, train_ap, ctx.cfg.prune_tolerance, base=train_ap([best.token_ids])[0], keep=keep)
     if not res.dropped:
         return best, ()
     if obj.loss_of(res.seq) is None:

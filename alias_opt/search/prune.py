@@ -9,7 +9,7 @@ callback and token strings, so tests drive them with tiny fakes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 Seq = tuple[int, ...]
@@ -27,31 +27,39 @@ class PruneResult:
 
 
 def prune_inert(
-    seq: Sequence[int], score_fn: ScoreFn, tolerance: float = 0.0, base: float | None = None
+    seq: Sequence[int],
+    score_fn: ScoreFn,
+    tolerance: float = 0.0,
+    base: float | None = None,
+    keep: Collection[int] = (),
 ) -> PruneResult:
     """Greedily remove tokens whose removal lowers the train score by at most ``tolerance``.
 
     Each round scores every one-token deletion of the current sequence in one batch and removes
     the token whose deletion scores best, if that is within ``tolerance`` of the *starting* score
     (so dropping many tokens cannot add up to more than ``tolerance``). A sequence keeps at least
-    one token.
+    one token; tokens in ``keep`` (the category name's: the annotator's words) are never removed.
 
     Args:
         seq: (L,) token ids.
         score_fn: batched train score, higher is better (e.g. train AP).
         tolerance: the largest score loss accepted against the starting score.
         base: the starting sequence's score, if already known.
+        keep: token ids never removed.
     """
     cur = tuple(int(t) for t in seq)
     start = score_fn([cur])[0] if base is None else float(base)
     score, dropped = start, []
     while len(cur) > 1:
-        cands = [cur[:i] + cur[i + 1 :] for i in range(len(cur))]
+        at = [i for i in range(len(cur)) if cur[i] not in keep]
+        if not at:
+            break
+        cands = [cur[:i] + cur[i + 1 :] for i in at]
         scores = score_fn(cands)
-        best = max(range(len(cands)), key=lambda i: (scores[i], -i))
+        best = max(range(len(cands)), key=lambda j: (scores[j], -j))
         if scores[best] < start - tolerance:
             break
-        dropped.append(cur[best])
+        dropped.append(cur[at[best]])
         cur, score = cands[best], float(scores[best])
     return PruneResult(cur, score, tuple(dropped), start)
 
