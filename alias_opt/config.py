@@ -192,8 +192,9 @@ class SearchConfig:
     # on all train images, pairs ranked by their estimated merged AP50 (alias_opt.search.pairs: a union's
     # member finds half the targets, so alone it ranks low). Where that cover set already wins, the residual
     # searches are skipped. On (64): policy 4646 (fast config) 9/16 wins -> 13/16, design seed 3131 11 -> 13;
-    # 35-45 s more a category where it runs and no pair wins (README, pairs of the name's insertions). 0: off
-    set_pair_tokens: int = 64
+    # 35-45 s more a category where it runs and no pair wins (README, pairs of the name's insertions). 128, not
+    # 64: on 6262 the members' colour words sat at pool ranks 65-83 ("rose" cross, "tangerine" star). 0: off
+    set_pair_tokens: int = 128
     # a set (residual or cover) is kept only where, besides set_margin, the paired bootstrap interval (this
     # coverage, over the train images) of its train AP minus the single alias's lies above 0: a train split
     # of ~20 images rewards unions of candidates that fit it by chance; 0: the margin alone decides

@@ -31,7 +31,7 @@ With ``cfg.set_cluster_split``, where the single alias's train precision is low 
 the name's insertions screened against each cluster alone (``cluster_insertions``: no search).
 Where the single alias is too broad (``wants_split``: train precision below ``cfg.set_cluster_precision``)
 or misses enough train targets for a residual search (a union's member found alone), the pool also
-takes the members of the best pairs of the name's insertions of the pool's first ``cfg.set_pair_tokens``
+takes the members of the best pairs of the name's insertions of the pool's first ``cfg.set_pair_tokens`` (128)
 tokens, each scored on all train images and paired by an estimate of the merged AP50
 (``alias_opt.search.pairs``: "star navy | star rose" for a "star" annotated on blue and pink stars), and
 that cover set is built *first*: where it already wins (margin and bootstrap), no residual round runs.
