@@ -58,7 +58,9 @@ def test_a_too_broad_alias_is_split_by_the_pairs_of_its_insertions(monkeypatch):
     assert [(a, b) for a, b, _ in res.pairs] == [((1,), (2,)), ((3,), (1,)), ((3,), (2,))]
     assert res.insertions == 3 and res.kept and res.members == [(1,), (2,)]
     assert calls == [] and res.rounds == [] and "already wins" in res.rounds_skipped  # no residual search
-    assert res.usage.forward == 4 + 3 * 4  # the broad alias, then the three insertions
+    # the broad alias, the three insertions (lean: masks above COVER_MIN_SCORE only), then the pairs' three
+    # members again in full (max_dets detections) for the cover set's exact merged metrics
+    assert res.usage.forward == 4 + 3 * 4 + 3 * 4
     d = res.to_dict(str)
     assert d["pairs"][0] == {"members": ["(1,)", "(2,)"], "ap50_estimate": 1.0} and d["insertions"] == 3
     # where the alias is precise enough (0.8 >= 0.6) the insertions are not scored: the cover pool is the
@@ -82,3 +84,59 @@ def test_a_union_member_found_alone_is_paired_before_any_residual_search(monkeyp
     plain = SimpleNamespace(name_ids=None, token_ids=(1,), candidates=[(1,)], splits=[], insertions=[])
     res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", off, 0, plain)
     assert len(calls) == 1 and res.pairs == [] and res.rounds[0].searched
+
+
+def test_insertions_are_predicted_lean(monkeypatch):
+    """The pair estimate reads detections above COVER_MIN_SCORE only, so the insertions are predicted with
+    thresholds that compute no other masks; the cover pool's members are predicted in full."""
+    from alias_opt.search import cover
+
+    calls = []
+    _fake_world(monkeypatch, [])
+    full = cover.predict
+
+    def recording(backend, feats, images, prompts, thresholds=None):
+        calls.append(([tuple(p) for p in prompts], thresholds))
+        return full(backend, feats, images, prompts, thresholds)
+
+    monkeypatch.setattr(cover, "predict", recording)
+    first = SimpleNamespace(name_ids=None, token_ids=(1,), candidates=[(1,)], splits=[], insertions=[(3,), (1,), (2,)])
+    aset.build_alias_set(None, IMAGES, _Feats(), "a or b", load_config(overrides={"set_level": 0}), 0, first)
+    lean = [(p, t) for p, t in calls if t.max_dets == 0]
+    assert len(lean) == 1 and set(lean[0][0]) == {(3,), (2,)}  # (1,) was already predicted in full
+    assert lean[0][1].score == cover.COVER_MIN_SCORE
+    assert all(t.max_dets == 100 for p, t in calls if (p, t) not in lean)
+
+
+def test_lean_thresholds_keep_the_same_detections_above_the_floor():
+    """On the shipped toy model: a lean prediction is the full one's detections above COVER_MIN_SCORE."""
+    from alias_opt.search import cover
+    from sam3.loading import TOY_DIR
+
+    if not (TOY_DIR / "config.json").is_file():
+        pytest.skip("the toy model is not shipped")
+    import tempfile
+    from pathlib import Path
+
+    from alias_opt.data.loader import CocoDataset
+    from alias_opt.eval.predict import predict
+    from sam3 import Sam3Backend
+    from sam3.toy.world import write_dataset
+
+    with tempfile.TemporaryDirectory() as d:
+        write_dataset(Path(d) / "w", "named", images=6, seed=2)
+        ts = CocoDataset.open(Path(d) / "w").target_sets(max_negatives=2)[0]
+        backend = Sam3Backend.load("toy", device="cpu", cache_dir=Path(d) / "f")
+        images = ts.train + ts.test
+        feats = backend.encode_images([im.image.load() for im in images])
+        prompts = [backend.tokenizer.encode(w, special=False) for w in ("red", "circle")]
+        full = predict(backend, feats, images, prompts)
+        lean = predict(backend, feats, images, prompts, cover.lean(cover.DEFAULT_THRESHOLDS))
+    n_lean = 0
+    for fp, lp in zip(full, lean):
+        for f, g in zip(fp, lp):
+            kept = cover.above(f, cover.COVER_MIN_SCORE)
+            assert np.allclose(kept.scores, g.scores) and kept.rles == g.rles
+            assert len(f.scores) > len(g.scores)  # every query kept in full, a few in lean
+            n_lean += len(g.scores)
+    assert n_lean > 0  # some detections pass the floor

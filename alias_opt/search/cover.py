@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -221,18 +221,24 @@ class CoverStep:
 
 def insertion_pairs(backend, feats, images, insertions, preds, thresholds):
     """The ``PAIRS`` best pairs of ``insertions`` (the name's, predicted here on all train ``images``)
-    by ``pair_ap50`` on their detections above ``COVER_MIN_SCORE``. Fills ``preds``.
+    by ``pair_ap50`` on their detections above ``COVER_MIN_SCORE``. Only those detections' masks are
+    computed (``lean``: the estimate reads no others; a pair member's full predictions are made when it
+    joins the cover pool), so ``preds`` is read, not filled.
 
     Returns:
         (the pairs with their estimates, pair forwards spent)
     """
     ins = [tuple(s) for s in dict.fromkeys(tuple(s) for s in insertions)]
-    spent = predict_missing(backend, feats, images, ins, preds, thresholds)
-    hits = {
-        s: join([image_hits(above(p, COVER_MIN_SCORE), im, thresholds.iou) for p, im in zip(preds[s], images)])
-        for s in ins
-    }
+    trimmed = {s: [above(p, COVER_MIN_SCORE) for p in preds[s]] for s in ins if s in preds}
+    spent = predict_missing(backend, feats, images, [s for s in ins if s not in trimmed], trimmed, lean(thresholds))
+    hits = {s: join([image_hits(p, im, thresholds.iou) for p, im in zip(trimmed[s], images)]) for s in ins}
     return best_pairs(hits, PAIRS), spent
+
+
+def lean(thresholds: Thresholds) -> Thresholds:
+    """``thresholds`` that keep only the detections scoring above ``COVER_MIN_SCORE`` (no 100-detection
+    floor): ``predict`` then upsamples and encodes a few masks per image instead of ``max_dets``."""
+    return replace(thresholds, score=COVER_MIN_SCORE, max_dets=0)
 
 
 def cover_step(backend, images, feats, name, cfg, seed, first, preds, indexes, on_step, thresholds, broad, paired):
