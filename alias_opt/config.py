@@ -195,6 +195,9 @@ class SearchConfig:
     # 35-45 s more a category where it runs and no pair wins (README, pairs of the name's insertions). 128, not
     # 64: on 6262 the members' colour words sat at pool ranks 65-83 ("rose" cross, "tangerine" star). 0: off
     set_pair_tokens: int = 128
+    # ... only where the name's own train AP reaches this (a name the model does not know, renamed, finds
+    # nothing for the pairs to split; on renamed they cost 35-90 s a category and never won)
+    set_pair_name_ap: float = 0.05
     # a set (residual or cover) is kept only where, besides set_margin, the paired bootstrap interval (this
     # coverage, over the train images) of its train AP minus the single alias's lies above 0: a train split
     # of ~20 images rewards unions of candidates that fit it by chance; 0: the margin alone decides

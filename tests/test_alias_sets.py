@@ -124,6 +124,11 @@ class _Feats:
         return ("selected", tuple(index))
 
 
+def _first(**kw):
+    """A first search's outcome as the set builder reads it (the name unknown: no insertions paired by it)."""
+    return SimpleNamespace(name_ids=None, name_train_metrics=None, **kw)
+
+
 def _fake_world(monkeypatch, calls):
     def predict(backend, feats, images, prompts, thresholds=None):
         return [PREDS[tuple(p)] for p in prompts]
@@ -143,7 +148,7 @@ def _fake_world(monkeypatch, calls):
 def test_build_alias_set_greedy_on_hand_made_masks(monkeypatch):
     calls = []
     _fake_world(monkeypatch, calls)
-    first = SimpleNamespace(name_ids=None, token_ids=(1,), candidates=[(1,), (3,)], splits=[], insertions=[])
+    first = _first(token_ids=(1,), candidates=[(1,), (3,)], splits=[], insertions=[])
     cfg = load_config(overrides={"max_aliases": 3, "set_level": 0})  # four images: no bootstrap
     steps = []
     res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", cfg, seed=5, first=first, on_step=steps.append)
@@ -164,7 +169,7 @@ def test_build_alias_set_greedy_on_hand_made_masks(monkeypatch):
 
 def test_build_alias_set_keeps_one_alias_below_the_margin(monkeypatch):
     _fake_world(monkeypatch, [])
-    first = SimpleNamespace(name_ids=None, token_ids=(1,), candidates=[(1,)], splits=[], insertions=[])
+    first = _first(token_ids=(1,), candidates=[(1,)], splits=[], insertions=[])
     cfg = load_config(overrides={"max_aliases": 2, "set_margin": 0.6})  # 1.0 does not beat 0.505 + 0.6
     res = aset.build_alias_set(None, IMAGES, _Feats(), None, cfg, seed=0, first=first)
     assert not res.kept and res.members == [(1,)] and res.built == [(1,), (2,)]
@@ -187,7 +192,7 @@ def test_a_set_addition_loses_its_inert_tokens(monkeypatch):
     monkeypatch.setattr(aset, "predict", predict)
     monkeypatch.setattr(cover, "predict", predict)
     monkeypatch.setattr(aset, "search", search)
-    first = SimpleNamespace(name_ids=None, token_ids=(1,), candidates=[(1,)], splits=[], insertions=[])
+    first = _first(token_ids=(1,), candidates=[(1,)], splits=[], insertions=[])
     cfg = load_config(overrides={"max_aliases": 2, "set_level": 0})
     res = aset.build_alias_set(None, IMAGES, _Feats(), None, cfg, 0, first)
     assert res.kept and res.members == [(1,), (2,)] and res.metrics.ap == pytest.approx(1.0)
@@ -229,9 +234,7 @@ def test_build_alias_set_takes_the_cover_set_where_no_target_is_left(monkeypatch
     calls = []
     _fake_world(monkeypatch, calls)
     monkeypatch.setitem(PREDS, (4,), BROAD)
-    first = SimpleNamespace(
-        name_ids=None, token_ids=(4,), candidates=[(4,), (3,), (1,), (2,)], splits=[], insertions=[]
-    )
+    first = _first(token_ids=(4,), candidates=[(4,), (3,), (1,), (2,)], splits=[], insertions=[])
     cfg = load_config(overrides={"set_level": 0})  # the margins alone: four images are too few for a bootstrap
     res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", cfg, seed=0, first=first)
     assert calls == [] and "0 of 4 train targets missed" in res.rounds[0].stop  # the broad alias covers all
@@ -256,7 +259,7 @@ def test_a_better_single_in_the_cover_pool_replaces_the_first_alias(monkeypatch)
     winner (re-ranked among a few candidates only), that alias is the answer, a one-member cover set."""
     _fake_world(monkeypatch, [])
     monkeypatch.setitem(PREDS, (4,), BROAD)
-    first = SimpleNamespace(name_ids=None, token_ids=(3,), candidates=[(3,), (4,)], splits=[], insertions=[])
+    first = _first(token_ids=(3,), candidates=[(3,), (4,)], splits=[], insertions=[])
     res = aset.build_alias_set(None, IMAGES, _Feats(), None, load_config(overrides={"set_level": 0}), 0, first)
     assert res.cover == [(4,)] and res.kept and res.members == [(4,)]
     assert res.metrics.ap == pytest.approx(0.8, abs=0.01) and res.single_ap < 0.1
@@ -272,9 +275,7 @@ def test_cover_pool_takes_the_best_splits_by_train_ap(monkeypatch):
     monkeypatch.setitem(PREDS, (4,), BROAD)
     three = {(3,): PREDS[(3,)], (2,): PREDS[(2,)], (1,): PREDS[(1,)]}
     assert cover.best_splits(three, IMAGES, 2) == [(2,), (1,)]  # equal APs: their order
-    first = SimpleNamespace(
-        name_ids=None, token_ids=(4,), candidates=[(4,), (3,)], splits=[(3,), (2,), (1,)], insertions=[]
-    )
+    first = _first(token_ids=(4,), candidates=[(4,), (3,)], splits=[(3,), (2,), (1,)], insertions=[])
     assert load_config().set_split == 0  # off by default (config.py says why)
     cfg = load_config(overrides={"set_level": 0, "set_split": 2})
     res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", cfg, seed=0, first=first)

@@ -14,7 +14,7 @@ from alias_opt.search import alias_set as aset
 from alias_opt.search import clusters, cover
 from alias_opt.search.meter import Usage
 from alias_opt.search.objective import Step
-from tests.test_alias_sets import A2, B2, BROAD, IMAGES, PREDS, _fake_world, _Feats
+from tests.test_alias_sets import A2, B2, BROAD, IMAGES, PREDS, _fake_world, _Feats, _first
 
 
 def _blobs(n0: int, n1: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -102,7 +102,7 @@ def test_build_alias_set_finds_the_union_through_the_clusters(monkeypatch):
     monkeypatch.setitem(PREDS, (4,), BROAD)
     cluster_calls = []
     _fake_clusters(monkeypatch, [0, 0, 1, 1], cluster_calls)
-    first = SimpleNamespace(name_ids=None, token_ids=(4,), candidates=[(4,), (3,)], splits=[], insertions=[])
+    first = _first(token_ids=(4,), candidates=[(4,), (3,)], splits=[], insertions=[])
     assert load_config().set_clusters is False
     on = load_config(overrides={"set_level": 0, "set_clusters": True})
     res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", on, seed=0, first=first)
@@ -147,7 +147,7 @@ def test_build_alias_set_takes_the_cluster_insertions_where_precision_is_low(mon
         return clusters.ClusterSplit([2, 2], [[(1,), (3,)], [(2,)]], forwards=9)
 
     monkeypatch.setattr(cover, "cluster_insertions", fake)
-    first = SimpleNamespace(name_ids=None, token_ids=(4,), candidates=[(4,), (3,)], splits=[], insertions=[])
+    first = _first(token_ids=(4,), candidates=[(4,), (3,)], splits=[], insertions=[])
     on = load_config(overrides={"set_level": 0, "set_cluster_split": 2, "set_cluster_precision": 0.9})
     res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", on, seed=7, first=first)
     assert calls == [("a or b", 7, 2)]

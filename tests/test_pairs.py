@@ -11,7 +11,7 @@ import pytest
 from alias_opt.config import load_config
 from alias_opt.search import alias_set as aset
 from alias_opt.search import pairs
-from tests.test_alias_sets import A2, BROAD, IMAGES, JUNK, MAX_AP_HALF, PREDS, _fake_world, _Feats, box, pred
+from tests.test_alias_sets import A2, BROAD, IMAGES, JUNK, MAX_AP_HALF, PREDS, _fake_world, _Feats, _first, box, pred
 
 
 def test_image_hits_match_in_score_order_and_keep_the_rest_as_false_positives():
@@ -52,7 +52,7 @@ def test_a_too_broad_alias_is_split_by_the_pairs_of_its_insertions(monkeypatch):
     calls = []
     _fake_world(monkeypatch, calls)
     monkeypatch.setitem(PREDS, (4,), BROAD)  # precision 4/5: "too broad" below set_cluster_precision 0.9
-    first = SimpleNamespace(name_ids=None, token_ids=(4,), candidates=[(4,)], splits=[], insertions=[(3,), (1,), (2,)])
+    first = _first(token_ids=(4,), candidates=[(4,)], splits=[], insertions=[(3,), (1,), (2,)])
     cfg = load_config(overrides={"set_level": 0, "set_cluster_precision": 0.9, "set_min_uncovered": 0.01})
     res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", cfg, seed=0, first=first)
     assert [(a, b) for a, b, _ in res.pairs] == [((1,), (2,)), ((3,), (1,)), ((3,), (2,))]
@@ -75,13 +75,13 @@ def test_a_union_member_found_alone_is_paired_before_any_residual_search(monkeyp
     search; the pairs of the name's insertions are tried first, and they already win."""
     calls = []
     _fake_world(monkeypatch, calls)
-    first = SimpleNamespace(name_ids=None, token_ids=(1,), candidates=[(1,)], splits=[], insertions=[(3,), (1,), (2,)])
+    first = _first(token_ids=(1,), candidates=[(1,)], splits=[], insertions=[(3,), (1,), (2,)])
     res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", load_config(overrides={"set_level": 0}), 0, first)
     assert res.insertions == 3 and res.pairs[0][:2] == ((1,), (2,))
     assert calls == [] and res.rounds == [] and res.kept and res.members == [(1,), (2,)]
     # with the pairs off the residual search finds the other member, as before
     off = load_config(overrides={"set_level": 0, "set_pair_tokens": 0})
-    plain = SimpleNamespace(name_ids=None, token_ids=(1,), candidates=[(1,)], splits=[], insertions=[])
+    plain = _first(token_ids=(1,), candidates=[(1,)], splits=[], insertions=[])
     res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", off, 0, plain)
     assert len(calls) == 1 and res.pairs == [] and res.rounds[0].searched
 
@@ -100,7 +100,7 @@ def test_insertions_are_predicted_lean(monkeypatch):
         return full(backend, feats, images, prompts, thresholds)
 
     monkeypatch.setattr(cover, "predict", recording)
-    first = SimpleNamespace(name_ids=None, token_ids=(1,), candidates=[(1,)], splits=[], insertions=[(3,), (1,), (2,)])
+    first = _first(token_ids=(1,), candidates=[(1,)], splits=[], insertions=[(3,), (1,), (2,)])
     aset.build_alias_set(None, IMAGES, _Feats(), "a or b", load_config(overrides={"set_level": 0}), 0, first)
     lean = [(p, t) for p, t in calls if t.max_dets == 0]
     assert len(lean) == 1 and set(lean[0][0]) == {(3,), (2,)}  # (1,) was already predicted in full
@@ -140,3 +140,24 @@ def test_lean_thresholds_keep_the_same_detections_above_the_floor():
             assert len(f.scores) > len(g.scores)  # every query kept in full, a few in lean
             n_lean += len(g.scores)
     assert n_lean > 0  # some detections pass the floor
+
+
+def test_no_pairs_for_a_name_the_model_does_not_know(monkeypatch):
+    """A never-trained (renamed) name finds nothing on train: its insertions are not scored, and the
+    residual search runs as without pairs; a known name's are."""
+    calls = []
+    _fake_world(monkeypatch, calls)
+    cfg = load_config(overrides={"set_level": 0})
+    for name_ap, paired in ((0.0, False), (0.04, False), (0.05, True), (0.3, True)):
+        first = SimpleNamespace(
+            name_ids=None,
+            name_train_metrics=SimpleNamespace(ap=name_ap),  # only its AP is read
+            token_ids=(1,),
+            candidates=[(1,)],
+            splits=[],
+            insertions=[(3,), (1,), (2,)],
+        )
+        calls.clear()
+        res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", cfg, 0, first)
+        assert (res.insertions == 3) == paired, name_ap
+        assert (len(calls) == 0) == paired  # unpaired: the residual search finds the other member
