@@ -142,6 +142,10 @@ class SearchConfig:
     rerank: int = 4  # final candidates re-ranked by train-split AP (alias_opt.eval.metrics)
     rerank_tolerance: float = 0.01  # candidates within this train AP of the best: whole words, then the lowest loss win
     name_margin: float = 0.02  # the name stays the answer unless a candidate beats its train AP by more than this
+    # a name whose own train AP is below this is one the model does not know (renamed, jargon): no pairs of its
+    # insertions are scored (nothing to split; on renamed they cost 35-90 s a category and never won), and
+    # extend_depth applies to its search only (a known name is narrowed one word at a time)
+    known_name_ap: float = 0.05
     prune_tolerance: float = 0.01  # after re-ranking, drop alias tokens costing at most this train AP (-1: off)
     prune_keep_name: bool = True  # never prune the name's own tokens (the annotator's words)
     scan_size: int = 64  # shortlist singles scored by the scan phase
@@ -150,7 +154,8 @@ class SearchConfig:
     # shortlist: size and fill words screen badly alone and missed the shortlist of most renamed categories
     extend_narrowing: bool = True
     # extension levels: 1 extends each base by one token; 2 also extends the best of those by its base's
-    # tokens once more (phases.deeper_plan: the third word of a three-word concept, no new screening)
+    # tokens once more (phases.deeper_plan: the third word of a three-word concept, no new screening), for a
+    # name the model does not know (known_name_ap) only
     extend_depth: int = 1
     # ... of the screened pool's first extend_pool tokens (0: all of it, the default: on renamed seed 3131
     # the size word "large" sat at ranks 183-267 of the ~250-token pool, "hollow" up to 224)
@@ -195,9 +200,7 @@ class SearchConfig:
     # 35-45 s more a category where it runs and no pair wins (README, pairs of the name's insertions). 128, not
     # 64: on 6262 the members' colour words sat at pool ranks 65-83 ("rose" cross, "tangerine" star). 0: off
     set_pair_tokens: int = 128
-    # ... only where the name's own train AP reaches this (a name the model does not know, renamed, finds
-    # nothing for the pairs to split; on renamed they cost 35-90 s a category and never won)
-    set_pair_name_ap: float = 0.05
+    # ... only where the model knows the name (known_name_ap)
     # a set (residual or cover) is kept only where, besides set_margin, the paired bootstrap interval (this
     # coverage, over the train images) of its train AP minus the single alias's lies above 0: a train split
     # of ~20 images rewards unions of candidates that fit it by chance; 0: the margin alone decides

@@ -257,3 +257,9 @@ def test_extend_phase_at_depth_two_scores_the_best_pair_extended_again(tiny_back
     assert extra and all(len(s) == len(best) + 1 for s in extra)  # only the best extension, extended again
     assert all(sum(t in s for t in best) == len(best) for s in extra)
     assert res.loss <= first.loss
+    assert not two.knows_name()  # random weights: the name finds nothing on train
+    # a name the model knows is narrowed one word at a time: depth 2 adds nothing for it
+    known = _ctx(tiny_backend, data, cfg=_raw(load_config(overrides={**over, "extend_depth": 2, "known_name_ap": -1})))
+    scan_phase(known)
+    assert known.knows_name() and extend_phase(known).token_ids == first.token_ids
+    assert known.obj.scored() - one.obj.scored() <= {known.name_seq}

@@ -362,10 +362,10 @@ def build_alias_set(
     sets_on = bool(cfg.set_pool) and cfg.max_aliases > 1
     broad = sets_on and wants_split(metrics[single], cfg.set_cluster_precision)
     missed = not residual_plan(images, preds[single], cfg.set_min_uncovered, thresholds).reason
-    # ... and only where the model knows the name (its train AP reaches set_pair_name_ap): a never-trained
+    # ... and only where the model knows the name (its train AP reaches known_name_ap): a never-trained
     # name (renamed) finds nothing, so its insertions have nothing to split (renamed 4646: no pair ever won)
     name_m = first.name_train_metrics
-    known = name_m is None or not ap_of(name_m) < cfg.set_pair_name_ap
+    known = name_m is None or not ap_of(name_m) < cfg.known_name_ap
     paired = sets_on and bool(first.insertions) and (broad or missed) and known
     covered, skip = None, ""
     if paired:

@@ -216,6 +216,15 @@ class SearchContext:
             obj.charge(k * obj.n_images)
         return [self._metrics.get(tuple(s)) for s in seqs]
 
+    def knows_name(self) -> bool:
+        """Whether the model knows the category name: its train AP (memoized; the re-ranking scores the
+        name anyway) reaches ``cfg.known_name_ap``. False without a usable name; True where the budget
+        cannot pay for the check (nothing is assumed unknown on no evidence)."""
+        if self.name_seq is None:
+            return False
+        m = self.train_metrics([self.name_seq])[0]
+        return m is None or metric_ap(m) >= self.cfg.known_name_ap
+
     def narrowing(self, base: Seq, n: int, head: int = 0) -> list[int]:
         """The ``n`` tokens of the screened pool (its first ``head``; 0: all of it) that best narrow
         ``base`` when placed beside it ("large" + "red", "red" + "star"), by the better screening loss of

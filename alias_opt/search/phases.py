@@ -124,7 +124,8 @@ def extend_phase(ctx: SearchContext) -> PhaseResult | None:
     ("red circle" -> "large red circle", "solid star" -> "solid blue star") is one candidate. The name is
     extended by the scanned shortlist (screened as qualifiers of the name), a single by the pool's tokens
     that best narrow it (``SearchContext.narrowing``; with ``extend_narrowing``, else the shortlist too);
-    None when ``extend_bases`` is 0."""
+    with ``extend_depth`` 2 and a name the model does not know, the best extension is extended once more
+    (``deeper_plan``). None when ``extend_bases`` is 0."""
     s = ctx.cfg
     if not s.extend_bases:
         return None
@@ -138,7 +139,8 @@ def extend_phase(ctx: SearchContext) -> PhaseResult | None:
         ]
         timer = PhaseTimer(ctx.obj, "extend")
         first = extend_each(ctx.obj, plan, ctx.filt)
-        second = deeper_plan(first.token_ids, plan, s.max_len) if s.extend_depth > 1 else []
+        deeper = s.extend_depth > 1 and not ctx.knows_name()
+        second = deeper_plan(first.token_ids, plan, s.max_len) if deeper else []
         if not second:
             return first
         with until_spent():
