@@ -298,3 +298,21 @@ def test_max_aliases_validated():
     with pytest.raises(ValueError, match="max_aliases"):
         load_config(overrides={"max_aliases": 0})
     assert load_config().max_aliases == 3
+
+
+def test_residual_searches_add_no_third_word(monkeypatch):
+    """A residual search runs on the targets the single alias missed, where the name finds little: it
+    would count as a name the model does not know, so ``extend_depth`` is 1 there whatever the config."""
+    _fake_world(monkeypatch, [])
+    seen = []
+    fake = aset.search
+
+    def search(backend, images, feats, name, cfg, seed, indexes=None, on_step=None):
+        seen.append(cfg.extend_depth)
+        return fake(backend, images, feats, name, cfg, seed, indexes, on_step)
+
+    monkeypatch.setattr(aset, "search", search)
+    first = _first(token_ids=(1,), candidates=[(1,)], splits=[], insertions=[])
+    cfg = load_config(overrides={"max_aliases": 2, "set_level": 0, "extend_depth": 2})
+    aset.build_alias_set(None, IMAGES, _Feats(), "a or b", cfg, 0, first)
+    assert seen == [1] and cfg.extend_depth == 2  # the caller's config is left as it was

@@ -51,7 +51,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -394,7 +394,7 @@ def build_alias_set(
             plan.images,
             feats.select(plan.index),
             name,
-            cfg,
+            replace(cfg, extend_depth=1),  # the name finds little on the missed targets: no third word for it
             round_seed(seed, n),
             indexes=indexes,
             on_step=tagged(on_step, f"set{n}:"),
