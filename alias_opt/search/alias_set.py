@@ -62,6 +62,7 @@ from alias_opt.eval.matching import hungarian_match, iou_matrix
 from alias_opt.eval.metrics import DEFAULT_THRESHOLDS, ImagePredictions, PromptMetrics, Thresholds, coco_matches
 from alias_opt.eval.predict import predict
 from alias_opt.search.clusters import ClusterSearch, ClusterSplit
+from alias_opt.search.context import known_name
 from alias_opt.search.cover import (
     CoverStep,
     Preds,
@@ -364,8 +365,7 @@ def build_alias_set(
     missed = not residual_plan(images, preds[single], cfg.set_min_uncovered, thresholds).reason
     # ... and only where the model knows the name (its train AP reaches known_name_ap): a never-trained
     # name (renamed) finds nothing, so its insertions have nothing to split (renamed 4646: no pair ever won)
-    name_m = first.name_train_metrics
-    known = name_m is None or not ap_of(name_m) < cfg.known_name_ap
+    known = known_name(first.name_train_metrics, cfg.known_name_ap)
     paired = sets_on and bool(first.insertions) and (broad or missed) and known
     covered, skip = None, ""
     if paired:

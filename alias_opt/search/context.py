@@ -222,8 +222,7 @@ class SearchContext:
         cannot pay for the check (nothing is assumed unknown on no evidence)."""
         if self.name_seq is None:
             return False
-        m = self.train_metrics([self.name_seq])[0]
-        return m is None or metric_ap(m) >= self.cfg.known_name_ap
+        return known_name(self.train_metrics([self.name_seq])[0], self.cfg.known_name_ap)
 
     def narrowing(self, base: Seq, n: int, head: int = 0) -> list[int]:
         """The ``n`` tokens of the screened pool (its first ``head``; 0: all of it) that best narrow
@@ -248,6 +247,12 @@ class SearchContext:
     def restarting(self) -> bool:
         """Whether the running phase should restart until the budget is spent (the last phase, budgeted)."""
         return bool(self.budget) and self.last
+
+
+def known_name(m: PromptMetrics | None, min_ap: float) -> bool:
+    """Whether a name with train metrics ``m`` is one the model knows (its AP reaches ``min_ap``);
+    True where ``m`` is missing (not scored: nothing is assumed unknown on no evidence)."""
+    return m is None or metric_ap(m) >= min_ap
 
 
 def metric_ap(m: PromptMetrics) -> float:
