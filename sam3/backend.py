@@ -303,8 +303,9 @@ class Sam3Backend:
                 called per batch with its outputs before masks are computed (``out.scores()`` and
                 the rest are there) and the batch's slice of the pairs: only the selected queries'
                 masks are computed and returned (``GroundingOutput.mask_index`` says whose), so
-                memory does not grow with the queries a caller discards. Selected masks equal the
-                corresponding rows of the full ones.
+                memory does not grow with the queries a caller discards, and the pixel decoder runs
+                only for the pairs with a selected query (the others' ``semantic_logits`` are NaN).
+                Selected masks equal the corresponding rows of the full ones.
 
         Returns:
             GroundingOutput with leading dim (B,).
@@ -392,31 +393,54 @@ class Sam3Backend:
             decoder_hidden_states=dec.intermediate_hidden_states, text_features=enc.text_features, text_mask=text_mask
         ).squeeze(-1)
         queries = dec.intermediate_hidden_states[-1]
-        pixels = self._pixel_embed(levels, enc.last_hidden_state, grid, feats, text_mask)
         md = m.mask_decoder
-        instance = md.instance_projection(pixels)
-        semantic = md.semantic_projection(pixels)
-        del pixels
         embeds = md.mask_embedder(queries)
         out = GroundingOutput(
-            mask_logits=instance.new_zeros(0),
+            mask_logits=embeds.new_zeros(0),
             query_logits=logits[-1],
             presence_logits=dec.presence_logits[-1].squeeze(-1),
-            semantic_logits=semantic.squeeze(1),
+            semantic_logits=embeds.new_zeros(0),
             boxes=boxes[-1],
         )
-        if masks is None:
+        want = None
+        if masks is not None:
+            want = torch.as_tensor(masks(out, pairs if pairs is not None else slice(0, len(p_idx))))
+            if want.shape != logits.shape[1:]:
+                raise ValueError(f"mask selection must be a (pairs, queries) = {tuple(logits.shape[1:])} bool tensor")
+            want = want.to(embeds.device).bool()
+        # with a selection, the pixel decoder (most of a pair's cost) runs only for the pairs with a selected
+        # query (a lean prediction keeps the detections above a score: most pairs have none); the others'
+        # semantic logits are NaN
+        run = None if want is None or bool(want.any(1).all()) else want.any(1).nonzero().flatten()  # (b,)
+        hidden = enc.last_hidden_state
+        if run is not None and run.numel():
+            levels = _PairLevels(images.fpn, i_idx.index_select(0, run.to(i_idx.device)), self.device, self.dtype)
+        if run is not None:
+            hidden, feats, text_mask = hidden[run], feats[run], text_mask[run]
+        fine = tuple(images.fpn[0].shape[-2:])
+        if hidden.shape[0]:
+            pixels = self._pixel_embed(levels, hidden, grid, feats, text_mask)
+            instance = md.instance_projection(pixels)  # (b, C, h, w)
+            semantic = md.semantic_projection(pixels).squeeze(1)  # (b, h, w)
+            del pixels
+        else:
+            instance = semantic = embeds.new_zeros((0, *fine))
+        if run is None:
+            out.semantic_logits = semantic
+        else:
+            out.semantic_logits = embeds.new_full((len(p_idx), *fine), float("nan"), dtype=semantic.dtype)
+            out.semantic_logits[run] = semantic
+        if want is None:
             out.mask_logits = torch.einsum("bqc,bchw->bqhw", embeds, instance)
             return out
-        want = torch.as_tensor(masks(out, pairs if pairs is not None else slice(0, len(p_idx))), device=embeds.device)
-        if want.shape != logits.shape[1:]:
-            raise ValueError(f"mask selection must be a (pairs, queries) = {tuple(logits.shape[1:])} bool tensor")
-        index = want.bool().nonzero()  # (N, 2): pair, query; ordered by pair then query
+        row_of = None if run is None else {b: j for j, b in enumerate(run.tolist())}  # pair -> row of instance
+        index = want.nonzero()  # (N, 2): pair, query; ordered by pair then query
         rows = []
         for b in index[:, 0].unique().tolist():
             q = index[index[:, 0] == b, 1]
-            rows.append(torch.einsum("bqc,bchw->bqhw", embeds[b : b + 1, q], instance[b : b + 1])[0])
-        out.mask_logits = torch.cat(rows) if rows else instance.new_zeros((0, *instance.shape[-2:]))
+            j = b if row_of is None else row_of[b]
+            rows.append(torch.einsum("bqc,bchw->bqhw", embeds[b : b + 1, q], instance[j : j + 1])[0])
+        out.mask_logits = torch.cat(rows) if rows else embeds.new_zeros((0, *fine), dtype=instance.dtype)
         out.mask_index = index
         return out
 

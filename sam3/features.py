@@ -71,7 +71,8 @@ class GroundingOutput:
             selected masks, row n belonging to pair ``mask_index[n, 0]`` and query ``mask_index[n, 1]``.
         query_logits: (*B, Q) per-query classification logits.
         presence_logits: (*B,) image-level presence logit of the concept.
-        semantic_logits: (*B, h, w) semantic segmentation logits.
+        semantic_logits: (*B, h, w) semantic segmentation logits (NaN for a pair none of whose queries a
+            grounding call's selection kept: its pixel decoder did not run).
         boxes: (*B, Q, 4) boxes (x0, y0, x1, y1), normalized to [0, 1].
         mask_index: None (``mask_logits`` holds every query), or (N, 2) long: (flat pair index over
             the leading dims, query index) of each row of ``mask_logits``, ordered by pair then query.

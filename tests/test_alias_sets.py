@@ -49,6 +49,7 @@ def test_merge_split_and_errors():
 
 
 # ---------------------------------------------------------------- the set builder's steps (alias_opt.search.alias_set)
+from dataclasses import replace  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 
 from alias_opt.config import load_config  # noqa: E402
@@ -167,14 +168,20 @@ def test_build_alias_set_greedy_on_hand_made_masks(monkeypatch):
     assert info["kept"] and info["built"][1] == {"token_ids": [2], "text": "t2"} and info["set_backward_passes"] == 1
 
 
-def test_build_alias_set_keeps_one_alias_below_the_margin(monkeypatch):
-    _fake_world(monkeypatch, [])
+def test_a_residual_pick_below_the_margin_is_not_taken_and_no_round_follows(monkeypatch):
+    """A member must earn its place: the residual search's pick (2,) raises the set's train AP from 0.505
+    to 1.0, not by more than set_margin 0.6, so it is not taken and no second residual search runs."""
+    calls = []
+    _fake_world(monkeypatch, calls)
     first = _first(token_ids=(1,), candidates=[(1,)], splits=[], insertions=[])
-    cfg = load_config(overrides={"max_aliases": 2, "set_margin": 0.6})  # 1.0 does not beat 0.505 + 0.6
+    cfg = load_config(overrides={"max_aliases": 3, "set_margin": 0.6, "set_level": 0})
     res = aset.build_alias_set(None, IMAGES, _Feats(), None, cfg, seed=0, first=first)
-    assert not res.kept and res.members == [(1,)] and res.built == [(1,), (2,)]
-    assert res.metrics.ap == pytest.approx(MAX_AP_HALF) and res.built_ap == pytest.approx(1.0)
-    assert len(res.rounds) == 1  # max_aliases 2: one round
+    assert not res.kept and res.members == [(1,)] and res.built == [(1,)]
+    assert res.metrics.ap == pytest.approx(MAX_AP_HALF) and res.built_ap == pytest.approx(MAX_AP_HALF)
+    assert len(calls) == 1 and len(res.rounds) == 1 and res.rounds[0].searched and res.rounds[0].pick is None
+    assert "by more than 0.6" in res.rounds[0].stop
+    taken = aset.build_alias_set(None, IMAGES, _Feats(), None, replace(cfg, set_margin=0.4), seed=0, first=first)
+    assert taken.rounds[0].pick == (2,) and taken.built == [(1,), (2,)] and taken.kept  # +0.495 > 0.4
 
 
 def test_a_set_addition_loses_its_inert_tokens(monkeypatch):
