@@ -201,6 +201,10 @@ class SearchConfig:
     # 64: on 6262 the members' colour words sat at pool ranks 65-83 ("rose" cross, "tangerine" star). 0: off
     set_pair_tokens: int = 128
     # ... only where the model knows the name (known_name_ap)
+    # where the pairs' cover set ran and did not win, the residual searches still run (True) or not: after a
+    # losing pairs cover set they found no member on policy 8181 (6 categories) and demo 2024 (2): their best
+    # pick never raised the set's train AP by more than set_margin, at ~45 s each (fast.json: off)
+    set_residual_after_pairs: bool = True
     # a set (residual or cover) is kept only where, besides set_margin, the paired bootstrap interval (this
     # coverage, over the train images) of its train AP minus the single alias's lies above 0: a train split
     # of ~20 images rewards unions of candidates that fit it by chance; 0: the margin alone decides

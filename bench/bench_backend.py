@@ -2,7 +2,9 @@
 
 (a) cached + batched ``ground`` over P x I prompt-image pairs vs a naive per-pair full
     ``Sam3Model`` forward from pixels (what an uncached, unbatched search pays per candidate);
-(b) truncated vs full-length (32) text encoding.
+(b) truncated vs full-length (32) text encoding;
+(c) masks of every query vs a lean selection (the queries above a score, as the pair estimate predicts
+    a name's insertions): the pixel decoder runs only for the pairs with a selected query.
 
     python bench/bench_backend.py --model random:toy --prompts 16 --images 8
     python bench/bench_backend.py --model random:full --device cuda --prompts 32 --images 8   # GPU
@@ -54,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokens", type=int, default=3, help="alias tokens per prompt")
     ap.add_argument("--naive-pairs", type=int, default=8, help="pairs timed for the naive path (extrapolated)")
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats (median)")
+    ap.add_argument(
+        "--lean-score",
+        type=float,
+        default=0.05,
+        help="(c) a lean selection keeps the queries scoring above this (the pair estimate's COVER_MIN_SCORE)",
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -89,6 +97,19 @@ def main(argv: list[str] | None = None) -> int:
 
         t_naive = timed(naive, dev, max(1, args.repeats - 1)) / n_naive * pairs
 
+        # (c) masks for selected queries only: every query (a full prediction) vs those above a score (a lean
+        # one), where the pixel decoder runs only for the pairs with a selected query
+        def every(out, sl):
+            return torch.ones_like(out.query_logits, dtype=torch.bool)
+
+        def lean(out, sl):
+            return out.scores() > args.lean_score
+
+        encoded = b.encode_text(ids=(ids, mask))
+        with_sel = int((b.ground(encoded, feats).scores() > args.lean_score).any(-1).sum())
+        t_every = timed(lambda: b.ground(encoded, feats, masks=every), dev, args.repeats)
+        t_lean = timed(lambda: b.ground(encoded, feats, masks=lean), dev, args.repeats)
+
         full = b.model.get_text_features
         t_text_trunc = timed(lambda: b.encode_text(ids=(ids, mask)), dev, args.repeats)
         t_text_full = timed(lambda: full(input_ids=ids32, attention_mask=mask32), dev, args.repeats)
@@ -110,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         "text_truncated_ms": 1000 * t_text_trunc,
         "text_full32_ms": 1000 * t_text_full,
         "speedup_truncated_text": t_text_full / t_text_trunc,
+        "lean_pairs_with_a_selection": with_sel,
+        "ms_per_pair_every_query": 1000 * t_every / pairs,
+        "ms_per_pair_lean": 1000 * t_lean / pairs,
+        "speedup_lean": t_every / t_lean,
     }
     print(f"model {args.model} on {dev} ({b.dtype}); P={P} prompts x I={I} images = {pairs} pairs")
     print(f"(a) naive per-pair forward from pixels: {res['ms_per_pair_naive']:.2f} ms/pair")
@@ -121,6 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"(b) text encoding of {P} prompts: full 32 tokens {res['text_full32_ms']:.2f} ms, "
         f"truncated to {ids.shape[1]} {res['text_truncated_ms']:.2f} ms: {res['speedup_truncated_text']:.1f}x"
+    )
+    print(
+        f"(c) masks of every query {res['ms_per_pair_every_query']:.2f} ms/pair, of those above "
+        f"{args.lean_score:g} {res['ms_per_pair_lean']:.2f} ms/pair: {res['speedup_lean']:.1f}x "
+        f"({with_sel} of {pairs} pairs have one: the pixel decoder runs for those only)"
     )
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))

@@ -161,3 +161,20 @@ def test_no_pairs_for_a_name_the_model_does_not_know(monkeypatch):
         res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", cfg, 0, first)
         assert (res.insertions == 3) == paired, name_ap
         assert (len(calls) == 0) == paired  # unpaired: the residual search finds the other member
+
+
+def test_residual_searches_after_a_losing_pairs_cover_set_are_a_setting(monkeypatch):
+    """Where the pairs' cover set ran and did not win (here the only insertion, junk (3,), pairs with
+    nothing), the residual search still runs by default and finds the other member; with
+    set_residual_after_pairs off (the fast config's) it does not, and the single alias stays."""
+    calls = []
+    _fake_world(monkeypatch, calls)
+    first = _first(token_ids=(1,), candidates=[(1,)], splits=[], insertions=[(3,)])
+    on = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", load_config(overrides={"set_level": 0}), 0, first)
+    assert on.insertions == 1 and on.pairs == [] and len(calls) == 1 and on.kept and on.members == [(1,), (2,)]
+    calls.clear()
+    cfg = load_config(overrides={"set_level": 0, "set_residual_after_pairs": False})
+    off = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", cfg, 0, first)
+    assert calls == [] and off.rounds == [] and "set_residual_after_pairs off" in off.rounds_skipped
+    assert not off.kept and off.members == [(1,)]
+    assert load_config("configs/fast.json").set_residual_after_pairs is False

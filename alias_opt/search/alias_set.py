@@ -35,7 +35,8 @@ or misses enough train targets for a residual search (a union's member found alo
 takes the members of the best pairs of the name's insertions of the pool's first ``cfg.set_pair_tokens`` (128)
 tokens, each scored on all train images and paired by an estimate of the merged AP50
 (``alias_opt.search.pairs``: "star navy | star rose" for a "star" annotated on blue and pink stars), and
-that cover set is built *first*: where it already wins (margin and bootstrap), no residual round runs.
+that cover set is built *first*: where it already wins (margin and bootstrap), no residual round runs, nor
+where it lost and ``cfg.set_residual_after_pairs`` is off (the fast config's).
 The cover set and its pool live in ``alias_opt.search.cover``.
 Its members lose their inert tokens as the rounds' picks do; the better of the two sets (train AP) is
 the one built. A cover of one alias is a set too: the pool is scored on train anyway, and its best alias
@@ -254,7 +255,8 @@ class AliasSetResult:
             whose members joined the cover pool, each with its estimate ([] unless the single alias was too
             broad, train precision below ``cfg.set_cluster_precision``, or missed enough train targets for a
             residual search); insertions: how many were scored.
-        rounds_skipped: why no residual round ran ("" where they ran): the cover set with the pairs won.
+        rounds_skipped: why no residual round ran ("" where they ran): the cover set with the pairs won, or
+            it ran and ``cfg.set_residual_after_pairs`` is off.
         set_vs_single: the built set's train AP minus the single alias's with its bootstrap interval (None
             if not checked: no set, not past ``margin``, or ``set_level`` 0).
         kept: the set beat the single alias by more than ``margin`` (``cfg.set_margin``) and by a paired
@@ -382,6 +384,8 @@ def build_alias_set(
         )
         if won:
             skip = "the cover set with the pairs of the name's insertions already wins"
+        elif not cfg.set_residual_after_pairs:
+            skip = "the pairs of the name's insertions were tried (set_residual_after_pairs off)"
     for n in range(1, cfg.max_aliases if not skip else 1):
         current = [preds[s] for s in chosen]
         plan = residual_plan(images, merged(current, thresholds), cfg.set_min_uncovered, thresholds)
