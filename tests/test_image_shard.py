@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -76,9 +77,13 @@ def test_two_processes_share_one_category(tmp_path):
         mp.spawn(_worker, args=(2, port, str(tmp_path), out), nprocs=2, join=True)
         res = dict(out)
     assert res[0]["shard"] == (0, 2) and res[1]["shard"] == (1, 2)
-    for rank in (0, 1):  # each pair computed by one rank, summed with zeros: losses exactly equal
-        assert res[rank]["full"] == alone["full"] and res[rank]["sub"] == alone["sub"]
-        assert res[rank]["loss"] == alone["loss"]
+    # each pair computed by one rank, summed with zeros: the losses equal one process's up to float rounding
+    # (a rank's pair batches hold its pairs only, and some CPUs' kernels round batch-dependently: on an EPYC
+    # the gradient pass's loss differed by 2e-7 relative; no-grad losses came out bitwise equal there)
+    for rank in (0, 1):
+        assert res[rank]["full"] == pytest.approx(alone["full"], rel=1e-6, abs=0)
+        assert res[rank]["sub"] == pytest.approx(alone["sub"], rel=1e-6, abs=0)
+        assert res[rank]["loss"] == pytest.approx(alone["loss"], rel=1e-6, abs=0)
         # gradients: the per-image contributions are summed in another order
         torch.testing.assert_close(res[rank]["grad"], alone["grad"], rtol=1e-4, atol=1e-6)
     assert float(alone["grad"].abs().max()) > 1e-4  # the comparison compares something
