@@ -305,7 +305,8 @@ class Sam3Backend:
                 masks are computed and returned (``GroundingOutput.mask_index`` says whose), so
                 memory does not grow with the queries a caller discards, and the pixel decoder runs
                 only for the pairs with a selected query (the others' ``semantic_logits`` are NaN).
-                Selected masks equal the corresponding rows of the full ones.
+                Selected masks equal the corresponding rows of the full ones (up to float rounding
+                where the pixel decoder ran on fewer pairs than the batch holds).
 
         Returns:
             GroundingOutput with leading dim (B,).
@@ -413,10 +414,10 @@ class Sam3Backend:
         # semantic logits are NaN
         run = None if want is None or bool(want.any(1).all()) else want.any(1).nonzero().flatten()  # (b,)
         hidden = enc.last_hidden_state
-        if run is not None and run.numel():
-            levels = _PairLevels(images.fpn, i_idx.index_select(0, run.to(i_idx.device)), self.device, self.dtype)
         if run is not None:
             hidden, feats, text_mask = hidden[run], feats[run], text_mask[run]
+            if run.numel():
+                levels = _PairLevels(images.fpn, i_idx.index_select(0, run.to(i_idx.device)), self.device, self.dtype)
         fine = tuple(images.fpn[0].shape[-2:])
         if hidden.shape[0]:
             pixels = self._pixel_embed(levels, hidden, grid, feats, text_mask)
