@@ -9,7 +9,8 @@ For each (variant, world seed): generate the world-v2 dataset, run discovery as 
     renamed    share of categories with alias AP >= 0.9 x the oracle's
     named      categories whose alias loses to the name by more than 0.02 held-out AP
     composite  share of categories whose alias set beats its best single alias on held-out AP
-    all        positive held-out images per category (min, median): a verdict needs >= 10
+    all        positive held-out images per category (min, median): a verdict needs >= 10, so each
+               world is topped up with images of its short categories (``--min-positives``)
 
     python bench/world_v2_discovery.py --model results/toy_v2/model --variants policy,renamed \\
         --seeds 4242,9090 --images 240 --config configs/fast.json --threads 1
@@ -95,6 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default="policy,renamed,named", help="comma-separated world-v2 variants")
     ap.add_argument("--seeds", default="4242", help="comma-separated world seeds (held out: never tuned on)")
     ap.add_argument("--images", type=int, default=240, help="images per generated world")
+    ap.add_argument(
+        "--min-positives",
+        type=int,
+        default=20,
+        help="top each world up with images of its short categories until every category has this many "
+        "positive images (20: >= 10 held out at the 50/50 split; 0: exactly --images images)",
+    )
     ap.add_argument("--config", default=str(REPO / "configs" / "fast.json"), help="discovery config JSON")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "world_v2_discovery", help="datasets and runs")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -116,9 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"model": args.model, "fingerprint": backend.fingerprint, "config": args.config, "runs": {}}
     for variant in args.variants.split(","):
         for seed in [int(s) for s in args.seeds.split(",")]:
-            data = args.out / f"{variant}_s{seed}_n{args.images}"
+            top_up = f"_p{args.min_positives}" if args.min_positives else ""
+            data = args.out / f"{variant}_s{seed}_n{args.images}{top_up}"
             if not (data / "annotations.json").is_file():
-                world2.write_dataset(data, variant, args.images, seed)
+                world2.write_dataset(data, variant, args.images, seed, min_positives=args.min_positives)
             t0 = time.perf_counter()
             cats = None
             if args.categories:
@@ -130,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             rows = summarize(result)["rows"]
             for r in rows:
                 print(category_line(r), flush=True)
-            res = {**score_rows(variant, rows), "wall_s": round(time.perf_counter() - t0, 1)}
+            n_images = len(json.loads((data / "annotations.json").read_text())["images"])
+            res = {**score_rows(variant, rows), "images": n_images, "wall_s": round(time.perf_counter() - t0, 1)}
             report["runs"][f"{variant}/{seed}"] = res
             print(json.dumps({f"{variant}/{seed}": res}), flush=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=2))

@@ -100,6 +100,34 @@ def test_dataset_deterministic_and_coco(tmp_path):
     assert json.loads(other.read_text())["annotations"] != json.loads(a.read_text())["annotations"]
 
 
+def test_min_positives_tops_up_short_categories_after_the_plain_world(tmp_path):
+    plain = json.loads(world2.write_dataset(tmp_path / "a", "named", 8, seed=5).read_text())
+    path = world2.write_dataset(tmp_path / "b", "named", 8, seed=5, min_positives=3)
+    topped = json.loads(path.read_text())
+    per_cat: dict[int, set] = {}
+    for a in topped["annotations"]:
+        per_cat.setdefault(a["category_id"], set()).add(a["image_id"])
+    plain_pos = {
+        c["id"]: len({a["image_id"] for a in plain["annotations"] if a["category_id"] == c["id"]})
+        for c in plain["categories"]
+    }
+    assert min(plain_pos.values()) < 3  # the plain 8-image world is short somewhere
+    assert len(per_cat) == 20 and min(len(v) for v in per_cat.values()) >= 3
+    # the first 8 images are the plain world's, with the same annotations
+    assert topped["images"][:8] == plain["images"]
+    assert [a for a in topped["annotations"] if a["image_id"] <= 8] == plain["annotations"]
+    # every top-up image holds a positive; more images were drawn than kept
+    extra = topped["images"][8:]
+    assert extra and all(any(i["id"] in v for v in per_cat.values()) for i in extra)
+    assert topped["info"]["images_drawn"] > len(topped["images"]) and topped["info"]["min_positives"] == 3
+    assert "min_positives" not in plain["info"]
+    again = json.loads(world2.write_dataset(tmp_path / "c", "named", 8, seed=5, min_positives=3).read_text())
+    assert again == topped  # deterministic
+    _coco(path)
+    with pytest.raises(ValueError, match="min_positives"):
+        world2.write_dataset(tmp_path / "d", "named", 8, seed=5, min_positives=-1)
+
+
 def test_variants_names_and_oracles(tmp_path):
     named, renamed, nameless = (world2.categories(v, 5) for v in ("named", "renamed", "nameless"))
     assert len(named) == 20 and sorted(len(c.clauses[0]) for c in named).count(4) == 3

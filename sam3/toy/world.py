@@ -318,14 +318,22 @@ def main(argv: list[str] | None = None) -> None:
         choices=sorted(render.STYLES),
         help="v2 only: nuisance ranges; 'shifted' lies outside the training ranges",
     )
+    ap.add_argument(
+        "--min-positives",
+        type=int,
+        default=0,
+        help="v2 only: draw more images of the same stream, keeping those that hold a category with fewer "
+        "positive images, until every category has this many (0: exactly --images images)",
+    )
     args = ap.parse_args(argv)
     if args.world == "v2":
-        path = world2.write_dataset(args.out, args.variant, args.images, args.seed, args.style)
-    elif args.variant not in VARIANTS or args.style != "train":
-        ap.error(f"--world v1 has the variants {', '.join(VARIANTS)} and only --style train")
+        path = world2.write_dataset(args.out, args.variant, args.images, args.seed, args.style, args.min_positives)
+    elif args.variant not in VARIANTS or args.style != "train" or args.min_positives:
+        ap.error(f"--world v1 has the variants {', '.join(VARIANTS)}, only --style train and no --min-positives")
     else:
         path = write_dataset(args.out, args.variant, args.images, args.seed)
-    print(f"wrote {args.images} images and {path}")
+    n = len(json.loads(Path(path).read_text())["images"])
+    print(f"wrote {n} images and {path}")
 
 
 if __name__ == "__main__":

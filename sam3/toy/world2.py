@@ -176,48 +176,79 @@ def encode_rle(mask: np.ndarray) -> dict:
     return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
+def _render(
+    table: list[Category], seed: int, stream: str, i: int, style: str
+) -> tuple[np.ndarray, list[tuple[dict, np.ndarray, list[int]]]]:
+    """Dataset image ``i`` of a world: its pixels (H, W, 3) and, per instance, its attributes, mask
+    (H, W) and the ids of the categories it is annotated under."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, IMAGE_STREAM, VARIANTS.index(stream), i]))
+    img = render.render_image(rng, plan_image(rng, table, render.STYLES[style]), render.STYLES[style])
+    return img.rgb, [(inst.attrs, inst.mask, [c.id for c in table if c.matches(inst.attrs)]) for inst in img.instances]
+
+
 def write_dataset(
-    out: str | Path, variant: str = "policy", images: int = 100, seed: int = 0, style: str = "train"
+    out: str | Path,
+    variant: str = "policy",
+    images: int = 100,
+    seed: int = 0,
+    style: str = "train",
+    min_positives: int = 0,
 ) -> Path:
     """Write ``images`` world-v2 images (PNG) and ``annotations.json`` (COCO, RLE masks) to ``out``.
 
     named, renamed and nameless share their images (same table); the other variants draw their own.
+    With ``min_positives``, images ``images``, ``images + 1``, ... of the same stream follow, each kept
+    only if it holds an instance of a category with fewer than ``min_positives`` positive images, until
+    every category has that many (a benchmark's rare categories topped up; the first ``images`` images
+    are those of the plain world). ``info`` records how many images were drawn.
 
     Returns:
         the path of annotations.json.
     """
     if style not in render.STYLES:
         raise ValueError(f"unknown style {style!r}; choose from {', '.join(render.STYLES)}")
+    if images < 1 or min_positives < 0:
+        raise ValueError(f"need images >= 1 and min_positives >= 0 (got {images}, {min_positives})")
     out = Path(out)
     img_dir = out / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
     table = categories(variant, seed)
     stream = {"renamed": "named", "nameless": "named"}.get(variant, variant)
+    positives = dict.fromkeys((c.id for c in table), 0)  # category id -> positive images so far
     coco_images, annotations = [], []
-    for i in range(images):
-        rng = np.random.default_rng(np.random.SeedSequence([seed, IMAGE_STREAM, VARIANTS.index(stream), i]))
-        img = render.render_image(rng, plan_image(rng, table, render.STYLES[style]), render.STYLES[style])
-        h, w = img.rgb.shape[:2]
-        name = f"{i:06d}.png"
-        Image.fromarray(img.rgb).save(img_dir / name)
-        coco_images.append({"id": i + 1, "file_name": f"images/{name}", "width": w, "height": h})
-        for inst in img.instances:
-            rle = encode_rle(inst.mask)
+    i, limit = 0, images + 50 * max(images, 100) * (min_positives > 0)
+    while i < images or min(positives.values()) < min_positives:
+        if i >= limit:
+            short = {c.name: positives[c.id] for c in table if positives[c.id] < min_positives}
+            raise RuntimeError(f"{i} images drawn and still fewer than {min_positives} positive images: {short}")
+        rgb, instances = _render(table, seed, stream, i, style)
+        cats = {cid for _, _, ids in instances for cid in ids}
+        i += 1
+        if i > images and not any(positives[cid] < min_positives for cid in cats):
+            continue  # a top-up image must help a short category
+        for cid in cats:
+            positives[cid] += 1
+        h, w = rgb.shape[:2]
+        image_id = len(coco_images) + 1
+        name = f"{i - 1:06d}.png"
+        Image.fromarray(rgb).save(img_dir / name)
+        coco_images.append({"id": image_id, "file_name": f"images/{name}", "width": w, "height": h})
+        for attrs, mask, ids in instances:
+            rle = encode_rle(mask)
             bbox = [float(v) for v in mask_utils.toBbox(rle)]
-            for cat in table:
-                if cat.matches(inst.attrs):
-                    annotations.append(
-                        {
-                            "id": len(annotations) + 1,
-                            "image_id": i + 1,
-                            "category_id": cat.id,
-                            "segmentation": rle,
-                            "area": float(inst.mask.sum()),
-                            "bbox": bbox,
-                            "iscrowd": 0,
-                            "attributes": dict(inst.attrs),
-                        }
-                    )
+            for cid in ids:
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": image_id,
+                        "category_id": cid,
+                        "segmentation": rle,
+                        "area": float(mask.sum()),
+                        "bbox": bbox,
+                        "iscrowd": 0,
+                        "attributes": dict(attrs),
+                    }
+                )
     data = {
         "info": {
             "description": f"sam3-alias shapes world v2, variant {variant}",
@@ -225,6 +256,7 @@ def write_dataset(
             "seed": seed,
             "variant": variant,
             "style": style,
+            **({"min_positives": min_positives, "images_drawn": i} if min_positives else {}),
         },
         "licenses": [],
         "images": coco_images,
