@@ -223,14 +223,14 @@ def write_dataset(
             raise RuntimeError(f"{i} images drawn and still fewer than {min_positives} positive images: {short}")
         rgb, instances = _render(table, seed, stream, i, style)
         cats = {cid for _, _, ids in instances for cid in ids}
-        i += 1
-        if i > images and not any(positives[cid] < min_positives for cid in cats):
+        drawn, i = i, i + 1  # drawn: this image's index in the stream; i: images drawn so far
+        if drawn >= images and not any(positives[cid] < min_positives for cid in cats):
             continue  # a top-up image must help a short category
         for cid in cats:
             positives[cid] += 1
         h, w = rgb.shape[:2]
         image_id = len(coco_images) + 1
-        name = f"{i - 1:06d}.png"
+        name = f"{drawn:06d}.png"
         Image.fromarray(rgb).save(img_dir / name)
         coco_images.append({"id": image_id, "file_name": f"images/{name}", "width": w, "height": h})
         for attrs, mask, ids in instances:
