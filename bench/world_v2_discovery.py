@@ -128,19 +128,22 @@ def main(argv: list[str] | None = None) -> int:
             data = args.out / f"{variant}_s{seed}_n{args.images}{top_up}"
             if not (data / "annotations.json").is_file():
                 world2.write_dataset(data, variant, args.images, seed, min_positives=args.min_positives)
+            coco = json.loads((data / "annotations.json").read_text())
             t0 = time.perf_counter()
             cats = None
             if args.categories:
-                cats = sorted(json.loads((data / "annotations.json").read_text())["categories"], key=lambda c: c["id"])
-                cats = [c["id"] for c in cats[: args.categories]]
+                cats = [c["id"] for c in sorted(coco["categories"], key=lambda c: c["id"])[: args.categories]]
             result = run(
                 data, data / "run", cfg, model=args.model, backend=backend, resume=args.resume, categories=cats
             )
             rows = summarize(result)["rows"]
             for r in rows:
                 print(category_line(r), flush=True)
-            n_images = len(json.loads((data / "annotations.json").read_text())["images"])
-            res = {**score_rows(variant, rows), "images": n_images, "wall_s": round(time.perf_counter() - t0, 1)}
+            res = {
+                **score_rows(variant, rows),
+                "images": len(coco["images"]),
+                "wall_s": round(time.perf_counter() - t0, 1),
+            }
             report["runs"][f"{variant}/{seed}"] = res
             print(json.dumps({f"{variant}/{seed}": res}), flush=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=2))

@@ -216,7 +216,7 @@ def write_dataset(
     stream = {"renamed": "named", "nameless": "named"}.get(variant, variant)
     positives = dict.fromkeys((c.id for c in table), 0)  # category id -> positive images so far
     coco_images, annotations = [], []
-    i, limit = 0, images + 50 * max(images, 100) * (min_positives > 0)
+    i, limit = 0, images + (50 * max(images, 100) if min_positives else 0)  # limit: draws before giving up
     while i < images or min(positives.values()) < min_positives:
         if i >= limit:
             short = {c.name: positives[c.id] for c in table if positives[c.id] < min_positives}
