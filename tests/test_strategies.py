@@ -246,7 +246,7 @@ def test_extend_phase_at_depth_two_scores_the_best_pair_extended_again(tiny_back
     from alias_opt.search.phases import extend_phase, scan_phase
 
     over = {**TINY, "max_len": 3, "extend_bases": 1, "scan_size": 4}
-    one = _ctx(tiny_backend, data, cfg=_raw(load_config(overrides=over)))
+    one = _ctx(tiny_backend, data, cfg=_raw(load_config(overrides={**over, "extend_depth": 1})))
     scan_phase(one)
     first = extend_phase(one)
     two = _ctx(tiny_backend, data, cfg=_raw(load_config(overrides={**over, "extend_depth": 2})))
