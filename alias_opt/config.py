@@ -206,6 +206,14 @@ class SearchConfig:
     # losing pairs cover set they found no member on policy 8181 (6 categories) and demo 2024 (2): their best
     # pick never raised the set's train AP by more than set_margin, at ~45 s each (fast.json: off)
     set_residual_after_pairs: bool = True
+    # every member earns its place (alias_set.best_member): a member of the built set (a residual pick, a
+    # cover member) alone replaces a single answer whose train AP it beats by more than set_margin, or a kept
+    # set whose merged train AP it comes within set_margin of. No extra forwards (each member is scored on
+    # train anyway). `python bench/member_single.py` on six finished runs (design seeds): 4 answers replaced,
+    # held-out AP +0.092, +0.039, +0.251, +0.091 (renamed 9494: a residual search found "triangle solid pink"
+    # where the first search had settled on "informative kj huge", and "orange" where the kept set was
+    # "circles | orange"), none lost (policy 8181, 8383, composite 9292, renamed 9292: unchanged)
+    set_member_single: bool = True
     # a set (residual or cover) is kept only where, besides set_margin, the paired bootstrap interval (this
     # coverage, over the train images) of its train AP minus the single alias's lies above 0: a train split
     # of ~20 images rewards unions of candidates that fit it by chance; 0: the margin alone decides

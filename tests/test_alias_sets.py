@@ -120,6 +120,45 @@ def test_keep_set_margin():
     assert aset.keep_set(float("nan"), 0.1, 0.02) and not aset.keep_set(0.5, float("nan"), 0.02)
 
 
+def test_best_member_replaces_one_alias_by_a_margin_and_a_set_within_it():
+    """A member replaces a single answer only where it beats that alias's train AP by more than the
+    margin; it replaces a kept set where it alone comes within the margin of the set's merged AP."""
+    alone = {(1,): SimpleNamespace(ap=0.30), (2,): SimpleNamespace(ap=0.31), (3,): SimpleNamespace(ap=0.36)}
+    assert aset.best_member([(1,)], [(1,), (2,)], alone, 0.30, 0.02) is None  # +0.01: not past the margin
+    assert aset.best_member([(1,)], [(1,), (2,), (3,)], alone, 0.30, 0.02) == (3,)  # +0.06
+    assert aset.best_member([(1,), (2,)], [(1,), (2,)], alone, 0.40, 0.02) is None  # the set adds 0.09
+    assert aset.best_member([(1,), (3,)], [(1,), (3,)], alone, 0.37, 0.02) == (3,)  # (1,) adds 0.01
+    tied = {(4, 5): SimpleNamespace(ap=0.5), (6,): SimpleNamespace(ap=0.5), (7,): SimpleNamespace(ap=float("nan"))}
+    assert aset.best_member([(7,)], [(4, 5), (6,), (7,)], tied, float("nan"), 0.02) == (6,)  # fewer tokens
+
+
+def test_a_residual_member_better_alone_than_the_kept_set_is_the_answer(monkeypatch):
+    """The first search settled on (5,), which finds one target behind two junk detections; the residual
+    search finds (6,), which finds all four. The set (5,) | (6,) beats (5,), but (6,) alone beats the set
+    (the junk ranks first in the merge): with set_member_single the answer is (6,) alone."""
+    monkeypatch.setitem(PREDS, (5,), [pred((A1, 0.9)), pred((JUNK, 0.95)), pred(), pred((JUNK, 0.95))])
+    monkeypatch.setitem(PREDS, (6,), [pred((A1, 0.8)), pred((A2, 0.8), (B2, 0.8)), pred((B3, 0.8)), pred()])
+
+    def predict(backend, feats, images, prompts, thresholds=None):
+        return [PREDS[tuple(p)] for p in prompts]
+
+    def search(backend, images, feats, name, cfg, seed, indexes=None, on_step=None):
+        return SimpleNamespace(reranked=[SimpleNamespace(token_ids=(6,))], candidates=[(6,)], usage=Usage())
+
+    monkeypatch.setattr(aset, "predict", predict)
+    monkeypatch.setattr(cover, "predict", predict)
+    monkeypatch.setattr(aset, "search", search)
+    first = _first(token_ids=(5,), candidates=[(5,)], splits=[], insertions=[])
+    on = load_config(overrides={"max_aliases": 3, "set_level": 0, "set_member_single": True})
+    res = aset.build_alias_set(None, IMAGES, _Feats(), None, on, 0, first)
+    assert res.built == [(5,), (6,)] and res.built_ap < 0.7  # two junk detections rank first in the merge
+    assert not res.kept and res.members == [(6,)] and res.first_single == (5,)
+    assert res.metrics.ap == pytest.approx(1.0) and res.single_ap == pytest.approx(1.0)
+    assert res.to_dict(lambda s: f"t{s[0]}")["first_single"] == "t5"
+    off = aset.build_alias_set(None, IMAGES, _Feats(), None, replace(on, set_member_single=False), 0, first)
+    assert off.kept and off.members == [(5,), (6,)] and off.first_single is None
+
+
 class _Feats:
     def select(self, index):
         return ("selected", tuple(index))

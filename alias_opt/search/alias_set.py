@@ -46,6 +46,10 @@ The built set is kept only where its merged train AP beats the single alias's by
 ``cfg.set_margin`` (``keep_set``) and (``set_vs_single``) the paired bootstrap interval over train
 images of that difference lies above zero at ``cfg.set_level``: many candidates are merged on a small
 train split, so a margin alone lets a chance fit through. Otherwise the result is the single alias.
+Then every member earns its place (``best_member``, ``cfg.set_member_single``): a member alone replaces
+the answer where it beats a single alias's train AP by more than ``cfg.set_margin``, or comes within
+``cfg.set_margin`` of a kept set's (a residual search, on the missed targets, can find a better alias
+than the first search did).
 """
 
 from __future__ import annotations
@@ -193,6 +197,32 @@ def keep_set(single_ap: float, set_ap: float, margin: float) -> bool:
     return not math.isnan(set_ap) and set_ap > single + margin
 
 
+def best_member(
+    answer: Sequence[Seq], members: Sequence[Seq], alone: Mapping[Seq, PromptMetrics], answer_ap: float, margin: float
+) -> Seq | None:
+    """The member of the built set that replaces the current ``answer`` (one alias, or the kept set) alone,
+    or None. Against one alias a member must beat its train AP (``answer_ap``) by more than ``margin`` (a
+    residual search can find, on the missed targets, an alias better than the first search's: "triangle
+    solid pink" where it had settled on "informative kj huge"); against a kept set it need only come within
+    ``margin`` of the set's (the others add nothing: "circles | orange" where "orange" alone does as well).
+    Ties: the best alone, then fewer tokens, then the members' order.
+
+    Args:
+        answer: the current answer's aliases ((1) or (k)); members: the built set's ((k)).
+        alone: each member's own train metrics; answer_ap: the answer's train AP (merged for a set).
+    """
+    base = -1.0 if math.isnan(answer_ap) else answer_ap
+
+    def replaces(m: Seq) -> bool:
+        own = ap_of(alone[m])
+        return own > base + margin if len(answer) == 1 else own >= base - margin
+
+    better = [(n, m) for n, m in enumerate(members) if [m] != list(answer) and replaces(m)]
+    if not better:
+        return None
+    return min(better, key=lambda r: (-ap_of(alone[r[1]]), len(r[1]), r[0]))[1]
+
+
 def round_seed(seed: int, n: int) -> int:
     """The residual search seed of round ``n`` (1, 2, ...) of a category searched with ``seed``."""
     return (int(seed) + 7919 * n) % (1 << 32)
@@ -257,6 +287,9 @@ class AliasSetResult:
             residual search); insertions: how many were scored.
         rounds_skipped: why no residual round ran ("" where they ran): the cover set with the pairs won, or
             it ran and ``cfg.set_residual_after_pairs`` is off.
+        first_single: the first search's alias where a member of the built set alone replaced the answer
+            (``best_member``, ``cfg.set_member_single``: it beat that alias, or did as well as the kept set);
+            else None.
         set_vs_single: the built set's train AP minus the single alias's with its bootstrap interval (None
             if not checked: no set, not past ``margin``, or ``set_level`` 0).
         kept: the set beat the single alias by more than ``margin`` (``cfg.set_margin``) and by a paired
@@ -283,6 +316,7 @@ class AliasSetResult:
     insertions: int = 0
     rounds_skipped: str = ""
     set_vs_single: BootstrapDiff | None = None
+    first_single: Seq | None = None
     rounds: list[SetRound] = field(default_factory=list)
     searches: list[SearchOutcome] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
@@ -305,6 +339,7 @@ class AliasSetResult:
             "insertions": self.insertions,
             "rounds_skipped": self.rounds_skipped,
             "set_vs_single": None if self.set_vs_single is None else self.set_vs_single.to_dict(),
+            "first_single": None if self.first_single is None else decode(self.first_single),
             "rounds": [r.to_dict(decode) for r in self.rounds],
             **{f"set_{k}": v for k, v in self.usage.as_dict().items()},
             "set_wall_time": round(self.wall_time, 3),
@@ -450,6 +485,12 @@ def build_alias_set(
         if s not in metrics:
             metrics[s] = merged_metrics([preds[s]], images, thresholds)
     kept, set_diff = _set_wins(preds, single, chosen, set_metrics, metrics[single], images, cfg, seed, thresholds)
+    first_single = None
+    if cfg.set_member_single and len(chosen) > 1:  # every member earns its place, and the best alone is tried
+        answer = chosen if kept else [single]
+        better = best_member(answer, chosen, metrics, (set_metrics if kept else metrics[single]).ap, cfg.set_margin)
+        if better is not None:
+            first_single, single, kept = single, better, False
     if kept and single in chosen:  # the single alias stays first where it is a member
         chosen = [single] + [s for s in chosen if s != single]
     members = chosen if kept else [single]
@@ -471,6 +512,7 @@ def build_alias_set(
         insertions=len(first.insertions) if paired else 0,
         rounds_skipped=skip,
         set_vs_single=set_diff,
+        first_single=first_single,
         rounds=rounds,
         searches=searches,
         usage=usage,
