@@ -292,12 +292,20 @@ def test_build_alias_set_takes_the_cover_set_where_no_target_is_left(monkeypatch
     assert not off.kept and off.members == [(4,)] and off.cover == []
     # at 95% the paired bootstrap over four images cannot call the cover a win: resamples without the
     # negative image (the broad alias's only false positive) tie, so the single alias stays
-    strict = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", load_config(), 0, first)
+    strict = aset.build_alias_set(
+        None, IMAGES, _Feats(), "a or b", load_config(overrides={"set_level": 0.95}), 0, first
+    )
     assert strict.cover == [(1,), (2,)] and strict.built == [(1,), (2,)]
     assert not strict.kept and strict.members == [(4,)]
     d = strict.set_vs_single
     assert d.diff == pytest.approx(0.2, abs=0.01) and d.low == pytest.approx(0.0) and d.verdict() == "tie"
     assert strict.to_dict(str)["set_vs_single"]["level"] == 0.95
+    # so at the default 50%: (3/4)^4 = 32% of the resamples lack the negative image, more than the 25% below
+    # the middle half; at 30% coverage the interval's foot is past them and the cover is kept
+    middle = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", load_config(), 0, first)
+    assert not middle.kept and middle.set_vs_single.level == 0.5 and middle.set_vs_single.low == pytest.approx(0.0)
+    loose = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", load_config(overrides={"set_level": 0.3}), 0, first)
+    assert loose.kept and loose.members == [(1,), (2,)] and loose.set_vs_single.low > 0
 
 
 def test_a_better_single_in_the_cover_pool_replaces_the_first_alias(monkeypatch):
