@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -37,3 +38,19 @@ def open_run(args: argparse.Namespace) -> tuple[SearchConfig, Sam3Backend, list]
         seed=cfg.seed, train_fraction=cfg.train_fraction, max_negatives=cfg.max_negatives
     )
     return cfg, backend, sets
+
+
+def built_sets(run: Path, sets: list):
+    """The categories of a finished run whose set search built two or more members.
+
+    Yields:
+        (target set, the category's first alias record, the built set's token-id tuples)
+    """
+    for ts in sets:
+        path = run / "run" / "categories" / f"{ts.category_id}.json"
+        if not path.exists():
+            continue
+        rec = json.loads(path.read_text())["aliases"][0]
+        built = [tuple(b["token_ids"]) for b in (rec["extra"].get("alias_set_search") or {}).get("built", [])]
+        if len(built) >= 2:
+            yield ts, rec, built

@@ -25,7 +25,7 @@ from alias_opt.discover import encode, train_images  # noqa: E402
 from alias_opt.eval.predict import predict  # noqa: E402
 from alias_opt.search.alias_set import best_member  # noqa: E402
 from alias_opt.search.cover import ap_of, merged_metrics  # noqa: E402
-from bench.finished_run import open_run, run_parser  # noqa: E402
+from bench.finished_run import built_sets, open_run, run_parser  # noqa: E402
 
 
 def first_single(rec: dict) -> tuple[int, ...]:
@@ -44,14 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg, backend, sets = open_run(args)
     tok = backend.tokenizer
     rows = []
-    for ts in sets:
-        path = args.run / "run" / "categories" / f"{ts.category_id}.json"
-        if not path.exists():
-            continue
-        rec = json.loads(path.read_text())["aliases"][0]
-        built = [tuple(b["token_ids"]) for b in (rec["extra"].get("alias_set_search") or {}).get("built", [])]
-        if len(built) < 2:
-            continue
+    for ts, rec, built in built_sets(args.run, sets):
         single = first_single(rec)
         seqs = list(dict.fromkeys([single, *built]))
         images = train_images(ts, cfg, cfg.seed)

@@ -27,27 +27,20 @@ from alias_opt.eval.predict import predict  # noqa: E402
 from alias_opt.search.alias_set import keep_set, set_vs_single  # noqa: E402
 from alias_opt.search.cover import ap_of, merged_metrics  # noqa: E402
 from alias_opt.search.pipeline import search_seed  # noqa: E402
-from bench.finished_run import open_run, run_parser  # noqa: E402
+from bench.finished_run import built_sets, open_run, run_parser  # noqa: E402
 from bench.member_single import first_single  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = run_parser(__doc__.splitlines()[0])
-    ap.add_argument("--levels", default="0.95,0.9,0.8,0.0", help="comma-separated set_level values (0: margin alone)")
+    ap.add_argument("--levels", default="0.95,0.8,0.5,0.0", help="comma-separated set_level values (0: margin alone)")
     args = ap.parse_args(argv)
     levels = [float(x) for x in args.levels.split(",")]
     cfg, backend, sets = open_run(args)
     tok = backend.tokenizer
     rows = []
-    for ts in sets:
-        path = args.run / "run" / "categories" / f"{ts.category_id}.json"
-        if not path.exists():
-            continue
-        rec = json.loads(path.read_text())["aliases"][0]
-        search = rec["extra"].get("alias_set_search") or {}
-        built = [tuple(b["token_ids"]) for b in search.get("built", [])]
-        if len(built) < 2:
-            continue
+    for ts, rec, built in built_sets(args.run, sets):
+        search = rec["extra"]["alias_set_search"]
         single = tuple(tok.encode(search["first_single"], special=False)) if search.get("first_single") else None
         single = single or first_single(rec)
         seqs = list(dict.fromkeys([single, *built]))
