@@ -346,7 +346,7 @@ class AliasSetResult:
         }
 
 
-def _set_wins(preds, single, chosen, set_metrics, single_metrics, images, cfg, seed, thresholds):
+def set_wins(preds, single, chosen, set_metrics, single_metrics, images, cfg, seed, thresholds):
     """Whether the set ``chosen`` (merged train metrics ``set_metrics``) is kept over the single alias:
     past ``cfg.set_margin`` and, with ``cfg.set_level``, a paired bootstrap win over the train images.
 
@@ -413,7 +413,7 @@ def build_alias_set(
         usage = usage + covered.usage
         won = (
             covered.metrics is not None
-            and _set_wins(
+            and set_wins(
                 preds, single, covered.members, covered.metrics, metrics[single], images, cfg, seed, thresholds
             )[0]
         )
@@ -484,7 +484,7 @@ def build_alias_set(
     for s in chosen:
         if s not in metrics:
             metrics[s] = merged_metrics([preds[s]], images, thresholds)
-    kept, set_diff = _set_wins(preds, single, chosen, set_metrics, metrics[single], images, cfg, seed, thresholds)
+    kept, set_diff = set_wins(preds, single, chosen, set_metrics, metrics[single], images, cfg, seed, thresholds)
     first_single = None
     if cfg.set_member_single and len(chosen) > 1:  # every member earns its place, and the best alone is tried
         answer = chosen if kept else [single]
