@@ -149,6 +149,13 @@ class SearchConfig:
     prune_tolerance: float = 0.01  # after re-ranking, drop alias tokens costing at most this train AP (-1: off)
     prune_keep_name: bool = True  # never prune the name's own tokens (the annotator's words)
     scan_size: int = 64  # shortlist singles scored by the scan phase
+    # share of the scan's singles scored on all train images (the rest stay screened out). A concept's word can
+    # screen badly on the six screening images (two near-miss negatives carry half the loss: "circle" for small
+    # circles ranked 54th of the renamed 7676 pool, 3rd on all train images), so the scan scores them all
+    scan_keep: float = 1.0
+    # the scan's best singles by train loss whose train AP ranks the bases later phases extend (ranked_singles;
+    # a train AP costs a forward per train image, as a loss does); 0: all the fully scored ones
+    scan_ranked: int = 16
     extend_bases: int = 2  # evolution strategies: the name and this many best singles (train AP), each extended
     # ... a single by the screened pool's tokens that best narrow it beside it ("large" + "red"), not by the
     # shortlist: size and fill words screen badly alone and missed the shortlist of most renamed categories
@@ -255,8 +262,11 @@ class SearchConfig:
                 )
         if self.index.projection_metric not in ("l2", "cosine"):
             raise ValueError(f"index.projection_metric must be l2 or cosine; got {self.index.projection_metric!r}")
-        if not 0 < self.screen_keep <= 1:
-            raise ValueError("screen_keep must be in (0, 1]")
+        if self.scan_ranked < 0:
+            raise ValueError(f"scan_ranked must be >= 0 singles (0: all the scan scored); got {self.scan_ranked}")
+        for key in ("screen_keep", "scan_keep"):
+            if not 0 < getattr(self, key) <= 1:
+                raise ValueError(f"{key} must be in (0, 1]; got {getattr(self, key)}")
         o = self.options
         for key in ("soft_fraction", "scan_share"):
             if not 0 < getattr(o, key) < 1:

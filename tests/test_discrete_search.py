@@ -151,6 +151,23 @@ def test_memo_and_screening(obj):
     assert obj.best_loss == pytest.approx(float(np.min(losses)))
 
 
+def test_scan_keep_scores_a_larger_share_on_all_images(obj, filt):
+    n, screen = obj.n_images, len(obj.screen_idx)
+    tokens = list(range(320, 328))
+    half = scan(obj, tokens, filt, keep=0.5)  # 4 of 8 screened singles scored on all images
+    assert obj.usage().forward == 8 * screen + 4 * n
+    scored = [c for c in half.candidates if obj.loss_of(c) is not None]
+    assert len(scored) == 4 and half.candidates[:4] == scored  # fully scored first, by loss
+    assert [obj.loss_of(c) for c in scored] == sorted(obj.loss_of(c) for c in scored)
+    # the survivors are the best half by screening loss
+    by_screen = sorted(half.candidates, key=lambda c: obj.screen_loss_of(c))
+    assert set(scored) == set(by_screen[:4])
+    before = obj.usage().forward
+    scan(obj, list(range(330, 334)), filt, keep=1.0)  # keep everything: no screening pass at all
+    assert obj.usage().forward - before == 4 * n
+    assert obj.screen_cost(1.0) == screen + n and obj.screen_cost() == screen + 0.25 * n
+
+
 def test_budget_stops_phases(obj, filt, lively_backend):
     obj.set_budget(150)
     res = random_search(obj, filt, np.random.default_rng(0), batch=8, max_candidates=10_000)

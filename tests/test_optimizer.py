@@ -270,8 +270,9 @@ def test_narrowing_losses_take_the_better_side_of_the_base():
 
 
 def test_context_ranks_scanned_singles_by_train_ap_and_narrows_a_base(tiny_backend, index_dir):
-    """``ranked_singles`` after a scan: the fully scored singles by train AP (paid once), then the rest;
-    ``narrowing``: pool tokens by their better screening loss beside the base."""
+    """``ranked_singles`` after a scan: the ``scan_ranked`` best fully scored singles by train AP (paid once),
+    then the other fully scored ones by loss, then the rest; ``narrowing``: pool tokens by their better
+    screening loss beside the base."""
     from alias_opt.eval.predict import evaluate_prompts
     from alias_opt.search.context import make_context, metric_ap
     from alias_opt.search.phases import scan_phase
@@ -279,16 +280,17 @@ def test_context_ranks_scanned_singles_by_train_ap_and_narrows_a_base(tiny_backe
 
     arrays, images = synthetic_images(5, 3)
     feats = tiny_backend.encode_images(arrays)
-    ctx = make_context(tiny_backend, images, feats, None, _cfg(index_dir, max_len=3), seed=0)
+    ctx = make_context(tiny_backend, images, feats, None, _cfg(index_dir, max_len=3, scan_ranked=3), seed=0)
     ctx.results.append(scan_phase(ctx))
     full = [c for c in ctx.results[-1].candidates if ctx.obj.loss_of(c) is not None]
-    assert len(full) >= 3
+    assert len(full) >= 5 and [ctx.obj.loss_of(c) for c in full] == sorted(ctx.obj.loss_of(c) for c in full)
     before = ctx.obj.usage().forward
     ranked = ctx.ranked_singles()
-    assert ctx.obj.usage().forward - before == len(full) * ctx.obj.n_images  # one AP forward per single and image
-    aps = [metric_ap(m) for m in evaluate_prompts(tiny_backend, images, [list(c) for c in full], feats=feats)]
+    assert ctx.obj.usage().forward - before == 3 * ctx.obj.n_images  # one AP forward per ranked single and image
+    aps = [metric_ap(m) for m in evaluate_prompts(tiny_backend, images, [list(c) for c in full[:3]], feats=feats)]
     want = [full[i][0] for i in np.argsort([-a for a in aps], kind="stable")]
-    assert ranked[: len(full)] == want and sorted(ranked) == sorted(set(ranked))
+    assert ranked[:3] == want and ranked[3 : len(full)] == [c[0] for c in full[3:]]  # the rest by loss
+    assert sorted(ranked) == sorted(set(ranked))
     again = ctx.obj.usage().forward
     assert ctx.ranked_singles() == ranked and ctx.obj.usage().forward == again  # memoized
     base = (ranked[0],)

@@ -182,9 +182,10 @@ class SearchContext:
         return next((r for r in reversed(self.results) if r.phase in phases), None)
 
     def ranked_singles(self) -> list[int]:
-        """The shortlist, best single tokens first: the scan's fully scored singles by train AP (best
-        first; paid once, ``train_metrics``; by loss where the budget cannot pay), then those it screened
-        out (by screening loss), then the rest of the shortlist in its order.
+        """The shortlist, best single tokens first: the scan's ``scan_ranked`` best fully scored singles (by
+        loss) ordered by train AP (best first; paid once, ``train_metrics``; by loss where the budget cannot
+        pay), then its other fully scored ones (by loss), then those it screened out (by screening loss),
+        then the rest of the shortlist in its order.
 
         Train AP, not loss: on world v2 a token the model never learned ("gardeners", "watkins") that
         fires weakly everywhere has a lower set loss than a real word that fires on more than the targets
@@ -194,12 +195,14 @@ class SearchContext:
         if scan is None:
             return list(self.shortlist())
         if self._ranked is None or self._ranked[0] != id(scan):
-            full = [c for c in scan.candidates if self.obj.loss_of(c) is not None]
+            full = [c for c in scan.candidates if self.obj.loss_of(c) is not None]  # by loss (scan order)
+            n = self.cfg.scan_ranked or len(full)
+            head, tail = full[:n], full[n:]
             rest = [c for c in scan.candidates if c not in set(full)]
-            metrics = self.train_metrics(full)
+            metrics = self.train_metrics(head)
             if all(m is not None for m in metrics):
-                full = [full[i] for i in np.argsort([-metric_ap(m) for m in metrics], kind="stable")]
-            self._ranked = (id(scan), [c[0] for c in full + rest])
+                head = [head[i] for i in np.argsort([-metric_ap(m) for m in metrics], kind="stable")]
+            self._ranked = (id(scan), [c[0] for c in head + tail + rest])
         ranked = self._ranked[1]
         return ranked + [t for t in self.shortlist() if t not in ranked]
 

@@ -43,12 +43,15 @@ __all__ = [
 ]
 
 
-def scan(obj: Objective, tokens: Sequence[int], filt: CandidateFilter, screen: bool = True) -> PhaseResult:
-    """Score every single token of ``tokens`` (as a one-token alias); candidates come back best first."""
+def scan(
+    obj: Objective, tokens: Sequence[int], filt: CandidateFilter, screen: bool = True, keep: float | None = None
+) -> PhaseResult:
+    """Score every single token of ``tokens`` (as a one-token alias; with ``screen``, the best ``keep`` share
+    of the screened ones on all images, default ``obj.screen_keep``); candidates come back best first."""
     timer = PhaseTimer(obj, "scan")
     cands = filt.accept([(int(t),) for t in tokens])
     with until_spent():
-        losses = obj.score(cands, screen=screen) if cands else np.zeros(0)
+        losses = obj.score(cands, screen=screen, keep=keep) if cands else np.zeros(0)
         obj.record("scan", 0, float(np.min(losses)) if len(losses) else float("inf"), scored=len(cands))
     # screened-out singles still rank (by screening loss) after the fully scored ones: they seed pairs
     losses = np.array([_inf(obj.loss_of(c)) for c in cands])

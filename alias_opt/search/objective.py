@@ -143,9 +143,10 @@ class Objective:
         """A random balanced mini-batch of train image indices (for stochastic gradient steps)."""
         return self._balanced(n, self.rng)
 
-    def screen_cost(self) -> float:
-        """Expected pair forwards per new candidate under screening (screen images + the kept share)."""
-        return len(self.screen_idx) + self.screen_keep * self.n_images
+    def screen_cost(self, keep: float | None = None) -> float:
+        """Expected pair forwards per new candidate under screening (screen images + the kept share:
+        ``keep``, default ``screen_keep``)."""
+        return len(self.screen_idx) + (self.screen_keep if keep is None else keep) * self.n_images
 
     # ------------------------------------------------------------------ the budget
     def usage(self) -> Usage:
@@ -248,12 +249,12 @@ class Objective:
         """Memoized losses on the screening images."""
         return self.losses(seqs, self.screen_idx, Split.SCREEN)
 
-    def score(self, seqs: Iterable[Sequence[int]], screen: bool = True) -> np.ndarray:
+    def score(self, seqs: Iterable[Sequence[int]], screen: bool = True, keep: float | None = None) -> np.ndarray:
         """Full-train loss of each sequence; ``inf`` for those screened out (or empty).
 
         With ``screen``, sequences never scored before are first scored on the screening images;
-        the best ``screen_keep`` fraction of them (at least one), and up to as many more that screen
-        at least as well as the best sequence so far, are then scored on all train images. A sequence screened
+        the best ``keep`` fraction of them (default ``screen_keep``; at least one), and up to as many more that
+        screen at least as well as the best sequence so far, are then scored on all train images. A sequence screened
         out once stays out (``inf``) unless scored with ``screen=False``. Updates ``best``.
         """
         seqs = [tuple(int(t) for t in s) for s in seqs]
@@ -263,7 +264,7 @@ class Objective:
             new = [s for s in valid if not self.memo.is_known(s)]
             hits = sum(1 for s in valid if not self.memo.has(s) and self.memo.is_rejected(s))
             self.meter.add(memo_hits=hits)
-            keep_n = math.ceil(self.screen_keep * len(new))
+            keep_n = math.ceil((self.screen_keep if keep is None else keep) * len(new))
             if new and keep_n < len(new) and len(self.screen_idx) < self.n_images:
                 sl = self.screen_losses(new)
                 bar = self.screen_losses([self._best])[0] if self._best else -math.inf

@@ -95,11 +95,11 @@ def scan_phase(ctx: SearchContext) -> PhaseResult:
     obj, s = ctx.obj, ctx.cfg
     tokens = ctx.shortlist()[: s.scan_size]
     if not ctx.budget:
-        return scan(obj, tokens, ctx.filt)
+        return scan(obj, tokens, ctx.filt, keep=s.scan_keep)
     share = (1.0 if ctx.last else s.options.scan_share) * ctx.budget
-    tokens = tokens[: int(share // obj.screen_cost())]
+    tokens = tokens[: int(share // obj.screen_cost(s.scan_keep))]
     with ctx.share(share):
-        return scan(obj, tokens, ctx.filt)
+        return scan(obj, tokens, ctx.filt, keep=s.scan_keep)
 
 
 def vocab_scan_phase(ctx: SearchContext) -> PhaseResult:
