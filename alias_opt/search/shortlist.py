@@ -103,6 +103,23 @@ def pooled_shortlist(
     best k, best first, are the shortlist. With ``qualify`` (the name's tokens) each token is also
     scored placed before it (``qualifier_losses``) and ranks by the better of its two losses.
     """
+    singles = [(t,) for t in view_pool(obj, indexes, filt, probes, views, pool)]
+    losses = obj.screen_losses(singles)
+    if qualify:
+        losses = np.minimum(losses, qualifier_losses(obj, filt, [s[0] for s in singles], qualify))
+    return [singles[i][0] for i in np.argsort(losses, kind="stable")[:k]]
+
+
+def view_pool(
+    obj: Objective,
+    indexes: Mapping[str, VocabularyIndex],
+    filt: CandidateFilter,
+    probes: Sequence[Seq],
+    views: Sequence[str],
+    pool: int,
+) -> list[int]:
+    """The unscreened pool of ``pooled_shortlist``: each view's top ``pool / len(views)`` allowed tokens, taken
+    in turn, the first ``pool`` distinct ones the filter accepts as one-token aliases (concept vectors paid)."""
     per = max(1, -(-pool // max(1, len(views))))
     concepts: dict[str, torch.Tensor] = {}
     lists: list[list[int]] = []
@@ -118,11 +135,7 @@ def pooled_shortlist(
     pooled: list[int] = []
     for row in zip(*lists):
         pooled += row
-    singles = filt.accept([(t,) for t in dict.fromkeys(pooled)][:pool])
-    losses = obj.screen_losses(singles)
-    if qualify:
-        losses = np.minimum(losses, qualifier_losses(obj, filt, [s[0] for s in singles], qualify))
-    return [singles[i][0] for i in np.argsort(losses, kind="stable")[:k]]
+    return [s[0] for s in filt.accept([(t,) for t in dict.fromkeys(pooled)][:pool])]
 
 
 def qualifier_losses(obj: Objective, filt: CandidateFilter, tokens: Sequence[int], name: Seq) -> np.ndarray:
