@@ -3,21 +3,15 @@ the scan's survivors."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("screen_fidelity", REPO / "bench" / "screen_fidelity.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from bench import screen_fidelity  # the repository root is on the path under pytest
+
+    return screen_fidelity
 
 
 def test_subset_loss_weighs_positives_and_negatives_equally(bench):
