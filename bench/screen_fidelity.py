@@ -60,8 +60,8 @@ def scan_survivors(
     alone: np.ndarray, qual: np.ndarray | None, shortlist: int, scan_size: int, keep: float
 ) -> np.ndarray:
     """Pool rows the scan scores on all images: the shortlist is the best ``shortlist`` rows by the better of
-    ``alone`` and ``qual`` (T,) screening losses; the survivors its first ``scan_size``' best ``keep`` share by
-    ``alone``."""
+    ``alone`` and ``qual`` (T,) screening losses; the survivors are the best ``keep`` share of its first
+    ``scan_size`` rows by ``alone``."""
     rank = alone if qual is None else np.minimum(alone, qual)
     short = np.argsort(rank, kind="stable")[:shortlist][:scan_size]
     return short[np.argsort(alone[short], kind="stable")[: int(np.ceil(keep * len(short)))]]
