@@ -1,6 +1,6 @@
 """Alias discovery end to end: per category, the search phases, held-out scoring, checkpoints.
 
-    run(dataset, output, model="toy", cfg=load_config("configs/fast.json"))
+    run(dataset, output, model="toy", cfg=load_config("configs/default.json"))
 
 Per category (``discover``): build the ``Objective`` on the train images, the concept's vocabulary
 shortlist, then the strategy's phases (default ``pez+evolution``: shortlist scan -> one-token extensions

@@ -33,8 +33,11 @@ def test_configs_load():
     from alias_opt.config import load_config
 
     default, fast = load_config(REPO / "configs" / "default.json"), load_config(REPO / "configs" / "fast.json")
-    assert default.strategy == fast.strategy == "pez+evolution"
-    assert fast.soft.steps < default.soft.steps and fast.evolution.generations < default.evolution.generations
+    thorough = load_config(REPO / "configs" / "thorough.json")
+    assert default.strategy == fast.strategy == thorough.strategy == "pez+evolution"
+    assert fast == default  # the demo's former config is today's defaults (README's measured commands still run)
+    assert default.soft.steps < thorough.soft.steps and default.evolution.generations < thorough.evolution.generations
+    assert len(default.index.views) < len(thorough.index.views) and default.max_len < thorough.max_len
 
 
 def test_demo_dataset_is_deterministic(tmp_path):

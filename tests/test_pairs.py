@@ -165,16 +165,17 @@ def test_no_pairs_for_a_name_the_model_does_not_know(monkeypatch):
 
 def test_residual_searches_after_a_losing_pairs_cover_set_are_a_setting(monkeypatch):
     """Where the pairs' cover set ran and did not win (here the only insertion, junk (3,), pairs with
-    nothing), the residual search still runs by default and finds the other member; with
-    set_residual_after_pairs off (the fast config's) it does not, and the single alias stays."""
+    nothing), the residual search still runs with set_residual_after_pairs on (configs/thorough.json) and
+    finds the other member; off (the default) it does not, and the single alias stays."""
     calls = []
     _fake_world(monkeypatch, calls)
     first = _first(token_ids=(1,), candidates=[(1,)], splits=[], insertions=[(3,)])
-    on = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", load_config(overrides={"set_level": 0}), 0, first)
+    on_cfg = load_config(overrides={"set_level": 0, "set_residual_after_pairs": True})
+    on = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", on_cfg, 0, first)
     assert on.insertions == 1 and on.pairs == [] and len(calls) == 1 and on.kept and on.members == [(1,), (2,)]
     calls.clear()
-    cfg = load_config(overrides={"set_level": 0, "set_residual_after_pairs": False})
+    cfg = load_config(overrides={"set_level": 0})
     off = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", cfg, 0, first)
     assert calls == [] and off.rounds == [] and "set_residual_after_pairs off" in off.rounds_skipped
     assert not off.kept and off.members == [(1,)]
-    assert load_config("configs/fast.json").set_residual_after_pairs is False
+    assert load_config("configs/thorough.json").set_residual_after_pairs is True
