@@ -4,7 +4,7 @@ A residual search runs on the train targets the single alias misses, and may fin
 than the first search's ("orange" for large solid orange shapes where the first search settled on
 "circles"); today the built set is weighed against the first search's alias only. For each category of a
 finished world-v2 discovery run whose set search built two or more members, this scores each member alone
-on the run's train images and applies ``alias_opt.search.alias_set.best_member`` (``set_member_single``):
+on the run's train images and applies ``alias_opt.search.set_steps.best_member`` (``set_member_single``):
 a member replaces a single answer where it beats that alias's train AP by more than ``set_margin``, and a
 kept set where it alone comes within ``set_margin`` of the set's; the new answer is scored held out beside
 the run's.
@@ -23,8 +23,8 @@ sys.path.insert(0, str(REPO))
 
 from alias_opt.discover import encode, train_images  # noqa: E402
 from alias_opt.eval.predict import predict  # noqa: E402
-from alias_opt.search.alias_set import best_member  # noqa: E402
 from alias_opt.search.cover import ap_of, merged_metrics  # noqa: E402
+from alias_opt.search.set_steps import best_member  # noqa: E402
 from bench.finished_run import built_sets, open_run, run_parser  # noqa: E402
 
 

@@ -45,12 +45,12 @@ from alias_opt.data.loader import CocoDataset  # noqa: E402
 from alias_opt.discover import encode, train_images  # noqa: E402
 from alias_opt.eval.metrics import DEFAULT_THRESHOLDS  # noqa: E402
 from alias_opt.eval.predict import predict  # noqa: E402
-from alias_opt.search.alias_set import covered_targets  # noqa: E402
 from alias_opt.search.context import make_context  # noqa: E402
 from alias_opt.search.cover import COVER_MIN_SCORE, PAIRS, above, best_splits, greedy_cover, merged_metrics  # noqa: E402
 from alias_opt.search.discrete import extensions  # noqa: E402
 from alias_opt.search.pairs import best_pairs, image_hits, join  # noqa: E402
 from alias_opt.search.pipeline import search_seed  # noqa: E402
+from alias_opt.search.set_steps import covered_targets  # noqa: E402
 from sam3 import Sam3Backend  # noqa: E402
 from sam3.toy import world2  # noqa: E402
 

@@ -48,13 +48,13 @@ def test_merge_split_and_errors():
         merge_predictions([full, ImagePredictions(np.zeros((1, 8, 8), bool), [0.1])])
 
 
-# ---------------------------------------------------------------- the set builder's steps (alias_opt.search.alias_set)
+# ------------------------------------------------ the set builder and its steps (alias_set, set_steps)
 from dataclasses import replace  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 
 from alias_opt.config import load_config  # noqa: E402
 from alias_opt.search import alias_set as aset  # noqa: E402
-from alias_opt.search import cover  # noqa: E402
+from alias_opt.search import cover, set_steps  # noqa: E402
 from alias_opt.search.meter import Usage  # noqa: E402
 from alias_opt.search.objective import Step  # noqa: E402
 
@@ -86,29 +86,29 @@ def test_covered_targets_and_residual_image():
     im = IMAGES[1]
     partial_b = box(18, 4, 30, 7)  # IoU with B2 = 0.25: not a match
     p = pred((A2, 0.9), (partial_b, 0.8), (B2, 0.2))  # B2 itself only below the score threshold 0.3
-    assert aset.covered_targets(p, im).tolist() == [True, False]
-    res = aset.residual_image(im, np.array([True, False]))
+    assert set_steps.covered_targets(p, im).tolist() == [True, False]
+    res = set_steps.residual_image(im, np.array([True, False]))
     assert res.n_targets == 1 and (res.masks[0] == B2).all() and res.ann_ids == [1]
     assert (res.ignore == A2).all()  # the covered target is an ignore region now
-    assert aset.residual_image(im, np.array([True, True])) is None  # nothing left to find there
-    assert aset.residual_image(im, np.array([False, False])) is im
-    assert aset.residual_image(IMAGES[3], np.zeros(0, bool)) is IMAGES[3]  # negatives stay
+    assert set_steps.residual_image(im, np.array([True, True])) is None  # nothing left to find there
+    assert set_steps.residual_image(im, np.array([False, False])) is im
+    assert set_steps.residual_image(IMAGES[3], np.zeros(0, bool)) is IMAGES[3]  # negatives stay
 
 
 def test_residual_plan_and_its_reasons():
-    plan = aset.residual_plan(IMAGES, PREDS[(1,)], min_uncovered=0.2)
+    plan = set_steps.residual_plan(IMAGES, PREDS[(1,)], min_uncovered=0.2)
     assert (plan.n_targets, plan.uncovered, plan.reason) == (4, 2, "")
     assert plan.index == [1, 2, 3]  # image 1 (all covered) is left out, the negative kept
     assert [im.n_targets for im in plan.images] == [1, 1, 0]
-    assert "finds no target" in aset.residual_plan(IMAGES, PREDS[(3,)], 0.2).reason
-    assert "2 of 4 train targets missed" in aset.residual_plan(IMAGES, PREDS[(1,)], 0.6).reason
-    assert aset.residual_plan([IMAGES[3]], [pred()], 0.2).reason == "no train targets"
+    assert "finds no target" in set_steps.residual_plan(IMAGES, PREDS[(3,)], 0.2).reason
+    assert "2 of 4 train targets missed" in set_steps.residual_plan(IMAGES, PREDS[(1,)], 0.6).reason
+    assert set_steps.residual_plan([IMAGES[3]], [pred()], 0.2).reason == "no train targets"
 
 
 def test_rank_additions_scores_the_union():
     single = cover.merged_metrics([PREDS[(1,)]], IMAGES)
     assert single.ap == pytest.approx(MAX_AP_HALF) and single.recall == 0.5
-    ranked = aset.rank_additions([PREDS[(1,)]], {(3,): PREDS[(3,)], (2,): PREDS[(2,)]}, IMAGES)
+    ranked = set_steps.rank_additions([PREDS[(1,)]], {(3,): PREDS[(3,)], (2,): PREDS[(2,)]}, IMAGES)
     assert [s for s, _ in ranked] == [(2,), (3,)]
     assert ranked[0][1].ap == pytest.approx(1.0) and ranked[0][1].recall == 1.0
     # two junk detections rank first (0.95): precision 1/3 and 2/4 at the two hits, interpolated 1/2 to recall 0.5
@@ -116,20 +116,20 @@ def test_rank_additions_scores_the_union():
 
 
 def test_keep_set_margin():
-    assert aset.keep_set(0.5, 0.6, 0.02) and not aset.keep_set(0.5, 0.51, 0.02)
-    assert aset.keep_set(float("nan"), 0.1, 0.02) and not aset.keep_set(0.5, float("nan"), 0.02)
+    assert set_steps.keep_set(0.5, 0.6, 0.02) and not set_steps.keep_set(0.5, 0.51, 0.02)
+    assert set_steps.keep_set(float("nan"), 0.1, 0.02) and not set_steps.keep_set(0.5, float("nan"), 0.02)
 
 
 def test_best_member_replaces_one_alias_by_a_margin_and_a_set_within_it():
     """A member replaces a single answer only where it beats that alias's train AP by more than the
     margin; it replaces a kept set where it alone comes within the margin of the set's merged AP."""
     alone = {(1,): SimpleNamespace(ap=0.30), (2,): SimpleNamespace(ap=0.31), (3,): SimpleNamespace(ap=0.36)}
-    assert aset.best_member([(1,)], [(1,), (2,)], alone, 0.30, 0.02) is None  # +0.01: not past the margin
-    assert aset.best_member([(1,)], [(1,), (2,), (3,)], alone, 0.30, 0.02) == (3,)  # +0.06
-    assert aset.best_member([(1,), (2,)], [(1,), (2,)], alone, 0.40, 0.02) is None  # the set adds 0.09
-    assert aset.best_member([(1,), (3,)], [(1,), (3,)], alone, 0.37, 0.02) == (3,)  # (1,) adds 0.01
+    assert set_steps.best_member([(1,)], [(1,), (2,)], alone, 0.30, 0.02) is None  # +0.01: not past the margin
+    assert set_steps.best_member([(1,)], [(1,), (2,), (3,)], alone, 0.30, 0.02) == (3,)  # +0.06
+    assert set_steps.best_member([(1,), (2,)], [(1,), (2,)], alone, 0.40, 0.02) is None  # the set adds 0.09
+    assert set_steps.best_member([(1,), (3,)], [(1,), (3,)], alone, 0.37, 0.02) == (3,)  # (1,) adds 0.01
     tied = {(4, 5): SimpleNamespace(ap=0.5), (6,): SimpleNamespace(ap=0.5), (7,): SimpleNamespace(ap=float("nan"))}
-    assert aset.best_member([(7,)], [(4, 5), (6,), (7,)], tied, float("nan"), 0.02) == (6,)  # fewer tokens
+    assert set_steps.best_member([(7,)], [(4, 5), (6,), (7,)], tied, float("nan"), 0.02) == (6,)  # fewer tokens
 
 
 def test_a_residual_member_better_alone_than_the_kept_set_is_the_answer(monkeypatch):
@@ -195,7 +195,7 @@ def test_build_alias_set_greedy_on_hand_made_masks(monkeypatch):
     assert [st.phase for st in steps] == ["set1:scan"]  # the residual search's history lines are tagged
     assert len(calls) == 1  # round 2 found every target covered: no second search
     images, feats, seed = calls[0]
-    assert feats == ("selected", (1, 2, 3)) and seed == aset.round_seed(5, 1)
+    assert feats == ("selected", (1, 2, 3)) and seed == set_steps.round_seed(5, 1)
     assert [im.n_targets for im in images] == [1, 1, 0] and (images[0].ignore == A2).all()
     assert res.kept and res.members == [(1,), (2,)] and res.built == [(1,), (2,)]
     assert res.single_ap == pytest.approx(MAX_AP_HALF) and res.metrics.ap == pytest.approx(1.0)

@@ -11,7 +11,7 @@ import pytest
 
 from alias_opt.config import load_config
 from alias_opt.search import alias_set as aset
-from alias_opt.search import clusters, cover
+from alias_opt.search import clusters, cover, set_steps
 from alias_opt.search.meter import Usage
 from alias_opt.search.objective import Step
 from tests.test_alias_sets import A2, B2, BROAD, IMAGES, PREDS, _fake_world, _Feats, _first
@@ -129,10 +129,10 @@ def test_instance_descriptors_one_row_per_target(tiny_backend):
 
 
 def test_wants_split_only_where_the_single_alias_fires_on_much_else():
-    assert aset.wants_split(SimpleNamespace(precision=0.41), 0.6)  # "purple" at its broadest
-    assert not aset.wants_split(SimpleNamespace(precision=0.88), 0.6)  # a narrowed alias
-    assert aset.wants_split(SimpleNamespace(precision=float("nan")), 0.6)  # it kept nothing above threshold
-    assert not aset.wants_split(SimpleNamespace(precision=0.6), 0.6)
+    assert set_steps.wants_split(SimpleNamespace(precision=0.41), 0.6)  # "purple" at its broadest
+    assert not set_steps.wants_split(SimpleNamespace(precision=0.88), 0.6)  # a narrowed alias
+    assert set_steps.wants_split(SimpleNamespace(precision=float("nan")), 0.6)  # it kept nothing above threshold
+    assert not set_steps.wants_split(SimpleNamespace(precision=0.6), 0.6)
 
 
 def test_build_alias_set_takes_the_cluster_insertions_where_precision_is_low(monkeypatch):
