@@ -47,15 +47,20 @@ class IndexConfig:
     probe_rounds: int = 2  # scoring space: re-probe the decoder with the best shortlist token
     two_sided: bool = False  # shortlist half from each end of the ranking (trained tokens are outliers)
     # pooled shortlist (alias_opt.search.shortlist.pooled_shortlist): views such as "scoring", "-key",
-    # "distinct" each give pool/len(views) tokens; the model screens the pool down to the shortlist.
+    # "distinct" each give their tokens to the pool; the model screens the pool down to the shortlist.
     # "distinct:embed": the most distinct rows of the token-embedding table (a model's trained words).
     # Empty: the shortlist is the top of ``space`` alone.
-    # The five views that hold the concept's words on world v2 with sam3-toy v2: the positive "scoring", "key"
-    # and "text" held 0-2% of them (policy 6161, renamed 3131), and 80 tokens a view, not 40: at 40 the pool
-    # missed a colour word on 2 of 20 renamed categories of 3131 (pink at rank 61-68 of its best views).
-    # Until 2026-12-05 the default was all eight views at 320 (configs/thorough.json).
-    views: list[str] = field(default_factory=lambda: ["-scoring", "-key", "-text", "distinct", "distinct:embed"])
-    pool: int = 400
+    # "VIEW@N" takes N tokens from that view (else pool / len(views)). The five views that hold the concept's
+    # words on world v2 with sam3-toy v2 (the positive "scoring", "key" and "text" held 0-2% of them: policy
+    # 6161, renamed 3131), at depths from `python bench/pool_depth.py` on 160 categories of 9 design runs: 80
+    # each held 97% of their attribute values (purple missed 6 times, at ranks 108-197: renamed 8686
+    # "lavender" -> "hearts"), the three negated views at 120 hold 99% (renamed) and every new word of policy,
+    # as 120 each does, in a pool of ~295 tokens, not ~360 (80 each: ~235); "distinct" holds nothing past 40.
+    # Until 2026-12-05: 80 each (configs/fast.json); before that all eight views at 40 (configs/thorough.json).
+    views: list[str] = field(
+        default_factory=lambda: ["-scoring@120", "-key@120", "-text@120", "distinct@40", "distinct:embed@80"]
+    )
+    pool: int = 480  # the most pooled tokens (views without @N take pool / len(views) each)
     # with a name, a pooled token is screened both alone and as a qualifier before the name ("pink" +
     # "circle"): its better screening loss ranks it (a word that narrows a too-broad name fires on other
     # things alone and would be screened out)
@@ -265,6 +270,7 @@ class SearchConfig:
         if self.index.space not in SPACES:
             raise ValueError(f"index.space must be scoring, text or key; got {self.index.space!r}")
         for view in self.index.views:
+            view_tokens(view, 1)
             distinct, _, space = parse_view(view)
             if space and space not in (TABLE_SPACES if distinct else SPACES):
                 raise ValueError(
@@ -343,10 +349,23 @@ def _typed(kind: Any, value: Any, where: str) -> Any:
 
 def parse_view(view: str) -> tuple[bool, float, str]:
     """An ``index.views`` entry as (distinct, sign, space): ``"-key"`` -> (False, -1.0, "key"),
-    ``"distinct:text"`` -> (True, 1.0, "text"); the space is "" for a bare ``"distinct"``."""
+    ``"distinct:text"`` -> (True, 1.0, "text"); the space is "" for a bare ``"distinct"``. A ``@N``
+    suffix (``view_tokens``) is ignored here."""
+    view = view.partition("@")[0]
     if view.startswith("distinct"):
         return True, 1.0, view.partition(":")[2]
     return False, -1.0 if view.startswith("-") else 1.0, view.lstrip("+-")
+
+
+def view_tokens(view: str, default: int) -> int:
+    """The tokens an ``index.views`` entry gives the pool: N for ``"VIEW@N"`` (``"-key@120"``), else ``default``
+    (``index.pool / len(index.views)``). Raises ValueError for a suffix that is not a positive integer."""
+    _, at, n = view.partition("@")
+    if not at:
+        return default
+    if not n.isdigit() or int(n) < 1:
+        raise ValueError(f'index view {view!r}: the @ suffix must be a positive number of tokens ("-key@120")')
+    return int(n)
 
 
 def read_config_json(path: str | Path) -> dict[str, Any]:

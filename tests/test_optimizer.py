@@ -175,6 +175,44 @@ def test_bad_view_is_rejected():
     with pytest.raises(ValueError, match="view 'embed'"):  # the embedding table has no concept vector
         load_config(overrides={"index": {"views": ["embed"]}})
     assert load_config(overrides={"index": {"views": ["distinct:embed"]}}).index.views == ["distinct:embed"]
+    with pytest.raises(ValueError, match="positive number of tokens"):
+        load_config(overrides={"index": {"views": ["-key@0"]}})
+    with pytest.raises(ValueError, match="positive number of tokens"):
+        load_config(overrides={"index": {"views": ["-key@many"]}})
+
+
+def test_view_pool_takes_each_views_own_depth_in_turn():
+    """ "VIEW@N" takes N tokens from that view, a bare view pool / len(views); the views are taken in turn
+    (one view running out does not stop the others), repeats once, the first ``pool`` kept."""
+    import torch
+
+    from alias_opt.config import parse_view, view_tokens
+    from alias_opt.search.shortlist import view_pool
+
+    assert parse_view("-key@120") == (False, -1.0, "key") and view_tokens("-key@120", 7) == 120
+    assert parse_view("distinct:embed@80") == (True, 1.0, "embed") and view_tokens("distinct", 7) == 7
+
+    class Index:  # "scoring": concept-ranked tokens 100, 101, ...; distinct rows 1, 2, 3, ...
+        def search(self, concept, k, allowed=None):
+            return np.array([[100 + i for i in range(k)]])
+
+        def distinct(self, k, allowed=None):
+            return np.array([1 + i for i in range(k)])
+
+    class Obj:
+        def concept(self, space, probes):
+            return torch.ones(2)
+
+    class Filt:
+        allowed = None
+
+        def accept(self, seqs):
+            return [s for s in seqs if s[0] != 3]  # token 3 is not a usable alias
+
+    views = ["scoring@4", "distinct@2", "distinct"]  # the bare one takes ceil(12 / 3) = 4
+    got = view_pool(Obj(), {"scoring": Index()}, Filt(), [()], views, pool=12)
+    assert got == [100, 1, 101, 2, 102, 103, 4]  # in turn; 1 and 2 once; 3 filtered; the first 12 kept
+    assert view_pool(Obj(), {"scoring": Index()}, Filt(), [()], views, pool=6) == [100, 1, 101, 2, 102, 103]  # bare: 2
 
 
 def test_resume_after_kill(world, index_dir, tmp_path):

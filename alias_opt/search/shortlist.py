@@ -8,11 +8,12 @@ pooled shortlist) screened by the model itself on the objective's screen images.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import zip_longest
 
 import numpy as np
 import torch
 
-from alias_opt.config import SearchConfig, parse_view
+from alias_opt.config import SearchConfig, parse_view, view_tokens
 from alias_opt.search.embeddings import VocabularyIndex
 from alias_opt.search.objective import Objective, Seq
 from alias_opt.search.projection import CandidateFilter
@@ -95,7 +96,7 @@ def pooled_shortlist(
 ) -> list[int]:
     """A shortlist screened by the model itself from a pool drawn from several index views.
 
-    Each view contributes its top ``pool / len(views)`` allowed tokens, taken in turn: ``SPACE``
+    Each view contributes its top ``pool / len(views)`` (or, as ``"VIEW@N"``, N) allowed tokens, in turn: ``SPACE``
     (nearest to the concept vector in that space), ``-SPACE`` (the other end of the same ranking:
     the concept vector's sign is only as good as the probe, and a model's known words lie far out
     on either side) and ``distinct`` / ``distinct:SPACE`` (the model's most distinctive tokens,
@@ -118,23 +119,23 @@ def view_pool(
     views: Sequence[str],
     pool: int,
 ) -> list[int]:
-    """The unscreened pool of ``pooled_shortlist``: each view's top ``pool / len(views)`` allowed tokens, taken
-    in turn, the first ``pool`` distinct ones the filter accepts as one-token aliases (concept vectors paid)."""
+    """The unscreened pool of ``pooled_shortlist``: each view's top allowed tokens (``view_tokens``: N for
+    ``"VIEW@N"``, else ``pool / len(views)``), taken in turn, the first ``pool`` distinct ones the filter accepts
+    as one-token aliases (concept vectors paid)."""
     per = max(1, -(-pool // max(1, len(views))))
     concepts: dict[str, torch.Tensor] = {}
     lists: list[list[int]] = []
     for view in views:
         distinct, sign, space = parse_view(view)
+        depth = view_tokens(view, per)
         space = space or next(iter(indexes))  # bare "distinct": the first index (build_indexes: index.space)
         if distinct:
-            lists.append([int(t) for t in indexes[space].distinct(per, filt.allowed)])
+            lists.append([int(t) for t in indexes[space].distinct(depth, filt.allowed)])
             continue
         if space not in concepts:
             concepts[space] = obj.concept(space, probes)
-        lists.append([int(t) for t in indexes[space].search(sign * concepts[space], per, allowed=filt.allowed)[0]])
-    pooled: list[int] = []
-    for row in zip(*lists):
-        pooled += row
+        lists.append([int(t) for t in indexes[space].search(sign * concepts[space], depth, allowed=filt.allowed)[0]])
+    pooled = [t for row in zip_longest(*lists) for t in row if t is not None]  # in turn, each view to its depth
     return [s[0] for s in filt.accept([(t,) for t in dict.fromkeys(pooled)][:pool])]
 
 
