@@ -28,12 +28,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from alias_opt.config import load_config, parse_view  # noqa: E402
+from alias_opt.config import load_config  # noqa: E402
 from alias_opt.data.loader import CocoDataset  # noqa: E402
 from alias_opt.discover import encode, train_images  # noqa: E402
 from alias_opt.search.context import make_context  # noqa: E402
 from alias_opt.search.pipeline import search_seed  # noqa: E402
-from alias_opt.search.shortlist import view_spaces  # noqa: E402
+from alias_opt.search.shortlist import view_lists, view_spaces  # noqa: E402
 from sam3 import Sam3Backend  # noqa: E402
 from sam3.toy import vocab  # noqa: E402
 
@@ -68,22 +68,6 @@ def depth_table(rows: Sequence[Mapping], depths: Sequence[int]) -> dict[int, dic
     return out
 
 
-def view_rankings(ctx, views: Sequence[str], depth: int) -> list[list[int]]:
-    """Each view's first ``depth`` allowed tokens, as ``view_pool`` ranks them (concept vectors paid by ``ctx``)."""
-    indexes = {s: ctx.index(s) for s in view_spaces(ctx.cfg)}
-    out, concepts = [], {}
-    for view in views:
-        distinct, sign, space = parse_view(view)
-        space = space or next(iter(indexes))
-        if distinct:
-            out.append([int(t) for t in indexes[space].distinct(depth, ctx.filt.allowed)])
-            continue
-        if space not in concepts:
-            concepts[space] = ctx.obj.concept(space, ctx.probes())
-        out.append([int(t) for t in indexes[space].search(sign * concepts[space], depth, allowed=ctx.filt.allowed)[0]])
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, action="append", required=True, help="a finished run's dataset folder (repeat)")
@@ -109,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             images = train_images(ts, cfg, cfg.seed)
             seed = search_seed(cfg.seed, ts.category_id)
             ctx = make_context(backend, images, encode(backend, images), ts.name, cfg, seed)
-            rankings = view_rankings(ctx, cfg.index.views, depths[-1])
+            indexes = {s: ctx.index(s) for s in view_spaces(cfg)}
+            rankings = view_lists(ctx.obj, indexes, ctx.filt, ctx.probes(), cfg.index.views, 0, depths[-1])
             values = list(dict.fromkeys((a, v) for cl in cats[ts.category_id]["clauses"] for a, v in cl.items()))
             groups = [{tok.encode(w, special=False)[0] for w in vocab.WORDS[av]} for av in values]
             row = {

@@ -111,6 +111,33 @@ def pooled_shortlist(
     return [singles[i][0] for i in np.argsort(losses, kind="stable")[:k]]
 
 
+def view_lists(
+    obj: Objective,
+    indexes: Mapping[str, VocabularyIndex],
+    filt: CandidateFilter,
+    probes: Sequence[Seq],
+    views: Sequence[str],
+    pool: int,
+    depth: int = 0,
+) -> list[list[int]]:
+    """Each view's top allowed tokens, best first: N for ``"VIEW@N"`` (``view_tokens``), else ``pool / len(views)``;
+    every view to ``depth`` instead where it is given (``bench/pool_depth.py``). Concept vectors are paid by ``obj``."""
+    per = max(1, -(-pool // max(1, len(views))))
+    concepts: dict[str, torch.Tensor] = {}
+    lists: list[list[int]] = []
+    for view in views:
+        distinct, sign, space = parse_view(view)
+        k = depth or view_tokens(view, per)
+        space = space or next(iter(indexes))  # bare "distinct": the first index (build_indexes: index.space)
+        if distinct:
+            lists.append([int(t) for t in indexes[space].distinct(k, filt.allowed)])
+            continue
+        if space not in concepts:
+            concepts[space] = obj.concept(space, probes)
+        lists.append([int(t) for t in indexes[space].search(sign * concepts[space], k, allowed=filt.allowed)[0]])
+    return lists
+
+
 def view_pool(
     obj: Objective,
     indexes: Mapping[str, VocabularyIndex],
@@ -119,22 +146,9 @@ def view_pool(
     views: Sequence[str],
     pool: int,
 ) -> list[int]:
-    """The unscreened pool of ``pooled_shortlist``: each view's top allowed tokens (``view_tokens``: N for
-    ``"VIEW@N"``, else ``pool / len(views)``), taken in turn, the first ``pool`` distinct ones the filter accepts
-    as one-token aliases (concept vectors paid)."""
-    per = max(1, -(-pool // max(1, len(views))))
-    concepts: dict[str, torch.Tensor] = {}
-    lists: list[list[int]] = []
-    for view in views:
-        distinct, sign, space = parse_view(view)
-        depth = view_tokens(view, per)
-        space = space or next(iter(indexes))  # bare "distinct": the first index (build_indexes: index.space)
-        if distinct:
-            lists.append([int(t) for t in indexes[space].distinct(depth, filt.allowed)])
-            continue
-        if space not in concepts:
-            concepts[space] = obj.concept(space, probes)
-        lists.append([int(t) for t in indexes[space].search(sign * concepts[space], depth, allowed=filt.allowed)[0]])
+    """The unscreened pool of ``pooled_shortlist``: each view's top allowed tokens (``view_lists``), taken in turn,
+    the first ``pool`` distinct ones the filter accepts as one-token aliases (concept vectors paid)."""
+    lists = view_lists(obj, indexes, filt, probes, views, pool)
     pooled = [t for row in zip_longest(*lists) for t in row if t is not None]  # in turn, each view to its depth
     return [s[0] for s in filt.accept([(t,) for t in dict.fromkeys(pooled)][:pool])]
 
