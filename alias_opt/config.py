@@ -53,8 +53,9 @@ class IndexConfig:
     # "VIEW@N" takes N tokens from that view (else pool / len(views)). The five views that hold the concept's
     # words on world v2 with sam3-toy v2 (the positive "scoring", "key" and "text" held 0-2% of them: policy
     # 6161, renamed 3131), at depths from `python bench/pool_depth.py` on 160 categories of 9 design runs: 80
-    # each held 97% of their attribute values (purple missed 6 times, at ranks 108-197: renamed 8686
-    # "lavender" -> "hearts"), the three negated views at 120 hold 99% (renamed) and every new word of policy,
+    # each held 97% of their attribute values (eight of the twelve missed were a purple word, at ranks 108 to
+    # beyond 200: renamed 8686 "lavender" -> "hearts"); the three negated views at 120 hold 99% (renamed) and
+    # every new word of policy,
     # as 120 each does, in a pool of ~295 tokens, not ~360 (80 each: ~235); "distinct" holds nothing past 40.
     # Until 2026-12-05: 80 each (configs/fast.json); before that all eight views at 40 (configs/thorough.json).
     views: list[str] = field(
