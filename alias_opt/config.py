@@ -55,8 +55,8 @@ class IndexConfig:
     # 6161, renamed 3131), at depths from `python bench/pool_depth.py` on 160 categories of 9 design runs: 80
     # each held 97% of their attribute values (eight of the twelve missed were a purple word, at ranks 108 to
     # beyond 200: renamed 8686 "lavender" -> "hearts"); the three negated views at 120 hold 99% (renamed) and
-    # every new word of policy,
-    # as 120 each does, in a pool of ~295 tokens, not ~360 (80 each: ~235); "distinct" holds nothing past 40.
+    # every new word of policy, as 120 each does, in a pool of ~295 tokens, not ~360 (80 each: ~235);
+    # "distinct" holds nothing past 40.
     # Until 2026-12-05: 80 each (configs/fast.json); before that all eight views at 40 (configs/thorough.json).
     views: list[str] = field(
         default_factory=lambda: ["-scoring@120", "-key@120", "-text@120", "distinct@40", "distinct:embed@80"]
