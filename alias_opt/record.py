@@ -18,6 +18,7 @@ from alias_opt.eval.metrics import Thresholds, score_with_matches
 from alias_opt.eval.predict import predict
 from alias_opt.export import AliasMember, AliasRecord
 from alias_opt.search.alias_set import AliasSetResult
+from alias_opt.search.name_check import NameCheck
 from alias_opt.search.pipeline import SearchOutcome
 from sam3 import ImageFeatures, Sam3Backend
 
@@ -27,6 +28,22 @@ def oracle_phrases(oracle) -> list[str]:
     if oracle is None:
         return []
     return [oracle] if isinstance(oracle, str) else [str(o) for o in oracle]
+
+
+def name_check_record(backend, stage, check: NameCheck, test, feats, name_matches, thresholds, seed) -> dict:
+    """A name check (``alias_opt.search.name_check``) for ``extra["name_check"]``: the stage that made it
+    (``single``: the search's re-ranking; ``set``: the set builder), the answer, its train interval against
+    the name, and, where the name was kept, the turned-down answer's held-out verdict against the name
+    (report only: what the check cost or saved; None without held-out targets)."""
+    out = {"stage": stage, **check.to_dict(lambda s: backend.tokenizer.decode(list(s)))}
+    if check.departs or not test or name_matches is None:
+        return out
+    parts = predict(backend, feats, test, [list(s) for s in check.answer], thresholds)
+    joined = parts[0] if len(parts) == 1 else merge_split(parts, thresholds.iou)
+    _, matches = score_with_matches(joined, test, thresholds)
+    verdict, diff = verdict_vs(matches, name_matches, seed=seed)
+    out["held_out"] = {"verdict": verdict, **(diff.to_dict() if diff is not None else {})}
+    return out
 
 
 def category_record(
@@ -58,11 +75,9 @@ def category_record(
     first_oracle = 2 if name_ids else 1
     rest = first_oracle + len(oracle)
     test = ts.test
-    preds = (
-        predict(backend, feats if feats is not None else _encode(backend, test), test, prompts, thresholds)
-        if test
-        else [None] * len(prompts)
-    )
+    if test and feats is None:
+        feats = _encode(backend, test)
+    preds = predict(backend, feats, test, prompts, thresholds) if test else [None] * len(prompts)
     member_preds = [preds[0]] + preds[rest:]
     set_preds = member_preds[0] if len(members) == 1 or not test else merge_split(member_preds, thresholds.iou)
     scored = [score_with_matches(p, test, thresholds) if test else (None, None) for p in preds]
@@ -83,6 +98,13 @@ def category_record(
     }
     if alias_set is not None:
         extra["alias_set_search"] = alias_set.to_dict(lambda s: tok.decode(list(s)))
+    checks = [(stage, c) for stage, c in (("single", d.name_check), ("set", alias_set and alias_set.name_check)) if c]
+    if checks:
+        name_matches = scored[1][1] if name_ids and test else None
+        extra["name_check"] = [
+            name_check_record(backend, stage, c, test, feats, name_matches, thresholds, ts.category_id)
+            for stage, c in checks
+        ]
     oracle_preds = oracle_matches = None
     if len(oracle) > 1 and test:  # a union's phrases are one oracle: their detections merged, like an alias set
         oracle_preds = merge_split(preds[first_oracle:rest], thresholds.iou)

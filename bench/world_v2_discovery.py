@@ -78,6 +78,20 @@ def score_rows(variant: str, rows: list[dict]) -> dict:
     return out
 
 
+def name_checks(records) -> dict:
+    """How often the name check (``alias_opt.search.name_check``) ran and kept the name, and the held-out
+    verdicts (against the name) of the answers it turned down, from the records' ``extra["name_check"]``."""
+    checks = [c for rec in records for c in rec.extra.get("name_check") or []]
+    kept = [c for c in checks if c["name_kept"]]
+    held = [c["held_out"] for c in kept if c.get("held_out")]
+    return {
+        "checked": len(checks),
+        "name_kept": len(kept),
+        "turned_down_held_out": {v: sum(h["verdict"] == v for h in held) for v in ("win", "tie", "loss")},
+        "turned_down_held_out_diffs": [round(h["diff"], 3) for h in held if _finite(h.get("diff"))],
+    }
+
+
 def category_line(r: dict) -> str:
     """One category's held-out result: name, alias (or set), APs, verdict and its interval."""
     iv = r.get("vs_name_interval") or {}
@@ -141,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(category_line(r), flush=True)
             res = {
                 **score_rows(variant, rows),
+                "name_check": name_checks(result.aliases),
                 "images": len(coco["images"]),
                 "wall_s": round(time.perf_counter() - t0, 1),
             }

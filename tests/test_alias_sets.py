@@ -166,7 +166,7 @@ class _Feats:
 
 def _first(**kw):
     """A first search's outcome as the set builder reads it (the name unknown: no insertions paired by it)."""
-    return SimpleNamespace(name_ids=None, name_train_metrics=None, **kw)
+    return SimpleNamespace(name_ids=None, name_train_metrics=None, name_check=None, **kw)
 
 
 def _fake_world(monkeypatch, calls):

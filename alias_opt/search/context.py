@@ -67,6 +67,7 @@ class SearchContext:
         last: whether the phase now running is the pipeline's last (under a budget it then restarts
             until the budget is spent).
         kept_soft: the ``soft`` phase's kept prompt.
+        seed: the search seed (the name check's resampling seed).
     """
 
     obj: Objective
@@ -80,6 +81,7 @@ class SearchContext:
     results: list[PhaseResult] = field(default_factory=list)
     last: bool = False
     kept_soft: KeptSoft | None = None
+    seed: int = 0
     _proj: ProjectionIndex | None = None
     _shortlist: list[int] | None = None
     _pool: list[int] | None = None
@@ -300,4 +302,4 @@ def make_context(
     # any length: the name is the baseline the alias must beat on train (seeds go through the filter)
     name_seq = tuple(ids) if ids and bool(filt.allowed[ids].all()) else None
     shared = indexes if isinstance(indexes, dict) else dict(indexes or {})  # indexes built here are kept there
-    return SearchContext(obj, filt, cfg, np.random.default_rng(seed), name_seq, shared)
+    return SearchContext(obj, filt, cfg, np.random.default_rng(seed), name_seq, shared, seed=int(seed))

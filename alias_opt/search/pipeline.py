@@ -28,9 +28,11 @@ import torch
 
 from alias_opt.config import SearchConfig
 from alias_opt.eval.metrics import PromptMetrics
-from alias_opt.search.context import KeptSoft, SearchContext, make_context, metric_ap
+from alias_opt.eval.predict import predict
+from alias_opt.search.context import KeptSoft, SearchContext, known_name, make_context, metric_ap
 from alias_opt.search.embeddings import VocabularyIndex
 from alias_opt.search.meter import TracePoint, Usage
+from alias_opt.search.name_check import NameCheck, name_check
 from alias_opt.search.objective import PhaseResult, Seq, Step, until_spent
 from alias_opt.search.phases import PHASES
 from alias_opt.search.prune import prune_inert, readability
@@ -87,6 +89,8 @@ class SearchOutcome:
             asked for by the first search of an alias set (the cover set's union members); else [].
         insertions: the name's one-token insertions of the pool's first tokens (``SearchContext.insertions``,
             unscreened), asked for by the first search of an alias set (``alias_opt.search.pairs``); else [].
+        name_check: the re-ranking's winner checked against a known name (``alias_opt.search.name_check``;
+            None where not checked: the name won, is unknown or absent, or ``name_level`` is 0).
     """
 
     strategy: str
@@ -108,6 +112,7 @@ class SearchOutcome:
     pruned: tuple[int, ...] = ()
     splits: list[Seq] = field(default_factory=list)
     insertions: list[Seq] = field(default_factory=list)
+    name_check: NameCheck | None = None
 
 
 def search(
@@ -148,8 +153,9 @@ def search(
 
 
 def rerank_reserve(cfg: SearchConfig, n_images: int, budget: int, with_name: bool) -> int:
-    """Forward passes kept back for the final re-ranking (none if it would eat half the budget)."""
-    need = (cfg.rerank + int(with_name)) * n_images
+    """Forward passes kept back for the final re-ranking and the name check (none if they would eat half
+    the budget)."""
+    need = (cfg.rerank + (1 + 2 * bool(cfg.name_level)) * int(with_name)) * n_images
     return need if 0 < need <= budget // 2 else 0
 
 
@@ -184,6 +190,9 @@ def run_pipeline(
         row, pruned = _prune(ctx, rows[0])
         if pruned:
             rows.insert(0, row)
+    check = _check_name(ctx, rows)
+    if check is not None and not check.departs:  # not clearly better than a known name: the name stays
+        rows.insert(0, rows.pop(next(i for i, r in enumerate(rows) if r.token_ids == ctx.name_seq)))
     best = rows[0] if rows else None
     token_ids = best.token_ids if best else (pool[0] if pool else None)
     loss = obj.loss_of(token_ids) if token_ids else None
@@ -217,7 +226,26 @@ def run_pipeline(
         splits=split_seqs,
         insertions=ctx.insertions(insertions),
         pruned=pruned,
+        name_check=check,
     )
+
+
+def _check_name(ctx: SearchContext, rows: Sequence[RerankRow]) -> NameCheck | None:
+    """The re-ranking's winner against a known name on the train images (``name_check``, the two
+    prompts' forwards charged to the budget); None where not checked (no winner, the name won, the name
+    is unknown or was not re-ranked, ``name_level`` 0, or the budget is spent)."""
+    obj, cfg = ctx.obj, ctx.cfg
+    name_row = next((r for r in rows if r.token_ids == ctx.name_seq), None)
+    if not cfg.name_level or name_row is None or rows[0] is name_row:
+        return None
+    if not known_name(name_row.metrics, cfg.known_name_ap) or obj.remaining() < 2 * obj.n_images:
+        return None
+    answer, name = predict(ctx.backend, obj.feats, obj.images, [list(rows[0].token_ids), list(name_row.token_ids)])
+    obj.charge(2 * obj.n_images)
+    check = name_check([answer], name, obj.images, [rows[0].token_ids], cfg.name_level, ctx.seed)
+    if check is not None:
+        obj.record("name check", 0, rows[0].loss, diff=check.diff.to_dict(), name_kept=not check.departs)
+    return check
 
 
 def _prune(ctx: SearchContext, best: RerankRow) -> tuple[RerankRow, tuple[int, ...]]:

@@ -1,0 +1,79 @@
+"""The name check: an answer that departs from a name the model knows must beat it clearly on train.
+
+A search picks the best of thousands of candidates on ~20 train images, so the winner's train AP is
+biased upwards: on *named* worlds, where the name is exactly right, a chance fit ("orange minho" for
+"large hollow orange triangle", +0.031 train AP, -0.047 held out; the set "circle tangerine | tangerine
+little" for "small solid orange circle", +0.083 train, -0.076 held out) replaces it about once in 20
+categories. The name is the researcher's hypothesis, not one candidate among many: where the model knows
+it (train AP >= ``known_name_ap``), the final answer (one alias or a merged set) replaces it only where
+the paired bootstrap interval over the train images (coverage ``cfg.name_level``) of AP(answer) -
+AP(name) lies above zero (``alias_opt.eval.bootstrap``). An unknown name (renamed, jargon) is not
+checked: any answer that finds the targets beats it. Where the search's winner was turned down and the
+set builder then proposes another answer over the name, that second look at the same images is made at half
+the error rate (``alias_opt.search.alias_set``).
+
+    check = name_check(answer_preds, name_preds, images, level=0.9, seed=seed)
+    if check is not None and not check.departs: ...  # the name stays the answer
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from alias_opt.data.targets import TargetImage
+from alias_opt.eval.alias_sets import merge_split
+from alias_opt.eval.bootstrap import BootstrapDiff, paired_bootstrap
+from alias_opt.eval.metrics import DEFAULT_THRESHOLDS, ImagePredictions, Thresholds, coco_matches
+from alias_opt.search.objective import Seq
+
+
+@dataclass(frozen=True)
+class NameCheck:
+    """The answer checked against the name on the train images.
+
+    Attributes:
+        answer: the checked answer's aliases ((1) or (k) token-id tuples).
+        diff: train AP(answer, merged) - AP(name) with its paired bootstrap interval.
+    """
+
+    answer: tuple[Seq, ...]
+    diff: BootstrapDiff
+
+    @property
+    def departs(self) -> bool:
+        """The answer may replace the name: its interval lies above zero (a bootstrap ``win``)."""
+        return self.diff.verdict() == "win"
+
+    def to_dict(self, decode) -> dict:
+        """JSON for a record's ``extra``: the answer's texts, the interval and whether the name stayed."""
+        return {"answer": [decode(s) for s in self.answer], **self.diff.to_dict(), "name_kept": not self.departs}
+
+
+def name_check(
+    answer: Sequence[Sequence[ImagePredictions]],
+    name: Sequence[ImagePredictions],
+    images: Sequence[TargetImage],
+    members: Sequence[Seq],
+    level: float,
+    seed: int,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+) -> NameCheck | None:
+    """The paired bootstrap of the answer's train AP (its members' detections merged) minus the name's.
+
+    Args:
+        answer: each member's predictions on ``images`` ((k) x (I)); name: the name's ((I,)).
+        images: the train images; members: the answer's token-id tuples ((k)), for the record.
+        level: the interval's coverage (0: no check); seed: the resampling seed.
+
+    Returns:
+        the NameCheck, or None with ``level`` 0 or where the images hold no target.
+    """
+    if not level or not answer:
+        return None
+    joined = list(answer[0]) if len(answer) == 1 else merge_split(answer, thresholds.iou)  # (I,)
+    a = coco_matches(joined, images, thresholds.max_dets)
+    b = coco_matches(name, images, thresholds.max_dets)
+    if a is None or b is None:
+        return None
+    return NameCheck(tuple(tuple(s) for s in members), paired_bootstrap(a, b, level=level, seed=seed))
