@@ -162,11 +162,13 @@ class SearchConfig:
     known_name_ap: float = 0.05
     # an answer (one alias or a set) that departs from a name the model knows (known_name_ap) is kept only where
     # the paired bootstrap interval (this coverage, over the train images) of its train AP minus the name's lies
-    # above 0 (alias_opt.search.name_check); 0: name_margin alone decides. The search's winner is the best of
-    # thousands on ~20 images: on named 5757 and 6565 (design seeds) a chance fit replaced the exact name once
-    # in 20 each (-0.076, -0.047 held out); at 0.9 both, and three held-out ties, keep the name, and no policy win
-    # is lost (`python bench/name_guard.py --level 0.9`, `bench/set_level.py`)
-    name_level: float = 0.9
+    # above 0 (alias_opt.search.name_check): the test that calls a held-out win (DESIGN 5) must call a train win;
+    # 0: name_margin alone decides. The search's winner is the best of thousands on ~20 images: on named 5757 and
+    # 6565 a chance fit replaced the exact name once in 20 each (-0.076, -0.047 held out). 0.9 fixed both (design);
+    # fresh seed 4848 then lost one at 0.9 ("solid teal star" -> "teal star", -0.040, train [+0.005, +0.116]);
+    # 0.95 keeps the name there too, and over the three seeds' named, policy and composite runs it turns down one
+    # policy win more ("solid star" set, +0.172) and two ties (`python bench/name_guard.py --levels 0.9,0.95`)
+    name_level: float = 0.95
     prune_tolerance: float = 0.01  # after re-ranking, drop alias tokens costing at most this train AP (-1: off)
     prune_keep_name: bool = True  # never prune the name's own tokens (the annotator's words)
     scan_size: int = 64  # shortlist singles scored by the scan phase

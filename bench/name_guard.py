@@ -1,11 +1,16 @@
-"""Name guard probe: would a paired bootstrap on the train images (alias vs name) have kept the name?
+"""Name check probe: at which ``name_level`` would a finished run's answers have kept the name?
 
-For each category of a finished world-v2 discovery run whose answer is one alias (no set kept), predict
-the alias and the name on the run's train images, bootstrap AP(alias) - AP(name) over those images at
-``--level``, and print it beside the run's held-out verdict: a guard that keeps the name unless the train
-interval lies above 0 would turn the rows marked ``reverted`` into ties (held-out difference 0).
+For each category of a finished world-v2 discovery run whose answer (one alias or a merged set) is not the
+name, and whose name the model knows (train AP >= ``known_name_ap``), predict the answer's aliases and the
+name on the run's train images and run the name check (``alias_opt.search.name_check``) at each of
+``--levels``; print it beside the run's held-out verdict. A check that turns the answer down makes that
+category a tie (held-out difference 0). Answers the run's own check already turned down (its
+``extra.name_check``) are listed from the record. An answer the search would have replaced after its
+single was turned down (the set builder's second look) is not re-searched: the probe re-decides the final
+answers only.
 
-    python bench/name_guard.py --run results/wv2d/policy_s5353_n240 --config configs/fast.json --threads 2
+    python bench/name_guard.py --run results/s29/wv2d_4848/policy_s4848_n240_p20 --config configs/default.json \
+        --levels 0.9,0.95 --threads 2
 """
 
 from __future__ import annotations
@@ -17,50 +22,58 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from alias_opt.discover import encode, train_images  # noqa: E402
-from alias_opt.eval.bootstrap import paired_bootstrap  # noqa: E402
-from alias_opt.eval.metrics import coco_matches  # noqa: E402
+from alias_opt.discover import encode, search_seed, train_images  # noqa: E402
 from alias_opt.eval.predict import predict  # noqa: E402
+from alias_opt.search.name_check import name_check  # noqa: E402
 from bench.finished_run import open_run, run_parser  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = run_parser(__doc__.splitlines()[0])
-    ap.add_argument("--level", type=float, default=0.95, help="coverage of the train bootstrap interval")
+    ap.add_argument("--levels", default="0.9,0.95", help="coverages of the train bootstrap interval, comma-separated")
     args = ap.parse_args(argv)
+    levels = [float(x) for x in args.levels.split(",")]
     cfg, backend, sets = open_run(args)
+    tok = backend.tokenizer
     rows = []
     for ts in sets:
         rec = json.loads((args.run / "run" / "categories" / f"{ts.category_id}.json").read_text())["aliases"][0]
         extra = rec["extra"]
-        if len(rec.get("alias_set") or [1]) > 1 or rec["token_ids"] == backend.tokenizer.encode(ts.name, special=False):
+        for c in extra.get("name_check") or []:
+            if c["name_kept"]:
+                print(json.dumps({"category": ts.category_id, "name": ts.name, "turned_down_by_the_run": c}))
+        name = tok.encode(ts.name, special=False)
+        members = [m["token_ids"] for m in rec.get("alias_set") or []] or [rec["token_ids"]]
+        train_name = rec.get("baseline_train_metrics") or {}
+        if members == [name] or train_name.get("ap", 0.0) < cfg.known_name_ap:
             continue
         images = train_images(ts, cfg, cfg.seed)
         feats = encode(backend, images)
-        name = backend.tokenizer.encode(ts.name, special=False)
-        a, b = (coco_matches(p, images) for p in predict(backend, feats, images, [rec["token_ids"], name]))
-        d = paired_bootstrap(a, b, level=args.level, seed=ts.category_id)
+        preds = predict(backend, feats, images, [*members, name])
         row = {
             "category": ts.category_id,
             "name": ts.name,
-            "alias": rec["text"],
-            "train": d.short(),
-            "reverted": d.verdict() != "win",
+            "answer": " | ".join(tok.decode(m) for m in members),
             "held_out": extra.get("vs_name"),
-            "held_out_interval": extra.get("vs_name_interval"),
+            "held_out_diff": (extra.get("vs_name_interval") or {}).get("diff"),
         }
+        for level in levels:
+            c = name_check(
+                preds[:-1], preds[-1], images, [tuple(m) for m in members], level, search_seed(cfg.seed, ts.category_id)
+            )
+            row[f"train@{level:g}"] = None if c is None else c.diff.short()
+            row[f"kept_name@{level:g}"] = None if c is None else not c.departs
         rows.append(row)
         print(json.dumps(row), flush=True)
-    rev = [r for r in rows if r["reverted"]]
-    print(
-        json.dumps(
-            {
-                "single_alias_answers": len(rows),
-                "reverted": len(rev),
-                "reverted_held_out": {v: sum(r["held_out"] == v for r in rev) for v in ("win", "tie", "loss")},
-            }
-        )
-    )
+    summary = {"answers_not_the_name": len(rows)}
+    for level in levels:
+        kept = [r for r in rows if r[f"kept_name@{level:g}"]]
+        summary[f"name_kept@{level:g}"] = {
+            "n": len(kept),
+            "held_out": {v: sum(r["held_out"] == v for r in kept) for v in ("win", "tie", "loss")},
+            "held_out_diffs": [round(r["held_out_diff"], 3) for r in kept if r["held_out_diff"] is not None],
+        }
+    print(json.dumps(summary))
     return 0
 
 

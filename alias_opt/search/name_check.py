@@ -12,7 +12,7 @@ checked: any answer that finds the targets beats it. Where the search's winner w
 set builder then proposes another answer over the name, that second look at the same images is made at half
 the error rate (``alias_opt.search.alias_set``).
 
-    check = name_check(answer_preds, name_preds, images, level=0.9, seed=seed)
+    check = name_check(answer_preds, name_preds, images, members, level=0.95, seed=seed)
     if check is not None and not check.departs: ...  # the name stays the answer
 """
 
