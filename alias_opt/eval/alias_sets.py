@@ -13,7 +13,9 @@ from collections.abc import Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from alias_opt.eval.metrics import ImagePredictions
+from alias_opt.data.targets import TargetImage
+from alias_opt.eval.bootstrap import BootstrapDiff, paired_bootstrap
+from alias_opt.eval.metrics import DEFAULT_THRESHOLDS, ImagePredictions, Thresholds, coco_matches
 
 
 def merge_predictions(parts: Sequence[ImagePredictions], nms_iou: float = 0.5) -> ImagePredictions:
@@ -50,3 +52,28 @@ def merge_split(per_alias: Sequence[Sequence[ImagePredictions]], nms_iou: float 
         (I,) merged predictions.
     """
     return [merge_predictions(parts, nms_iou) for parts in zip(*per_alias)]
+
+
+def set_bootstrap(
+    members: Sequence[Sequence[ImagePredictions]],
+    other: Sequence[ImagePredictions],
+    images: Sequence[TargetImage],
+    level: float,
+    seed: int,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+) -> BootstrapDiff | None:
+    """AP(set) - AP(other) on the same images with its paired bootstrap interval, the set's members'
+    detections merged image by image (one member: its own); None with ``level`` 0 or without targets.
+
+    Args:
+        members: each member's predictions ((k) x (I)); other: the prompt compared against ((I,)).
+        level: the interval's coverage; seed: the resampling seed.
+    """
+    if not level or not members:
+        return None
+    joined = list(members[0]) if len(members) == 1 else merge_split(members, thresholds.iou)  # (I,)
+    a = coco_matches(joined, images, thresholds.max_dets)
+    b = coco_matches(other, images, thresholds.max_dets)
+    if a is None or b is None:
+        return None
+    return paired_bootstrap(a, b, level=level, seed=seed)

@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from alias_opt.data.targets import TargetImage
-from alias_opt.eval.alias_sets import merge_split
-from alias_opt.eval.bootstrap import BootstrapDiff, paired_bootstrap
-from alias_opt.eval.metrics import DEFAULT_THRESHOLDS, ImagePredictions, Thresholds, coco_matches
+from alias_opt.eval.alias_sets import set_bootstrap
+from alias_opt.eval.bootstrap import BootstrapDiff
+from alias_opt.eval.metrics import DEFAULT_THRESHOLDS, ImagePredictions, Thresholds
 from alias_opt.search.objective import Seq
 
 
@@ -69,11 +69,5 @@ def name_check(
     Returns:
         the NameCheck, or None with ``level`` 0 or where the images hold no target.
     """
-    if not level or not answer:
-        return None
-    joined = list(answer[0]) if len(answer) == 1 else merge_split(answer, thresholds.iou)  # (I,)
-    a = coco_matches(joined, images, thresholds.max_dets)
-    b = coco_matches(name, images, thresholds.max_dets)
-    if a is None or b is None:
-        return None
-    return NameCheck(tuple(tuple(s) for s in members), paired_bootstrap(a, b, level=level, seed=seed))
+    diff = set_bootstrap(answer, name, images, level, seed, thresholds)
+    return None if diff is None else NameCheck(tuple(tuple(s) for s in members), diff)

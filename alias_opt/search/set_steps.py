@@ -12,10 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from alias_opt.data.targets import TargetImage
-from alias_opt.eval.bootstrap import BootstrapDiff, paired_bootstrap
+from alias_opt.eval.alias_sets import set_bootstrap
+from alias_opt.eval.bootstrap import BootstrapDiff
 from alias_opt.eval.matching import hungarian_match, iou_matrix
-from alias_opt.eval.metrics import DEFAULT_THRESHOLDS, ImagePredictions, PromptMetrics, Thresholds, coco_matches
-from alias_opt.search.cover import Preds, ap_of, merged, merged_metrics
+from alias_opt.eval.metrics import DEFAULT_THRESHOLDS, ImagePredictions, PromptMetrics, Thresholds
+from alias_opt.search.cover import Preds, ap_of, merged_metrics
 from alias_opt.search.objective import Seq
 
 
@@ -108,13 +109,7 @@ def set_vs_single(
         members: the set members' predictions ((k) x (I)); single: the single alias's (I,).
         level: the interval's coverage; seed: the resampling seed.
     """
-    if not level:
-        return None
-    a = coco_matches(merged(members, thresholds), images, thresholds.max_dets)
-    b = coco_matches(single, images, thresholds.max_dets)
-    if a is None or b is None:
-        return None
-    return paired_bootstrap(a, b, level=level, seed=seed)
+    return set_bootstrap(members, single, images, level, seed, thresholds)
 
 
 def wants_split(single: PromptMetrics, max_precision: float) -> bool:
