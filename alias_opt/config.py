@@ -169,6 +169,12 @@ class SearchConfig:
     # 0.95 keeps the name there too, and over the three seeds' named, policy and composite runs it turns down one
     # policy win more ("solid star" set, +0.172) and two ties (`python bench/name_guard.py --levels 0.9,0.95`)
     name_level: float = 0.95
+    # the name check also reads this many further images without the category (TargetSet.extra_negatives: drawn
+    # after its sampled negatives, never in its test split; encoded per check, not searched on): ~10 train
+    # negatives rarely hold the objects a broadening of the name fires on. Named 4949 lost "solid pink cross" to
+    # "crosses rose" (train +0.038 [+0.006, +0.071] on 24 images; -0.016 [-0.090, +0.036] with 100 more, -0.077
+    # held out), while every policy win kept its train win (bench/name_guard.py); 0: the train images alone
+    name_negatives: int = 100
     prune_tolerance: float = 0.01  # after re-ranking, drop alias tokens costing at most this train AP (-1: off)
     prune_keep_name: bool = True  # never prune the name's own tokens (the annotator's words)
     scan_size: int = 64  # shortlist singles scored by the scan phase
@@ -309,6 +315,8 @@ class SearchConfig:
             raise ValueError(
                 f"name_level must be in [0, 1) (0: no bootstrap check against the name); got {self.name_level}"
             )
+        if self.name_negatives < 0:
+            raise ValueError(f"name_negatives must be >= 0 images (0: train images only); got {self.name_negatives}")
         if not 0 <= self.set_level < 1:
             raise ValueError(f"set_level must be in [0, 1) (0: no bootstrap check); got {self.set_level}")
         if self.extend_pool < 0:

@@ -86,6 +86,12 @@ def train_images(ts: TargetSet, cfg: SearchConfig, split_seed: int) -> list[Targ
     return images
 
 
+def check_negatives(ts: TargetSet, cfg: SearchConfig) -> list[TargetImage]:
+    """The name check's further negatives: the first ``cfg.name_negatives`` of ``ts.extra_negatives``
+    (``CocoDataset.target_sets(extra_negatives=cfg.name_negatives)`` draws them)."""
+    return ts.extra_negatives[: cfg.name_negatives] if cfg.name_level else []
+
+
 def encode(backend: Sam3Backend, images: Sequence[TargetImage]) -> ImageFeatures:
     """Image features of TargetImages, read in their JSON orientation (as alias_opt.eval.metrics does)."""
     return backend.encode_images([im.image.load() for im in images])
@@ -113,7 +119,10 @@ def discover_alias_set(
     images = train_images(ts, cfg, cfg.seed)
     feats = feats if feats is not None else encode(backend, images)
     seed = search_seed(cfg.seed, ts.category_id)
-    return build_alias_set(backend, images, feats, ts.name, cfg, seed, first, indexes=indexes, on_step=on_step)
+    extra = check_negatives(ts, cfg)
+    return build_alias_set(
+        backend, images, feats, ts.name, cfg, seed, first, indexes=indexes, on_step=on_step, extra_negatives=extra
+    )
 
 
 def discover(
@@ -148,7 +157,17 @@ def discover(
     splits = 4 * cfg.set_split if cfg.max_aliases > 1 and cfg.set_pool else 0  # the cover set's insertions
     pairs = cfg.set_pair_tokens if cfg.max_aliases > 1 and cfg.set_pool else 0  # the cover set's pairs
     return search(
-        backend, images, feats, ts.name, cfg, seed, indexes=indexes, on_step=on_step, splits=splits, insertions=pairs
+        backend,
+        images,
+        feats,
+        ts.name,
+        cfg,
+        seed,
+        indexes=indexes,
+        on_step=on_step,
+        splits=splits,
+        insertions=pairs,
+        extra_negatives=check_negatives(ts, cfg),
     )
 
 
@@ -299,7 +318,11 @@ def run(
     (out / "categories").mkdir(parents=True, exist_ok=True)
     ds = CocoDataset.open(dataset)
     sets = ds.target_sets(
-        seed=cfg.seed, train_fraction=cfg.train_fraction, max_negatives=cfg.max_negatives, categories=categories
+        seed=cfg.seed,
+        train_fraction=cfg.train_fraction,
+        max_negatives=cfg.max_negatives,
+        categories=categories,
+        extra_negatives=cfg.name_negatives,
     )
     if not sets:
         raise ValueError(f"no usable target set in {ds.annotation_file}")

@@ -35,7 +35,10 @@ def open_run(args: argparse.Namespace) -> tuple[SearchConfig, Sam3Backend, list]
     cfg = load_config(args.config)
     backend = Sam3Backend.load(args.model)
     sets = CocoDataset.open(args.run).target_sets(
-        seed=cfg.seed, train_fraction=cfg.train_fraction, max_negatives=cfg.max_negatives
+        seed=cfg.seed,
+        train_fraction=cfg.train_fraction,
+        max_negatives=cfg.max_negatives,
+        extra_negatives=cfg.name_negatives,
     )
     return cfg, backend, sets
 

@@ -296,6 +296,15 @@ def test_split_is_deterministic_and_half(tmp_path):
     assert [i for i in ids(d.train) if i <= 20] == [i for i in ids(a.train) if i <= 20]
     with pytest.raises(ValueError, match="unknown split"):
         a.split("val")
+    assert a.extra_negatives == []  # none unless asked for
+    # extra negatives (the name check's): drawn after the sampled ones, which keep their split; never in
+    # either split, never an image of the category
+    e = sets_by_id(ds, seed=3, max_negatives=10, extra_negatives=6)[1]
+    assert ids(e.train) == ids(a.train) and ids(e.test) == ids(a.test)
+    assert len(e.extra_negatives) == 6 and ids(e.extra_negatives) == sorted(ids(e.extra_negatives))
+    assert not set(ids(e.extra_negatives)) & set(ids(e.split("all"))) and min(ids(e.extra_negatives)) > 20
+    assert not any(t.is_positive for t in e.extra_negatives)
+    assert len(sets_by_id(ds, seed=3, max_negatives=10, extra_negatives=50)[1].extra_negatives) == 10  # all left
     with pytest.raises(DatasetError, match="no category with id 99"):
         ds.target_sets(categories=[99])
 

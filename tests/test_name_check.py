@@ -11,7 +11,8 @@ from alias_opt.config import load_config
 from alias_opt.eval.metrics import score_predictions
 from alias_opt.search import alias_set as aset
 from alias_opt.search import pipeline
-from alias_opt.search.name_check import name_check
+from alias_opt.search import name_check as nc
+from alias_opt.search.name_check import name_check, wide_name_check
 from tests.test_alias_sets import A1, B2, BROAD, IMAGES, JUNK, PREDS, _fake_world, _Feats, pred, target
 
 TWELVE = [target(i, A1) for i in range(1, 13)]  # one target on each of 12 images
@@ -53,6 +54,8 @@ def test_no_check_without_a_level_or_targets():
     assert name_check([[MISS] * 3], [MISS] * 3, empty, [(7,)], level=0.9, seed=0) is None
     with pytest.raises(ValueError):
         load_config(overrides={"name_level": 1.0})
+    with pytest.raises(ValueError, match="name_negatives"):
+        load_config(overrides={"name_negatives": -1})
 
 
 def test_the_set_builder_keeps_a_known_name_the_set_does_not_clearly_beat(monkeypatch):
@@ -136,7 +139,9 @@ def test_the_pipelines_name_check_on_the_reranked_winner(monkeypatch):
     preds = {(7,): answer, (5, 6): name}
     monkeypatch.setattr(pipeline, "predict", lambda backend, feats, images, prompts: [preds[tuple(p)] for p in prompts])
     rows = [_row((7,), answer, TWELVE), _row((5, 6), name, TWELVE)]
-    ctx = SimpleNamespace(obj=_Obj(TWELVE), cfg=load_config(), name_seq=(5, 6), seed=3, backend=None)
+    ctx = SimpleNamespace(
+        obj=_Obj(TWELVE), cfg=load_config(), name_seq=(5, 6), seed=3, backend=None, extra_negatives=()
+    )
     c = pipeline._check_name(ctx, rows)
     assert c is not None and not c.departs and ctx.obj.charged == 24
     assert ctx.obj.records[0][0] == "name check" and ctx.obj.records[0][1]["name_kept"] is True
@@ -152,4 +157,60 @@ def test_the_pipelines_name_check_on_the_reranked_winner(monkeypatch):
     # the reserve for the re-ranking keeps the check's forwards back under a budget
     cfg = load_config()
     assert pipeline.rerank_reserve(cfg, 10, 10_000, True) == (cfg.rerank + 3) * 10
+    assert pipeline.rerank_reserve(cfg, 10, 10_000, True, n_extra=100) == (cfg.rerank + 3) * 10 + 200
+    assert pipeline.rerank_reserve(cfg, 10, 10_000, False, n_extra=100) == cfg.rerank * 10
+    # a budget too small for the check on 110 images still keeps the re-ranking's share back
+    assert pipeline.rerank_reserve(cfg, 10, 100, True, n_extra=100) == (cfg.rerank + 1) * 10
     assert pipeline.rerank_reserve(load_config(overrides={"name_level": 0}), 10, 10_000, True) == (cfg.rerank + 1) * 10
+
+
+EXTRA = [target(i) for i in range(20, 32)]  # twelve images without the category
+
+
+def _extra_preds(monkeypatch, by_prompt):
+    """predict_images on the extra negatives, from hand-made predictions per prompt."""
+    calls = []
+
+    def fake(backend, images, prompts, thresholds=None):
+        calls.append((list(images), [tuple(p) for p in prompts]))
+        return [by_prompt[tuple(p)] if images else [] for p in prompts]
+
+    monkeypatch.setattr(nc, "predict_images", fake)
+    return calls
+
+
+def test_extra_negatives_catch_a_broadening_of_the_name(monkeypatch):
+    """On the train images the answer finds two targets more than the name (a clear win); it also fires on
+    every image without the category, where the name stays quiet: over both, the name stays."""
+    answer, name = [HIT] * 12, [HIT] * 8 + [MISS] * 4
+    calls = _extra_preds(monkeypatch, {(7,): [pred((JUNK, 0.95))] * 12, (5, 6): [pred()] * 12})
+    train = wide_name_check(None, [answer], name, TWELVE, [], [(7,)], (5, 6), level=0.9, seed=0)
+    assert train.departs and train.extra_negatives == 0 and train.diff.diff == pytest.approx(
+        name_check([answer], name, TWELVE, [(7,)], level=0.9, seed=0).diff.diff
+    )
+    wide = wide_name_check(None, [answer], name, TWELVE, EXTRA, [(7,)], (5, 6), level=0.9, seed=0)
+    assert calls[-1] == (EXTRA, [(7,), (5, 6)])  # the answer's members and the name, on the extra images
+    assert wide.diff.diff < 0 and not wide.departs and wide.extra_negatives == 12
+    assert wide.to_dict(str)["extra_negatives"] == 12 and wide.to_dict(str)["name_kept"] is True
+    # a narrowing (quiet where the name fires) keeps its win over the wider images
+    calls = _extra_preds(monkeypatch, {(7,): [pred()] * 12, (5, 6): [pred((JUNK, 0.95))] * 12})
+    narrow = wide_name_check(None, [answer], name, TWELVE, EXTRA, [(7,)], (5, 6), level=0.9, seed=0)
+    assert narrow.departs and narrow.diff.diff > train.diff.diff
+    assert wide_name_check(None, [answer], name, TWELVE, EXTRA, [(7,)], (5, 6), level=0, seed=0) is None
+
+
+def test_the_pipelines_check_reads_and_charges_the_extra_negatives(monkeypatch):
+    answer, name = [HIT] * 12, [HIT] * 8 + [MISS] * 4
+    monkeypatch.setattr(pipeline, "predict", lambda backend, feats, images, prompts: [answer, name])
+    _extra_preds(monkeypatch, {(7,): [pred((JUNK, 0.95))] * 12, (5, 6): [pred()] * 12})
+    rows = [_row((7,), answer, TWELVE), _row((5, 6), name, TWELVE)]
+    ctx = SimpleNamespace(
+        obj=_Obj(TWELVE), cfg=load_config(), name_seq=(5, 6), seed=3, backend=None, extra_negatives=EXTRA
+    )
+    c = pipeline._check_name(ctx, rows)
+    assert c is not None and not c.departs and c.extra_negatives == 12 and ctx.obj.charged == 2 * (12 + 12)
+    ctx.extra_negatives = ()
+    c = pipeline._check_name(ctx, rows)
+    assert c.departs and c.extra_negatives == 0
+    ctx.obj, ctx.extra_negatives = _Obj(TWELVE, room=47), EXTRA  # the check needs 48 forwards
+    assert pipeline._check_name(ctx, rows) is None

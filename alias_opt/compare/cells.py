@@ -24,7 +24,7 @@ import torch
 from alias_opt.compare.records import CELL_VERSION, CategoryInfo, Cell, CurvePoint, LossPoint, Shown, SoftCell
 from alias_opt.config import SearchConfig
 from alias_opt.data.loader import CocoDataset, TargetImage, TargetSet
-from alias_opt.discover import JsonlWriter, encode, train_images
+from alias_opt.discover import JsonlWriter, check_negatives, encode, train_images
 from alias_opt.eval.bootstrap import RESAMPLES, ImageMatches, verdict_vs
 from alias_opt.eval.figures import pick_images
 from alias_opt.eval.metrics import (
@@ -203,7 +203,17 @@ def run_cell(
     on_step = progress.tee(writer or (lambda st: None)) if progress is not None else writer
     try:  # the one pipeline main.py runs, with this cell's budget
         res = search(
-            b, cat.train, cat.train_feats, ts.name, cfg, cell_seed(seed, cid), budget, strategy, bench.indexes, on_step
+            b,
+            cat.train,
+            cat.train_feats,
+            ts.name,
+            cfg,
+            cell_seed(seed, cid),
+            budget,
+            strategy,
+            bench.indexes,
+            on_step,
+            extra_negatives=check_negatives(ts, cfg),
         )
     finally:
         if writer:
@@ -345,6 +355,7 @@ def open_bench(
         train_fraction=cfg.train_fraction,
         max_negatives=cfg.max_negatives,
         categories=setup.categories,
+        extra_negatives=cfg.name_negatives,
     )
     usable = [ts for ts in sets if any(t.is_positive for t in ts.train)]
     for ts in sets:

@@ -181,6 +181,7 @@ class CocoDataset:
         max_negatives: int = 20,
         categories: Sequence[int] | None = None,
         min_positives: int = 1,
+        extra_negatives: int = 0,
     ) -> list[TargetSet]:
         """Per category, its positive images (with masks) and up to ``max_negatives`` negative images,
         each split train/test deterministically by ``seed`` and the category id.
@@ -194,6 +195,9 @@ class CocoDataset:
             max_negatives: negatives sampled per category (before the split).
             categories: category ids to build (default all, sorted by id).
             min_positives: categories with fewer usable positive images are skipped (noted in the report).
+            extra_negatives: further negatives per category, drawn after the sampled ones (which stay as
+                they are) and kept apart from both splits (``TargetSet.extra_negatives``): never in its test
+                split, so a train-side check may read them (the name check, ``SearchConfig.name_negatives``).
         """
         if not 0.0 <= train_fraction <= 1.0:
             raise ValueError(f"train_fraction must be in [0, 1]; got {train_fraction}")
@@ -246,11 +250,12 @@ class CocoDataset:
             rng = np.random.default_rng([split_seed, 1])
             pool = [i for i in all_ids if i not in touched.get(cid, ())]
             negatives: list[TargetImage] = []
-            for k in rng.permutation(len(pool)):
-                if len(negatives) >= max_negatives:
+            for k in rng.permutation(len(pool)):  # the first max_negatives split, the next extra_negatives apart
+                if len(negatives) >= max_negatives + extra_negatives:
                     break
                 if self.usable(pool[int(k)]):
                     negatives.append(TargetImage(self.images[pool[int(k)]], rles=[], ann_ids=[]))
+            negatives, extra = negatives[:max_negatives], negatives[max_negatives:]
             pos_train, pos_test = _split(positives, train_fraction, np.random.default_rng([split_seed, 0]))
             neg_train, neg_test = _split(negatives, train_fraction, rng)
             by_id = lambda t: t.image.image_id  # noqa: E731
@@ -261,6 +266,7 @@ class CocoDataset:
                     cat.oracle_name,
                     sorted(pos_train + neg_train, key=by_id),
                     sorted(pos_test + neg_test, key=by_id),
+                    sorted(extra, key=by_id),
                 )
             )
         return out

@@ -206,16 +206,25 @@ class TargetSet:
         name: its name, or None when the dataset gives none (a nameless category has no baseline).
         oracle_name: the optional ``oracle_name`` key (the toy world's training words); for reports only.
         train, test: TargetImage lists, sorted by image id.
+        extra_negatives: negatives outside both splits (never in ``test``; empty unless asked for), sorted by
+            image id: more images without the category for a train-side check (the name check).
     """
 
     def __init__(
-        self, category_id: int, name: str | None, oracle_name, train: list[TargetImage], test: list[TargetImage]
+        self,
+        category_id: int,
+        name: str | None,
+        oracle_name,
+        train: list[TargetImage],
+        test: list[TargetImage],
+        extra_negatives: list[TargetImage] | None = None,
     ):
         self.category_id = category_id
         self.name = name
         self.oracle_name = oracle_name
         self.train = train
         self.test = test
+        self.extra_negatives = list(extra_negatives or [])
 
     def split(self, which: str) -> list[TargetImage]:
         """``train``, ``test`` or ``all`` (train then test)."""

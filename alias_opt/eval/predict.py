@@ -158,17 +158,41 @@ def evaluate_prompts(
         return []
     if feats is not None:
         return [score_predictions(p, images, thresholds) for p in predict(backend, feats, images, ids, thresholds)]
-    text = backend.encode_text(ids=backend.prompt_ids(ids))
-    per_prompt: list[list[ImagePredictions]] = [[] for _ in ids]
+    per_prompt = predict_images(backend, images, ids, thresholds, chunk, progress)
+    return [score_predictions(p, images, thresholds) for p in per_prompt]
+
+
+def predict_images(
+    backend,
+    images: Sequence[TargetImage],
+    prompts: Sequence[Sequence[int]],
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    chunk: int = 16,
+    progress: bool = False,
+) -> list[list[ImagePredictions]]:
+    """``predict`` on images not yet encoded: read and encoded ``chunk`` at a time (each once for all
+    prompts; the backend's disk cache makes repeats cheap), so no more than a chunk's features are held.
+
+    Args:
+        prompts: alias token id lists (no SOT/EOT).
+        progress: show a progress bar over images.
+
+    Returns:
+        ``[prompt][image]`` predictions.
+    """
+    if not prompts or not images:
+        return [[] for _ in prompts]
+    text = backend.encode_text(ids=backend.prompt_ids(prompts))
+    per_prompt: list[list[ImagePredictions]] = [[] for _ in prompts]
     bar = tqdm(total=len(images), desc="evaluate", unit="img", disable=not progress)
     for start in range(0, len(images), chunk):
         part = list(images[start : start + chunk])
         part_feats = backend.encode_images([im.image.load() for im in part])
-        P, I = len(ids), len(part)
+        P, I = len(prompts), len(part)
         sizes = [(im.image.height, im.image.width) for im in part]
         p_idx, i_idx = torch.arange(P).repeat_interleave(I), torch.arange(I).repeat(P)
         for k, pred in predict_pairs(backend, text, part_feats, p_idx, i_idx, sizes, thresholds):
             per_prompt[k // I].append(pred)  # pairs come in order: prompt-major, then image
         bar.update(I)
     bar.close()
-    return [score_predictions(p, images, thresholds) for p in per_prompt]
+    return per_prompt

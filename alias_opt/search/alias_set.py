@@ -79,7 +79,7 @@ from alias_opt.search.cover import (
     prune_addition,
 )
 from alias_opt.search.meter import Usage
-from alias_opt.search.name_check import NameCheck, name_check
+from alias_opt.search.name_check import NameCheck, wide_name_check
 from alias_opt.search.objective import Seq, Step, tagged
 from alias_opt.search.pipeline import SearchOutcome, search
 from alias_opt.search.set_steps import (
@@ -243,6 +243,7 @@ def build_alias_set(
     indexes: Mapping | None = None,
     on_step: Callable[[Step], None] | None = None,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    extra_negatives: Sequence[TargetImage] = (),
 ) -> AliasSetResult:
     """Grow an alias set from ``first``'s winner on the train ``images`` (see the module doc).
 
@@ -253,6 +254,7 @@ def build_alias_set(
         seed: the first search's seed (round ``n`` searches with ``round_seed(seed, n)``).
         first: the single-alias search's outcome (its ``token_ids`` must be set).
         indexes, on_step: passed to each residual search (its steps' phases prefixed ``set<n>:``).
+        extra_negatives: images without the category the name check reads besides ``images``.
     """
     if first.token_ids is None:
         raise ValueError("the single-alias search found no candidate")
@@ -374,7 +376,11 @@ def build_alias_set(
         # turned down at 0.9, then "small gardeners" from the cover pool passed at 0.9 by +0.0006)
         looked = first.name_check is not None
         level = 1 - (1 - cfg.name_level) / 2 if looked else cfg.name_level
-        checked = name_check([preds[s] for s in members], preds[name_seq], images, members, level, seed, thresholds)
+        answer = [preds[s] for s in members]
+        checked = wide_name_check(
+            backend, answer, preds[name_seq], images, extra_negatives, members, name_seq, level, seed, thresholds
+        )
+        usage = usage + Usage(forward=(len(members) + 1) * len(extra_negatives))
         if checked is not None and not checked.departs:
             single, first_single, kept, members = name_seq, None, False, [name_seq]
     return AliasSetResult(

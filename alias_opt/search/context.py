@@ -68,6 +68,7 @@ class SearchContext:
             until the budget is spent).
         kept_soft: the ``soft`` phase's kept prompt.
         seed: the search seed (the name check's resampling seed).
+        extra_negatives: images without the category the name check reads besides the train images.
     """
 
     obj: Objective
@@ -82,6 +83,7 @@ class SearchContext:
     last: bool = False
     kept_soft: KeptSoft | None = None
     seed: int = 0
+    extra_negatives: Sequence = ()
     _proj: ProjectionIndex | None = None
     _shortlist: list[int] | None = None
     _pool: list[int] | None = None
@@ -274,6 +276,7 @@ def make_context(
     seed: int,
     indexes: Mapping[str, VocabularyIndex] | None = None,
     on_step: Callable[[Step], None] | None = None,
+    extra_negatives: Sequence = (),
 ) -> SearchContext:
     """The SearchContext of one (target set, seed) with an uncapped objective (the pipeline sets the budget).
 
@@ -285,6 +288,7 @@ def make_context(
         seed: the search seed (``search_seed``).
         indexes: vocabulary indexes by space; a dict is shared (those built on first use are added to it).
         on_step: called with every recorded step.
+        extra_negatives: images without the category for the name check (``TargetImage``; not searched on).
     """
     filt = CandidateFilter(backend.tokenizer, allowed_tokens(backend, cfg, name), cfg.max_len, cfg.roundtrip)
     obj = Objective(
@@ -302,4 +306,6 @@ def make_context(
     # any length: the name is the baseline the alias must beat on train (seeds go through the filter)
     name_seq = tuple(ids) if ids and bool(filt.allowed[ids].all()) else None
     shared = indexes if isinstance(indexes, dict) else dict(indexes or {})  # indexes built here are kept there
-    return SearchContext(obj, filt, cfg, np.random.default_rng(seed), name_seq, shared, seed=int(seed))
+    return SearchContext(
+        obj, filt, cfg, np.random.default_rng(seed), name_seq, shared, seed=int(seed), extra_negatives=extra_negatives
+    )

@@ -25,6 +25,7 @@ from alias_opt.data.targets import TargetImage
 from alias_opt.eval.alias_sets import set_bootstrap
 from alias_opt.eval.bootstrap import BootstrapDiff
 from alias_opt.eval.metrics import DEFAULT_THRESHOLDS, ImagePredictions, Thresholds
+from alias_opt.eval.predict import predict_images
 from alias_opt.search.objective import Seq
 
 
@@ -35,10 +36,12 @@ class NameCheck:
     Attributes:
         answer: the checked answer's aliases ((1) or (k) token-id tuples).
         diff: train AP(answer, merged) - AP(name) with its paired bootstrap interval.
+        extra_negatives: images without the category read besides the train images.
     """
 
     answer: tuple[Seq, ...]
     diff: BootstrapDiff
+    extra_negatives: int = 0
 
     @property
     def departs(self) -> bool:
@@ -47,7 +50,12 @@ class NameCheck:
 
     def to_dict(self, decode) -> dict:
         """JSON for a record's ``extra``: the answer's texts, the interval and whether the name stayed."""
-        return {"answer": [decode(s) for s in self.answer], **self.diff.to_dict(), "name_kept": not self.departs}
+        return {
+            "answer": [decode(s) for s in self.answer],
+            **self.diff.to_dict(),
+            "extra_negatives": self.extra_negatives,
+            "name_kept": not self.departs,
+        }
 
 
 def name_check(
@@ -71,3 +79,31 @@ def name_check(
     """
     diff = set_bootstrap(answer, name, images, level, seed, thresholds)
     return None if diff is None else NameCheck(tuple(tuple(s) for s in members), diff)
+
+
+def wide_name_check(
+    backend,
+    answer: Sequence[Sequence[ImagePredictions]],
+    name: Sequence[ImagePredictions],
+    images: Sequence[TargetImage],
+    extra: Sequence[TargetImage],
+    members: Sequence[Seq],
+    name_seq: Seq,
+    level: float,
+    seed: int,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+) -> NameCheck | None:
+    """``name_check`` over the train images and ``extra`` images without the category: the members and the
+    name are predicted on ``extra`` here (encoded a chunk at a time; (k + 1) x len(extra) forwards).
+
+    Args:
+        answer, name: predictions on the train ``images`` ((k) x (I) and (I,)), as for ``name_check``.
+        extra: further negatives (``TargetSet.extra_negatives``; empty: ``name_check`` alone).
+        members: the answer's token-id tuples ((k)); name_seq: the name's.
+    """
+    if not level:
+        return None
+    more = predict_images(backend, extra, [list(m) for m in members] + [list(name_seq)], thresholds)
+    answer = [[*a, *p] for a, p in zip(answer, more)]
+    check = name_check(answer, [*name, *more[-1]], [*images, *extra], members, level, seed, thresholds)
+    return None if check is None else NameCheck(check.answer, check.diff, len(extra))

@@ -32,7 +32,7 @@ from alias_opt.eval.predict import predict
 from alias_opt.search.context import KeptSoft, SearchContext, known_name, make_context, metric_ap
 from alias_opt.search.embeddings import VocabularyIndex
 from alias_opt.search.meter import TracePoint, Usage
-from alias_opt.search.name_check import NameCheck, name_check
+from alias_opt.search.name_check import NameCheck, wide_name_check
 from alias_opt.search.objective import PhaseResult, Seq, Step, until_spent
 from alias_opt.search.phases import PHASES
 from alias_opt.search.prune import prune_inert, readability
@@ -128,6 +128,7 @@ def search(
     on_step: Callable[[Step], None] | None = None,
     splits: int = 0,
     insertions: int = 0,
+    extra_negatives: Sequence = (),
 ) -> SearchOutcome:
     """Run ``strategy`` (default ``cfg.strategy``) on one target set's train images.
 
@@ -143,19 +144,24 @@ def search(
         on_step: called with every recorded step (e.g. a JSONL writer).
         splits: also return this many insertions into the name (``SearchOutcome.splits``; 0: none).
         insertions: also return the name's insertions of this many pool tokens (``SearchOutcome.insertions``).
+        extra_negatives: images without the category the name check reads too (``TargetSet.extra_negatives``).
 
     Returns:
         the SearchOutcome.
     """
     torch.manual_seed(seed)
-    ctx = make_context(backend, images, feats, name, cfg, seed, indexes, on_step)
+    ctx = make_context(backend, images, feats, name, cfg, seed, indexes, on_step, extra_negatives)
     return run_pipeline(ctx, strategy or cfg.strategy, cfg.budget if budget is None else budget, splits, insertions)
 
 
-def rerank_reserve(cfg: SearchConfig, n_images: int, budget: int, with_name: bool) -> int:
-    """Forward passes kept back for the final re-ranking and the name check (none if they would eat half
-    the budget)."""
-    need = (cfg.rerank + (1 + 2 * bool(cfg.name_level)) * int(with_name)) * n_images
+def rerank_reserve(cfg: SearchConfig, n_images: int, budget: int, with_name: bool, n_extra: int = 0) -> int:
+    """Forward passes kept back for the final re-ranking and the name check on the train images and
+    ``n_extra`` further negatives: the check's share only where both fit in half the budget, the
+    re-ranking's only where it does (else none)."""
+    need = (cfg.rerank + int(with_name)) * n_images
+    check = 2 * bool(cfg.name_level) * int(with_name) * (n_images + n_extra)
+    if 0 < need + check <= budget // 2:
+        return need + check
     return need if 0 < need <= budget // 2 else 0
 
 
@@ -175,6 +181,9 @@ def run_pipeline(
     with until_spent():
         if ctx.name_seq is not None:
             obj.score([ctx.name_seq], screen=False)
+            if budget and cfg.name_level and ctx.extra_negatives and ctx.knows_name():  # the check reads them too
+                n_extra = len(ctx.extra_negatives)
+                obj.set_budget(ctx.start + budget - rerank_reserve(cfg, obj.n_images, budget, True, n_extra))
     for i, phase in enumerate(plan.phases):
         ctx.last = i == len(plan.phases) - 1
         res = None
@@ -231,18 +240,22 @@ def run_pipeline(
 
 
 def _check_name(ctx: SearchContext, rows: Sequence[RerankRow]) -> NameCheck | None:
-    """The re-ranking's winner against a known name on the train images (``name_check``, the two
-    prompts' forwards charged to the budget); None where not checked (no winner, the name won, the name
-    is unknown or was not re-ranked, ``name_level`` 0, or the budget is spent)."""
+    """The re-ranking's winner against a known name on the train images and the extra negatives
+    (``wide_name_check``, the two prompts' forwards charged to the budget); None where not checked (no winner,
+    the name won, the name is unknown or was not re-ranked, ``name_level`` 0, or the budget is spent)."""
     obj, cfg = ctx.obj, ctx.cfg
     name_row = next((r for r in rows if r.token_ids == ctx.name_seq), None)
     if not cfg.name_level or name_row is None or rows[0] is name_row:
         return None
-    if not known_name(name_row.metrics, cfg.known_name_ap) or obj.remaining() < 2 * obj.n_images:
+    cost = 2 * (obj.n_images + len(ctx.extra_negatives))
+    if not known_name(name_row.metrics, cfg.known_name_ap) or obj.remaining() < cost:
         return None
-    answer, name = predict(ctx.backend, obj.feats, obj.images, [list(rows[0].token_ids), list(name_row.token_ids)])
-    obj.charge(2 * obj.n_images)
-    check = name_check([answer], name, obj.images, [rows[0].token_ids], cfg.name_level, ctx.seed)
+    winner, name_seq = rows[0].token_ids, name_row.token_ids
+    answer, name = predict(ctx.backend, obj.feats, obj.images, [list(winner), list(name_seq)])
+    check = wide_name_check(
+        ctx.backend, [answer], name, obj.images, ctx.extra_negatives, [winner], name_seq, cfg.name_level, ctx.seed
+    )
+    obj.charge(cost)
     if check is not None:
         obj.record("name check", 0, rows[0].loss, diff=check.diff.to_dict(), name_kept=not check.departs)
     return check
