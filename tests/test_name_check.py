@@ -10,8 +10,8 @@ import pytest
 from alias_opt.config import load_config
 from alias_opt.eval.metrics import score_predictions
 from alias_opt.search import alias_set as aset
-from alias_opt.search import pipeline
 from alias_opt.search import name_check as nc
+from alias_opt.search import pipeline
 from alias_opt.search.name_check import name_check, wide_name_check
 from tests.test_alias_sets import A1, B2, BROAD, IMAGES, JUNK, PREDS, _fake_world, _Feats, pred, target
 
@@ -185,8 +185,10 @@ def test_extra_negatives_catch_a_broadening_of_the_name(monkeypatch):
     answer, name = [HIT] * 12, [HIT] * 8 + [MISS] * 4
     calls = _extra_preds(monkeypatch, {(7,): [pred((JUNK, 0.95))] * 12, (5, 6): [pred()] * 12})
     train = wide_name_check(None, [answer], name, TWELVE, [], [(7,)], (5, 6), level=0.9, seed=0)
-    assert train.departs and train.extra_negatives == 0 and train.diff.diff == pytest.approx(
-        name_check([answer], name, TWELVE, [(7,)], level=0.9, seed=0).diff.diff
+    assert (
+        train.departs
+        and train.extra_negatives == 0
+        and train.diff.diff == pytest.approx(name_check([answer], name, TWELVE, [(7,)], level=0.9, seed=0).diff.diff)
     )
     wide = wide_name_check(None, [answer], name, TWELVE, EXTRA, [(7,)], (5, 6), level=0.9, seed=0)
     assert calls[-1] == (EXTRA, [(7,), (5, 6)])  # the answer's members and the name, on the extra images
@@ -212,5 +214,8 @@ def test_the_pipelines_check_reads_and_charges_the_extra_negatives(monkeypatch):
     ctx.extra_negatives = ()
     c = pipeline._check_name(ctx, rows)
     assert c.departs and c.extra_negatives == 0
-    ctx.obj, ctx.extra_negatives = _Obj(TWELVE, room=47), EXTRA  # the check needs 48 forwards
+    ctx.obj, ctx.extra_negatives = _Obj(TWELVE, room=47), EXTRA  # 48 forwards with the extra images: without them
+    c = pipeline._check_name(ctx, rows)
+    assert c.departs and c.extra_negatives == 0 and ctx.obj.charged == 24
+    ctx.obj = _Obj(TWELVE, room=23)
     assert pipeline._check_name(ctx, rows) is None

@@ -247,13 +247,14 @@ def _check_name(ctx: SearchContext, rows: Sequence[RerankRow]) -> NameCheck | No
     name_row = next((r for r in rows if r.token_ids == ctx.name_seq), None)
     if not cfg.name_level or name_row is None or rows[0] is name_row:
         return None
-    cost = 2 * (obj.n_images + len(ctx.extra_negatives))
+    extra = ctx.extra_negatives if obj.remaining() >= 2 * (obj.n_images + len(ctx.extra_negatives)) else ()
+    cost = 2 * (obj.n_images + len(extra))  # where the budget cannot pay for the extra images, the train images
     if not known_name(name_row.metrics, cfg.known_name_ap) or obj.remaining() < cost:
         return None
     winner, name_seq = rows[0].token_ids, name_row.token_ids
     answer, name = predict(ctx.backend, obj.feats, obj.images, [list(winner), list(name_seq)])
     check = wide_name_check(
-        ctx.backend, [answer], name, obj.images, ctx.extra_negatives, [winner], name_seq, cfg.name_level, ctx.seed
+        ctx.backend, [answer], name, obj.images, extra, [winner], name_seq, cfg.name_level, ctx.seed
     )
     obj.charge(cost)
     if check is not None:
