@@ -219,3 +219,34 @@ def test_the_pipelines_check_reads_and_charges_the_extra_negatives(monkeypatch):
     assert c.departs and c.extra_negatives == 0 and ctx.obj.charged == 24
     ctx.obj = _Obj(TWELVE, room=23)
     assert pipeline._check_name(ctx, rows) is None
+
+
+def test_narrows_only_where_every_member_adds_words_to_the_name():
+    red_circle = (736, 2763)
+    assert nc.narrows([(2661, 736, 2763)], red_circle)  # "large red circle"
+    assert nc.narrows([(736, 2763, 5589), (2763, 9, 736)], red_circle)  # each member, any order
+    assert nc.narrows([(736, 2763), (2661, 736, 2763)], red_circle)  # the name and a narrowing of it
+    assert not nc.narrows([(736, 2763)], red_circle)  # the name itself adds nothing
+    assert not nc.narrows([(736,)], red_circle)  # drops a word: a broadening
+    assert not nc.narrows([(736, 4, 9)], red_circle)  # swaps a word ("red circles")
+    assert not nc.narrows([(2661, 736, 2763), (736, 9)], red_circle)  # one member broadens
+    assert not nc.narrows([(5, 5)], (5, 5, 6)) and nc.narrows([(5, 6, 5)], (5, 5)) and not nc.narrows([(5, 6)], (5, 5))
+    assert not nc.narrows([], red_circle) and not nc.narrows([(1, 2)], ())
+    assert nc.check_level([(2661, 736, 2763)], red_circle, 0.95, 0.8) == 0.8
+    assert nc.check_level([(736,)], red_circle, 0.95, 0.8) == 0.95
+    assert nc.check_level([(2661, 736, 2763)], red_circle, 0, 0.8) == 0  # no check stays no check
+    with pytest.raises(ValueError, match="narrowing_level"):
+        load_config(overrides={"narrowing_level": 1.0})
+
+
+def test_the_pipelines_check_is_looser_for_a_narrowing(monkeypatch):
+    # the answer beats the name on 3 of 12 images: a win at 0.8, not at 0.99
+    answer, name = [HIT] * 12, [HIT] * 9 + [MISS] * 3
+    preds = {(5, 6, 7): answer, (9, 6): answer, (5, 6): name}
+    monkeypatch.setattr(pipeline, "predict", lambda backend, feats, images, prompts: [preds[tuple(p)] for p in prompts])
+    cfg = load_config(overrides={"name_level": 0.99, "narrowing_level": 0.8})
+    for winner, level in (((5, 6, 7), 0.8), ((9, 6), 0.99)):
+        rows = [_row(winner, answer, TWELVE), _row((5, 6), name, TWELVE)]
+        ctx = SimpleNamespace(obj=_Obj(TWELVE), cfg=cfg, name_seq=(5, 6), seed=3, backend=None, extra_negatives=())
+        c = pipeline._check_name(ctx, rows)
+        assert c.diff.level == level and c.departs == (level == 0.8), (winner, c.diff)

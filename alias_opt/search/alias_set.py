@@ -79,7 +79,7 @@ from alias_opt.search.cover import (
     prune_addition,
 )
 from alias_opt.search.meter import Usage
-from alias_opt.search.name_check import NameCheck, wide_name_check
+from alias_opt.search.name_check import NameCheck, check_level, wide_name_check
 from alias_opt.search.objective import Seq, Step, tagged
 from alias_opt.search.pipeline import SearchOutcome, search
 from alias_opt.search.set_steps import (
@@ -375,7 +375,8 @@ def build_alias_set(
         # (its cover pool holds other candidates), so at half the error rate (6565 "small triangle": "small kj"
         # turned down at 0.9, then "small gardeners" from the cover pool passed at 0.9 by +0.0006)
         looked = first.name_check is not None
-        level = 1 - (1 - cfg.name_level) / 2 if looked else cfg.name_level
+        level = check_level(members, name_seq, cfg.name_level, cfg.narrowing_level)
+        level = 1 - (1 - level) / 2 if looked else level
         answer = [preds[s] for s in members]
         checked = wide_name_check(
             backend, answer, preds[name_seq], images, extra_negatives, members, name_seq, level, seed, thresholds

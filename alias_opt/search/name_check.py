@@ -10,7 +10,10 @@ the paired bootstrap interval over the train images (coverage ``cfg.name_level``
 AP(name) lies above zero (``alias_opt.eval.bootstrap``). An unknown name (renamed, jargon) is not
 checked: any answer that finds the targets beats it. Where the search's winner was turned down and the
 set builder then proposes another answer over the name, that second look at the same images is made at half
-the error rate (``alias_opt.search.alias_set``).
+the error rate (``alias_opt.search.alias_set``). An answer that only adds words to the name (``narrows``:
+"solid yellow square" for "yellow square") is checked at ``cfg.narrowing_level`` (0.8) instead: it fires where
+the name does, less, so it cannot be a broadening that fires beyond the train images; what it drops is targets,
+which the train images show.
 
     check = name_check(answer_preds, name_preds, images, members, level=0.95, seed=seed)
     if check is not None and not check.departs: ...  # the name stays the answer
@@ -18,6 +21,7 @@ the error rate (``alias_opt.search.alias_set``).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -56,6 +60,26 @@ class NameCheck:
             "extra_negatives": self.extra_negatives,
             "name_kept": not self.departs,
         }
+
+
+def narrows(members: Sequence[Seq], name: Seq) -> bool:
+    """Whether the answer only adds words to the name: every member holds all of the name's tokens (as a
+    multiset, in any order) and the answer is not the name alone ("large red circle", "red circle | large red
+    circle" for "red circle"; not "red circles", which swaps a token, nor "red", which drops one).
+
+    Args:
+        members: the answer's token-id tuples ((k)); name: the name's token ids.
+    """
+    need, name = Counter(name), tuple(name)
+    return bool(name) and any(len(m) > len(name) for m in members) and all(not need - Counter(m) for m in members)
+
+
+def check_level(members: Sequence[Seq], name: Seq, level: float, narrowing_level: float) -> float:
+    """The name check's coverage for this answer: ``narrowing_level`` where it ``narrows`` the name, else
+    ``level`` (0 stays 0: no check)."""
+    if not level:
+        return 0.0
+    return narrowing_level if narrows(members, name) else level
 
 
 def name_check(

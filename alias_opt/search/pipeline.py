@@ -32,7 +32,7 @@ from alias_opt.eval.predict import predict
 from alias_opt.search.context import KeptSoft, SearchContext, known_name, make_context, metric_ap
 from alias_opt.search.embeddings import VocabularyIndex
 from alias_opt.search.meter import TracePoint, Usage
-from alias_opt.search.name_check import NameCheck, wide_name_check
+from alias_opt.search.name_check import NameCheck, check_level, wide_name_check
 from alias_opt.search.objective import PhaseResult, Seq, Step, until_spent
 from alias_opt.search.phases import PHASES
 from alias_opt.search.prune import prune_inert, readability
@@ -253,9 +253,8 @@ def _check_name(ctx: SearchContext, rows: Sequence[RerankRow]) -> NameCheck | No
         return None
     winner, name_seq = rows[0].token_ids, name_row.token_ids
     answer, name = predict(ctx.backend, obj.feats, obj.images, [list(winner), list(name_seq)])
-    check = wide_name_check(
-        ctx.backend, [answer], name, obj.images, extra, [winner], name_seq, cfg.name_level, ctx.seed
-    )
+    level = check_level([winner], name_seq, cfg.name_level, cfg.narrowing_level)
+    check = wide_name_check(ctx.backend, [answer], name, obj.images, extra, [winner], name_seq, level, ctx.seed)
     obj.charge(cost)
     if check is not None:
         obj.record("name check", 0, rows[0].loss, diff=check.diff.to_dict(), name_kept=not check.departs)
