@@ -120,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default=str(REPO / "configs" / "fast.json"), help="discovery config JSON")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "world_v2_discovery", help="datasets and runs")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument(
+        "--category-ids", default="", help="only these category ids, comma-separated (overrides --categories)"
+    )
     ap.add_argument("--resume", action="store_true", help="keep finished categories of earlier runs")
     ap.add_argument("--categories", type=int, default=0, help="only the first N categories (0: all)")
     args = ap.parse_args(argv)
@@ -147,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             cats = None
             if args.categories:
                 cats = [c["id"] for c in sorted(coco["categories"], key=lambda c: c["id"])[: args.categories]]
+            if args.category_ids:
+                cats = [int(c) for c in args.category_ids.split(",")]
             result = run(
                 data, data / "run", cfg, model=args.model, backend=backend, resume=args.resume, categories=cats
             )

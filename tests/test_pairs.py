@@ -51,9 +51,9 @@ def test_best_pairs_rank_the_complementary_members_first():
 def test_a_too_broad_alias_is_split_by_the_pairs_of_its_insertions(monkeypatch):
     calls = []
     _fake_world(monkeypatch, calls)
-    monkeypatch.setitem(PREDS, (4,), BROAD)  # precision 4/5: "too broad" below set_cluster_precision 0.9
+    monkeypatch.setitem(PREDS, (4,), BROAD)  # precision 4/5: "too broad" below set_pair_precision 0.9
     first = _first(token_ids=(4,), candidates=[(4,)], splits=[], insertions=[(3,), (1,), (2,)])
-    cfg = load_config(overrides={"set_level": 0, "set_cluster_precision": 0.9, "set_min_uncovered": 0.01})
+    cfg = load_config(overrides={"set_level": 0, "set_pair_precision": 0.9, "set_min_uncovered": 0.01})
     res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", cfg, seed=0, first=first)
     assert [(a, b) for a, b, _ in res.pairs] == [((1,), (2,)), ((3,), (1,)), ((3,), (2,))]
     assert res.insertions == 3 and res.kept and res.members == [(1,), (2,)]
@@ -63,11 +63,16 @@ def test_a_too_broad_alias_is_split_by_the_pairs_of_its_insertions(monkeypatch):
     assert res.usage.forward == 4 + 3 * 4 + 3 * 4
     d = res.to_dict(str)
     assert d["pairs"][0] == {"members": ["(1,)", "(2,)"], "ap50_estimate": 1.0} and d["insertions"] == 3
-    # where the alias is precise enough (0.8 >= 0.6) the insertions are not scored: the cover pool is the
-    # first search's candidates only, and the residual round runs as before (nothing uncovered: it stops)
-    precise = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", load_config(overrides={"set_level": 0}), 0, first)
-    assert precise.pairs == [] and precise.insertions == 0 and precise.rounds_skipped == ""
-    assert precise.members == [(4,)] and len(precise.rounds) == 1
+    # where the alias is precise enough (0.8, not below the default set_pair_precision 0.8) the insertions are
+    # not scored: the cover pool is the first search's candidates only, and the residual round runs as before
+    # (nothing uncovered: it stops); set_cluster_precision gates the cluster insertions only
+    for over in ({}, {"set_cluster_precision": 0.9}):
+        cfg = load_config(overrides={"set_level": 0, **over})
+        precise = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", cfg, 0, first)
+        assert precise.pairs == [] and precise.insertions == 0 and precise.rounds_skipped == ""
+        assert precise.members == [(4,)] and len(precise.rounds) == 1
+    with pytest.raises(ValueError, match="set_pair_precision"):
+        load_config(overrides={"set_pair_precision": 1.5})
 
 
 def test_a_union_member_found_alone_is_paired_before_any_residual_search(monkeypatch):

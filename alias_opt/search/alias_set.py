@@ -30,7 +30,7 @@ With ``cfg.set_clusters`` the pool also takes the candidates of two more searche
 of the train targets (``alias_opt.search.clusters``): a union's members are each one cluster's concept.
 With ``cfg.set_cluster_split``, where the single alias's train precision is low (``wants_split``), it takes
 the name's insertions screened against each cluster alone (``cluster_insertions``: no search).
-Where the single alias is too broad (``wants_split``: train precision below ``cfg.set_cluster_precision``)
+Where the single alias is too broad (``wants_split``: train precision below ``cfg.set_pair_precision``)
 or misses enough train targets for a residual search (a union's member found alone), the pool also
 takes the members of the best pairs of the name's insertions of the pool's first ``cfg.set_pair_tokens`` (128)
 tokens, each scored on all train images and paired by an estimate of the merged AP50
@@ -149,7 +149,7 @@ class AliasSetResult:
             (None where ``cfg.set_cluster_split`` is 0 or the single alias's precision did not call for it).
         pairs: the best pairs of the name's insertions by estimated merged AP50 (``alias_opt.search.pairs``)
             whose members joined the cover pool, each with its estimate ([] unless the single alias was too
-            broad, train precision below ``cfg.set_cluster_precision``, or missed enough train targets for a
+            broad, train precision below ``cfg.set_pair_precision``, or missed enough train targets for a
             residual search); insertions: how many were scored.
         rounds_skipped: why no residual round ran ("" where they ran): the cover set with the pairs won, or
             it ran and ``cfg.set_residual_after_pairs`` is off.
@@ -272,12 +272,13 @@ def build_alias_set(
     # ("violet" for purple squares and triangles) leaves the other to find. That cover set is built first;
     # where it already wins, no residual search runs (they cost ~30-90 s a category)
     sets_on = bool(cfg.set_pool) and cfg.max_aliases > 1
-    broad = sets_on and wants_split(metrics[single], cfg.set_cluster_precision)
+    broad = sets_on and wants_split(metrics[single], cfg.set_cluster_precision)  # for the cluster insertions
+    pair_broad = sets_on and wants_split(metrics[single], cfg.set_pair_precision)
     missed = not residual_plan(images, preds[single], cfg.set_min_uncovered, thresholds).reason
     # ... and only where the model knows the name (its train AP reaches known_name_ap): a never-trained
     # name (renamed) finds nothing, so its insertions have nothing to split (renamed 4646: no pair ever won)
     known = known_name(first.name_train_metrics, cfg.known_name_ap)
-    paired = sets_on and bool(first.insertions) and (broad or missed) and known
+    paired = sets_on and bool(first.insertions) and (pair_broad or missed) and known
     covered, skip = None, ""
     if paired:
         covered = cover_step(
