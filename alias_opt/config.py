@@ -255,7 +255,7 @@ class SearchConfig:
     # 0.60), where the pairs never ran and all four stayed ties; with 0.8 the three of 3838 win (+0.104,
     # +0.115, +0.056 held out). A right name's precision is in that band too (named: 4-8 of 20 a seed), so
     # the pairs run there as well; their sets answer to the name check (named 3939: pairs on 9 of 20, no loss
-    # over 0.02; 37-75 s each, but 441 s on "purple", 85 positive images at precision 0.797; README)
+    # over 0.02; 22-75 s each, but 441 s on "purple", 85 positive images at precision 0.797; README)
     set_pair_precision: float = 0.8
     # ... only where the model knows the name (known_name_ap)
     # where the pairs' cover set ran and did not win, the residual searches still run (True) or not: after a
