@@ -184,6 +184,13 @@ class SearchConfig:
     # +0.101] at 0.8; held out +0.221); over the named and policy runs of 3737, 4949, 4848, 5757 and 6565 no
     # narrowing that 0.8 lets through loses held out (bench/name_guard.py --levels 0.8,0.9,0.95; README)
     narrowing_level: float = 0.8
+    # after re-ranking, put back the name's words the winner lacks where that costs at most this train AP
+    # (alias_opt.search.prune.restore_words; before the pruning, which keeps them), for a name the model knows
+    # (known_name_ap) only; -1: off. The policy misses of fresh seed 3939 dropped the name's shape word:
+    # "large cross" (large teal crosses) -> "huge teal", "cross" (purple crosses) -> "closes violet"; ~20
+    # train images hold too few teal non-crosses to tell "huge teal" from "huge teal cross", the annotator's
+    # word does (held out "huge teal" fires on teal squares)
+    restore_tolerance: float = 0.01
     prune_tolerance: float = 0.01  # after re-ranking, drop alias tokens costing at most this train AP (-1: off)
     prune_keep_name: bool = True  # never prune the name's own tokens (the annotator's words)
     scan_size: int = 64  # shortlist singles scored by the scan phase
@@ -298,6 +305,8 @@ class SearchConfig:
             )
         if self.prune_tolerance != -1 and not 0 <= self.prune_tolerance <= 1:
             raise ValueError(f"prune_tolerance must be in [0, 1] or -1 (off); got {self.prune_tolerance}")
+        if self.restore_tolerance != -1 and not 0 <= self.restore_tolerance <= 1:
+            raise ValueError(f"restore_tolerance must be in [0, 1] or -1 (off); got {self.restore_tolerance}")
         if not 1 <= self.max_len <= 30:
             raise ValueError(f"max_len must be in 1..30 (context 32 = SOT + alias + EOT); got {self.max_len}")
         if self.index.space not in SPACES:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from alias_opt.search.prune import has_inert_token, is_word, prune_inert, readability
+from alias_opt.search.prune import has_inert_token, is_word, prune_inert, readability, restore_words
 
 RED, CIRCLE, HOST, FERT = 1, 2, 3, 4
 
@@ -64,3 +64,45 @@ def test_prune_keeps_the_names_tokens():
     r = prune_inert([small, purple, CIRCLE, HOST], score, tolerance=0.01, keep={purple, CIRCLE})
     assert r.seq == (small, purple, CIRCLE) and r.dropped == (HOST,)
     assert prune_inert([CIRCLE, HOST], score, keep={CIRCLE, HOST}).dropped == ()  # nothing left to drop
+
+
+def test_restore_puts_back_name_words_that_cost_nothing():
+    """ "huge teal" for "large cross": "cross" is inert on train (no teal non-crosses there), so it goes
+    back; "large" would cost 0.05 (say), so it does not."""
+    huge, teal, large, cross = 7, 8, 9, 10
+
+    def score(seqs):
+        last = [s[-1] == cross for s in seqs]  # "cross" scores 0.001 better at the end
+        return [0.6 + 0.1 * (teal in s) - 0.05 * (large in s) + 0.001 * e for s, e in zip(seqs, last)]
+
+    r = restore_words([huge, teal], [large, cross], score, tolerance=0.01)
+    assert r.added == (cross,) and sorted(r.seq) == sorted((huge, teal, cross))
+    assert r.seq == (huge, teal, cross)  # the best-scoring position
+    assert r.start_score - r.score <= 0.01
+    assert restore_words([huge, teal], [large, cross], score, tolerance=0.1).added == (cross, large)
+
+
+def test_restore_respects_tolerance_max_len_and_multisets():
+    def score(seqs):  # every inserted token costs 0.006
+        return [1.0 - 0.006 * (len(s) - 1) for s in seqs]
+
+    assert restore_words([1], [2, 3, 4], score, tolerance=0.01).added == (2,)  # a second would cost 0.012
+    assert restore_words([1], [2, 3, 4], score, tolerance=0.1, max_len=3).seq.__len__() == 3
+    assert restore_words([1, 2], [2, 3], score, tolerance=0.1).added == (3,)  # 2 is there already
+    assert restore_words([2], [2, 2], score, tolerance=0.1).seq == (2, 2)  # as multisets
+    assert restore_words([1], [2], score, tolerance=0.0).added == ()  # any cost is too much at 0
+    assert restore_words([1, 2], [], score).seq == (1, 2)
+
+
+def test_restore_replaces_a_non_name_token_at_max_len():
+    """ "empty red circle" for "hollow circle" at max_len 3: "hollow" takes the place of "empty" (its
+    synonym), not of "red" (which the targets need) or "circle" (the name's own word)."""
+    empty, red, circle, hollow = 11, 12, 13, 14
+
+    def score(seqs):
+        return [0.2 + 0.3 * (red in s) + 0.2 * (circle in s) + 0.1 * (empty in s or hollow in s) for s in seqs]
+
+    r = restore_words([empty, red, circle], [hollow, circle], score, tolerance=0.01, max_len=3)
+    assert r.seq == (hollow, red, circle) and r.added == (hollow,) and r.replaced == (empty,)
+    assert restore_words([red, circle, empty], [red, circle], score, max_len=3).added == ()  # nothing missing
+    assert restore_words([empty, red], [hollow], score, max_len=3).seq == (hollow, empty, red)  # room: insert

@@ -10,7 +10,7 @@ import torch
 from alias_opt.config import load_config
 from alias_opt.eval.predict import evaluate_prompts
 from alias_opt.search.context import make_context
-from alias_opt.search.pipeline import RerankRow, _prune
+from alias_opt.search.pipeline import RerankRow, _prune, _restore
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +62,19 @@ def test_prune_keeps_the_names_tokens(toy_ctx):
         ctx = make_context(b, ts.train, feats, "host", cfg, seed=0)  # a name whose token is filler here
         row, _ = _prune(ctx, _row(ctx, (red, circle, host)))
         assert row.token_ids == expect, (keep, row.token_ids)
+
+
+def test_restore_puts_back_the_names_word_only_where_it_does_not_cost(toy_ctx):
+    """The targets are red circles: from "red", the name "red circle" gets "circle" back (it raises
+    train AP); a wrong name's word ("square") costs train AP and stays out."""
+    b, ts, feats = toy_ctx
+    enc = b.tokenizer.encode
+    red, circle, square = (enc(w, special=False)[0] for w in ("red", "circle", "square"))
+    cfg = load_config(overrides={"restore_tolerance": 0.01})
+    ctx = make_context(b, ts.train, feats, "red circle", cfg, seed=0)
+    row, added = _restore(ctx, _row(ctx, (red,)))
+    assert added == (circle,) and sorted(row.token_ids) == sorted((red, circle))
+    assert row.train_ap > _row(ctx, (red,)).train_ap + 0.05
+    wrong = make_context(b, ts.train, feats, "red square", cfg, seed=0)
+    same, none = _restore(wrong, _row(wrong, (red,)))
+    assert none == () and same.token_ids == (red,)

@@ -9,9 +9,11 @@ COCO AP: the best AP wins, and within ``rerank_tolerance`` of it the most readab
 and non-ASCII tokens, ``alias_opt.search.prune.readability``), then the lowest loss (shorter on ties);
 the name stays first unless the best beats its train AP by more than ``name_margin`` (a small train
 split rewards candidates that fit it by chance; a good name should not lose to one).
-Then the winner's inert tokens are dropped (``prune_inert``: each removal may cost at most
-``prune_tolerance`` of train AP against the winner's), so every token of an alias earns its place
-(the name's own tokens are kept: ``prune_keep_name``).
+Then, for a name the model knows, the name's words the winner lacks are put back where that costs at most
+``restore_tolerance`` of train AP (``restore_words``: a small train split cannot tell "huge teal" from "huge teal
+cross", the annotator's word can), and the winner's inert tokens are dropped (``prune_inert``: each
+removal may cost at most ``prune_tolerance`` of train AP against the winner's), so every token of an
+alias earns its place (the name's own tokens are kept: ``prune_keep_name``).
 Under a budget the re-ranking's forwards are kept back from the phases (unless they would take half of
 it) and the last phase restarts until the rest is spent.
 """
@@ -35,7 +37,7 @@ from alias_opt.search.meter import TracePoint, Usage
 from alias_opt.search.name_check import NameCheck, check_level, wide_name_check
 from alias_opt.search.objective import PhaseResult, Seq, Step, until_spent
 from alias_opt.search.phases import PHASES
-from alias_opt.search.prune import prune_inert, readability
+from alias_opt.search.prune import prune_inert, readability, restore_words
 from alias_opt.search.soft_prompt import SoftResult
 from alias_opt.search.strategies import get_strategy
 from sam3 import ImageFeatures, Sam3Backend
@@ -84,6 +86,7 @@ class SearchOutcome:
         soft: the last soft-prompt phase's result (its ``soft`` embeddings), if any.
         kept_soft: the ``soft`` phase's kept prompt, if any.
         trace: improvements of the best fully scored sequence, with their cost.
+        restored: the name's tokens put back into the re-ranking's winner (``restore_words``), in order.
         pruned: tokens dropped from the re-ranking's winner as inert, in the order dropped.
         splits: the best one-token insertions into the name by screening loss (``SearchContext.splits``),
             asked for by the first search of an alias set (the cover set's union members); else [].
@@ -109,6 +112,7 @@ class SearchOutcome:
     soft: SoftResult | None = None
     kept_soft: KeptSoft | None = None
     trace: list[TracePoint] = field(default_factory=list)
+    restored: tuple[int, ...] = ()
     pruned: tuple[int, ...] = ()
     splits: list[Seq] = field(default_factory=list)
     insertions: list[Seq] = field(default_factory=list)
@@ -194,11 +198,17 @@ def run_pipeline(
     if budget:
         obj.set_budget(ctx.start + budget)
     rows, pool = _rerank(ctx)
+    restored: tuple[int, ...] = ()
+    restore = rows and cfg.restore_tolerance >= 0 and ctx.name_seq is not None and rows[0].token_ids != ctx.name_seq
+    if restore and ctx.knows_name():
+        row, restored = _restore(ctx, rows[0])
+        if restored:
+            rows = [row] + [r for r in rows if r.token_ids != row.token_ids]
     pruned: tuple[int, ...] = ()
     if rows and cfg.prune_tolerance >= 0 and rows[0].token_ids != ctx.name_seq and len(rows[0].token_ids) > 1:
         row, pruned = _prune(ctx, rows[0])
         if pruned:
-            rows.insert(0, row)
+            rows = [row] + [r for r in rows if r.token_ids != row.token_ids]
     check = _check_name(ctx, rows)
     if check is not None and not check.departs:  # not clearly better than a known name: the name stays
         rows.insert(0, rows.pop(next(i for i, r in enumerate(rows) if r.token_ids == ctx.name_seq)))
@@ -234,6 +244,7 @@ def run_pipeline(
         trace=obj.trace,
         splits=split_seqs,
         insertions=ctx.insertions(insertions),
+        restored=restored,
         pruned=pruned,
         name_check=check,
     )
@@ -261,26 +272,54 @@ def _check_name(ctx: SearchContext, rows: Sequence[RerankRow]) -> NameCheck | No
     return check
 
 
-def _prune(ctx: SearchContext, best: RerankRow) -> tuple[RerankRow, tuple[int, ...]]:
-    """``best`` without its inert tokens (train AP, charged to the budget), and the tokens dropped."""
-    obj = ctx.obj
+def _train_ap(ctx: SearchContext) -> Callable[[list[Seq]], list[float]]:
+    """The batched train AP of sequences (memoized, charged to the budget); -inf where a sequence fails the
+    filter (an edited alias must still round-trip) or the budget is spent."""
 
     def train_ap(seqs: list[Seq]) -> list[float]:
-        ok = [s for s in seqs if ctx.filt(s) == s]  # a shorter alias must still pass the filter (round trip)
+        ok = [s for s in seqs if ctx.filt(s) == s]
         metrics = dict(zip(ok, ctx.train_metrics(ok)))  # memoized; None where the budget is spent
         return [-math.inf if metrics.get(s) is None else metric_ap(metrics[s]) for s in seqs]
 
+    return train_ap
+
+
+def _row(ctx: SearchContext, seq: Seq, phase: str, **info) -> RerankRow:
+    """The re-ranking row of an edited winner ``seq`` (its loss scored if new), recorded as ``phase``."""
+    obj = ctx.obj
+    if obj.loss_of(seq) is None:
+        with until_spent():
+            obj.score([seq], screen=False)
+    loss = obj.loss_of(seq)
+    m = ctx.train_metrics([seq])[0]
+    obj.record(phase, 0, math.inf if loss is None else loss, train_ap=m.ap, **info)
+    return RerankRow(seq, m.ap, math.inf if loss is None else loss, m)
+
+
+def _restore(ctx: SearchContext, best: RerankRow) -> tuple[RerankRow, tuple[int, ...]]:
+    """``best`` with the name's missing words put back (``restore_words``), and the tokens inserted."""
+    train_ap = _train_ap(ctx)
+    res = restore_words(
+        best.token_ids,
+        ctx.name_seq or (),
+        train_ap,
+        ctx.cfg.restore_tolerance,
+        train_ap([best.token_ids])[0],
+        ctx.cfg.max_len,
+    )
+    if not res.added:
+        return best, ()
+    return _row(ctx, res.seq, "restore", added=list(res.added), replaced=list(res.replaced)), res.added
+
+
+def _prune(ctx: SearchContext, best: RerankRow) -> tuple[RerankRow, tuple[int, ...]]:
+    """``best`` without its inert tokens (train AP, charged to the budget), and the tokens dropped."""
+    train_ap = _train_ap(ctx)
     keep = set(ctx.name_seq or ()) if ctx.cfg.prune_keep_name else set()
     res = prune_inert(best.token_ids, train_ap, ctx.cfg.prune_tolerance, base=train_ap([best.token_ids])[0], keep=keep)
     if not res.dropped:
         return best, ()
-    if obj.loss_of(res.seq) is None:
-        with until_spent():
-            obj.score([res.seq], screen=False)
-    loss = obj.loss_of(res.seq)
-    obj.record("prune", 0, math.inf if loss is None else loss, dropped=list(res.dropped), train_ap=res.score)
-    m = ctx.train_metrics([res.seq])[0]
-    return RerankRow(res.seq, m.ap, math.inf if loss is None else loss, m), res.dropped
+    return _row(ctx, res.seq, "prune", dropped=list(res.dropped)), res.dropped
 
 
 def rerank_order(

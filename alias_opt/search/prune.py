@@ -1,14 +1,17 @@
 """Aliases a person can read: drop tokens that do not earn their place, prefer words to fragments.
 
-After the search, ``prune_inert`` removes, one at a time, the token whose removal costs the least
-train score, as long as that cost stays within a tolerance ("red host" -> "red" when "host" adds
-nothing). ``readability`` ranks token sequences at equal score: whole words before word pieces,
-ASCII before other characters, shorter before longer. Both are pure functions of a scoring
-callback and token strings, so tests drive them with tiny fakes.
+After the search, ``restore_words`` puts back the name's words the winner dropped where that costs
+at most a tolerance of train score ("huge teal" -> "huge teal cross" for "large cross": a small train
+split cannot tell the two apart, the annotator's word can), then ``prune_inert`` removes, one at a
+time, the token whose removal costs the least train score, as long as that cost stays within a
+tolerance ("red host" -> "red" when "host" adds nothing). ``readability`` ranks token sequences at
+equal score: whole words before word pieces, ASCII before other characters, shorter before longer.
+All are pure functions of a scoring callback and token strings, so tests drive them with tiny fakes.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
@@ -62,6 +65,69 @@ def prune_inert(
         dropped.append(cur[at[best]])
         cur, score = cands[best], float(scores[best])
     return PruneResult(cur, score, tuple(dropped), start)
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    """An alias with the name's words put back."""
+
+    seq: Seq  # the alias after restoring
+    score: float  # its train score
+    added: tuple[int, ...]  # the name's token ids put in, in order
+    replaced: tuple[int, ...]  # the token ids they replaced (at max_len), in order
+    start_score: float  # the train score before restoring
+
+
+def restore_words(
+    seq: Sequence[int],
+    words: Sequence[int],
+    score_fn: ScoreFn,
+    tolerance: float = 0.0,
+    base: float | None = None,
+    max_len: int | None = None,
+) -> RestoreResult:
+    """Greedily put the tokens of ``words`` that ``seq`` lacks back into it, where that lowers the train
+    score by at most ``tolerance``.
+
+    Each round scores, in one batch, every missing token (``words`` minus ``seq``, as multisets) at every
+    position of the current sequence: inserted while it is shorter than ``max_len``, else in place of
+    a token that is not one of ``words`` ("empty red circle" -> "hollow red circle" for "hollow circle"
+    at three tokens). It keeps the best-scoring move (the earliest on ties) if that is within
+    ``tolerance`` of the *starting* score; else restoring stops.
+
+    Args:
+        seq: (L,) token ids, the alias.
+        words: (N,) token ids, the name's.
+        score_fn: batched train score, higher is better (e.g. train AP).
+        tolerance: the largest score loss accepted against the starting score.
+        base: the starting sequence's score, if already known.
+        max_len: the longest sequence allowed (None: no limit).
+    """
+    cur = tuple(int(t) for t in seq)
+    order = [int(t) for t in words]
+    missing = Counter(order) - Counter(cur)
+    start = score_fn([cur])[0] if base is None else float(base)
+    score, added, replaced = start, [], []
+    while missing:
+        toks = sorted(missing, key=order.index)  # the name's order
+        if max_len is None or len(cur) < max_len:
+            moves = [(t, i, False) for t in toks for i in range(len(cur) + 1)]
+        else:
+            moves = [(t, i, True) for t in toks for i in range(len(cur)) if cur[i] not in order]
+        if not moves:
+            break
+        cands = [cur[:i] + (t,) + cur[i + swap :] for t, i, swap in moves]
+        scores = score_fn(cands)
+        best = max(range(len(cands)), key=lambda j: (scores[j], -j))
+        if scores[best] < start - tolerance:
+            break
+        tok, at, swap = moves[best]
+        added.append(tok)
+        if swap:
+            replaced.append(cur[at])
+        missing = missing - Counter([tok])
+        cur, score = cands[best], float(scores[best])
+    return RestoreResult(cur, score, tuple(added), tuple(replaced), start)
 
 
 def is_word(token: str) -> bool:
