@@ -370,3 +370,35 @@ def test_residual_searches_add_no_third_word(monkeypatch):
     cfg = load_config(overrides={"max_aliases": 2, "set_level": 0, "extend_depth": 2})
     aset.build_alias_set(None, IMAGES, _Feats(), "a or b", cfg, 0, first)
     assert seen == [1] and cfg.extend_depth == 2  # the caller's config is left as it was
+
+
+def test_a_member_gets_the_names_word_back_where_it_costs_nothing(monkeypatch):
+    """``tidy_addition``: member (2,) finds concept b; with the name's word 5 it still does ((5, 2) and
+    (2, 5) predict as (2,)), so 5 goes back in; the name word 7 would lose concept b, so it stays out; an
+    unknown name (train AP below known_name_ap) gives nothing back."""
+    for seq in ((5, 2), (2, 5)):
+        monkeypatch.setitem(PREDS, seq, PREDS[(2,)])
+    for seq in ((7, 2), (2, 7), (5,), (7,)):  # the name's words alone find nothing
+        monkeypatch.setitem(PREDS, seq, [pred(), pred(), pred(), pred()])
+
+    def predict(backend, feats, images, prompts, thresholds=None):
+        return [PREDS[tuple(p)] for p in prompts]
+
+    monkeypatch.setattr(cover, "predict", predict)
+    cfg = load_config(overrides={"max_aliases": 2, "restore_tolerance": 0.01})
+    current = [PREDS[(1,)]]
+    m = cover.merged_metrics([*current, PREDS[(2,)]], IMAGES, set_steps.DEFAULT_THRESHOLDS)
+
+    def tidy(name_ids, name_metrics=None, config=cfg):
+        first = SimpleNamespace(name_ids=name_ids, name_train_metrics=name_metrics)
+        preds = {}
+        out = cover.tidy_addition(
+            None, None, IMAGES, current, preds, (2,), m, [(1,)], first, config, set_steps.DEFAULT_THRESHOLDS
+        )
+        return out[0], out[2].ap
+
+    assert tidy((5,)) == ((5, 2), pytest.approx(1.0))
+    assert tidy((7,)) == ((2,), pytest.approx(1.0))
+    unknown = score_predictions(PREDS[(3,)], IMAGES)  # fires on nothing right: AP 0
+    assert tidy((5,), unknown) == ((2,), pytest.approx(1.0))
+    assert tidy((5,), config=replace(cfg, restore_tolerance=-1))[0] == (2,)

@@ -16,9 +16,10 @@ winner. Each round (at most ``cfg.max_aliases - 1``):
 4. The same search (strategy, config, budget per search) on the residual images, with a seed of its
    own; its re-ranked candidates and the first search's are each scored *merged* with the set on all
    train images (``rank_additions``), and the best joins the set if it raises the set's train AP by
-   more than ``cfg.set_margin`` (else the builder stops: a member must earn its place), after its inert
-   tokens are dropped (``prune_inert`` against the merged set's train AP, the same
-   ``prune_tolerance`` as the single alias's, the name's tokens kept; -1 turns it off).
+   more than ``cfg.set_margin`` (else the builder stops: a member must earn its place), after it is
+   tidied against the merged set's train AP (``tidy_addition``: the name's missing words put back,
+   ``restore_tolerance``, then its inert tokens dropped, ``prune_tolerance``, the name's tokens kept, as
+   for the single alias; -1 turns either off).
 
 A *cover set* is also chosen (``greedy_cover``) among the first search's best ``cfg.set_pool``
 candidates by loss and the ``cfg.set_split`` best by train AP of its insertions into the name
@@ -72,11 +73,10 @@ from alias_opt.search.cover import (
     Preds,
     ap_of,
     cover_step,
-    kept_tokens,
     merged,
     merged_metrics,
     predict_missing,
-    prune_addition,
+    tidy_addition,
 )
 from alias_opt.search.meter import Usage
 from alias_opt.search.name_check import NameCheck, check_level, wide_name_check
@@ -328,21 +328,10 @@ def build_alias_set(
             rnd.stop = f"no candidate raises the set's train AP by more than {cfg.set_margin:g}"
             break
         rnd.pick, set_metrics = ranked[0]
-        if cfg.prune_tolerance >= 0 and len(rnd.pick) > 1:
-            rnd.pick, rnd.pruned, set_metrics, cost = prune_addition(
-                backend,
-                feats,
-                images,
-                current,
-                preds,
-                rnd.pick,
-                set_metrics,
-                chosen,
-                cfg.prune_tolerance,
-                thresholds,
-                kept_tokens(first, cfg),
-            )
-            usage = usage + Usage(forward=cost)
+        rnd.pick, rnd.pruned, set_metrics, cost = tidy_addition(
+            backend, feats, images, current, preds, rnd.pick, set_metrics, chosen, first, cfg, thresholds
+        )
+        usage = usage + Usage(forward=cost)
         rnd.set_ap = set_metrics.ap
         chosen.append(rnd.pick)
     if covered is None and not (cfg.set_pool and cfg.max_aliases > 1):

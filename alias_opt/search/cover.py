@@ -10,8 +10,8 @@ pairs of the name's insertions: ``alias_opt.search.pairs``) and ``greedy_cover``
     step.members, step.metrics                                   # the set, its merged train metrics
 
 Also the shared pieces of the set builder: merging members' detections (``merged``, ``merged_metrics``,
-``merged_ap``), predicting sequences once (``predict_missing``) and pruning a member's inert tokens
-against the merged set (``prune_addition``).
+``merged_ap``), predicting sequences once (``predict_missing``) and tidying a member against the merged
+set (``tidy_addition``: the name's words put back, inert tokens dropped).
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ from alias_opt.eval.metrics import DEFAULT_THRESHOLDS, ImagePredictions, PromptM
 from alias_opt.eval.metrics import score_predictions as _score
 from alias_opt.eval.predict import predict
 from alias_opt.search.clusters import ClusterSearch, ClusterSplit, cluster_insertions, search_clusters
+from alias_opt.search.context import known_name
 from alias_opt.search.meter import Usage
 from alias_opt.search.objective import Seq
 from alias_opt.search.pairs import best_pairs, image_hits, join, pair_members
-from alias_opt.search.prune import prune_inert
+from alias_opt.search.prune import prune_inert, restore_words
 
 Preds = list[ImagePredictions]  # one prompt's (or a merged set's) predictions, one per image
 
@@ -115,13 +116,22 @@ def kept_tokens(first, cfg) -> set[int]:
     return set(first.name_ids or ()) if cfg.prune_keep_name else set()
 
 
-def prune_addition(backend, feats, images, current, preds, pick, pick_metrics, chosen, tolerance, thresholds, keep=()):
-    """``pick`` with its inert tokens dropped (never those in ``keep``): each removal may lower the
-    merged set's train AP by at most ``tolerance``; a pruned sequence that is already a member is not
-    taken. Fills ``preds``.
+def restored_words(first, cfg) -> tuple[int, ...]:
+    """The tokens a member gets back (``restore_words``): the name's, where the model knows the name
+    (``known_name_ap``) and ``cfg.restore_tolerance`` is on; else none."""
+    if cfg.restore_tolerance < 0 or not first.name_ids or not known_name(first.name_train_metrics, cfg.known_name_ap):
+        return ()
+    return tuple(first.name_ids)
+
+
+def tidy_addition(backend, feats, images, current, preds, pick, pick_metrics, chosen, first, cfg, thresholds):
+    """``pick`` with the name's missing words put back (``restore_words``, ``cfg.restore_tolerance``) and
+    then its inert tokens dropped (``prune_inert``, ``cfg.prune_tolerance``; never the name's tokens,
+    ``kept_tokens``), each step scored by the merged set's train AP (``current`` plus the pick); a
+    sequence that is already a member (``chosen``) is not taken. Fills ``preds``.
 
     Returns:
-        (the addition, dropped token ids, the set's metrics with it, pair forwards spent)
+        (the addition, the token ids dropped, the set's metrics with it, pair forwards spent)
     """
     spent = 0
 
@@ -133,11 +143,17 @@ def prune_addition(backend, feats, images, current, preds, pick, pick_metrics, c
             for s in seqs
         ]
 
-    res = prune_inert(pick, set_ap, tolerance, base=ap_of(pick_metrics), keep=keep)
-    if not res.dropped:
-        return pick, (), pick_metrics, spent
-    seq = tuple(res.seq)
-    return seq, tuple(res.dropped), merged_metrics([*current, preds[seq]], images, thresholds), spent
+    seq, score, dropped = tuple(pick), ap_of(pick_metrics), ()
+    words = restored_words(first, cfg)
+    if words:
+        res = restore_words(seq, words, set_ap, cfg.restore_tolerance, base=score, max_len=cfg.max_len)
+        seq, score = res.seq, res.score
+    if cfg.prune_tolerance >= 0 and len(seq) > 1:
+        pruned = prune_inert(seq, set_ap, cfg.prune_tolerance, base=score, keep=kept_tokens(first, cfg))
+        seq, dropped = pruned.seq, pruned.dropped
+    if seq == tuple(pick):
+        return seq, (), pick_metrics, spent
+    return seq, tuple(dropped), merged_metrics([*current, preds[seq]], images, thresholds), spent
 
 
 PAIRS = 4  # the best pairs of a too-broad name's insertions (by estimated merged AP50) that join the cover pool
@@ -166,8 +182,8 @@ def best_splits(trimmed: Mapping[Seq, Preds], images: Sequence[TargetImage], n: 
 def cover_set(backend, feats, images, first, preds, cfg, thresholds, extra=()):
     """The cover set among ``first.candidates[: cfg.set_pool]``, the clusters' candidates ``extra`` and
     the ``cfg.set_split`` best of ``first.splits`` by train AP (``greedy_cover`` on their detections above
-    ``COVER_MIN_SCORE``; the metrics returned are exact), each member then without its inert tokens
-    (``prune_inert`` against the merged set's train AP; the name's tokens are kept). Fills ``preds``.
+    ``COVER_MIN_SCORE``; the metrics returned are exact), each member then tidied against the merged set's
+    train AP (``tidy_addition``: the name's words put back, inert tokens dropped). Fills ``preds``.
 
     Returns:
         (members, their merged metrics or None, pair forwards spent, the insertions that joined the pool)
@@ -181,17 +197,10 @@ def cover_set(backend, feats, images, first, preds, cfg, thresholds, extra=()):
     trimmed = {s: trimmed[s] for s in pool}
     cover, _ = greedy_cover(trimmed, images, cfg.max_aliases, thresholds, cfg.set_margin)
     m = merged_metrics([preds[s] for s in cover], images, thresholds) if cover else None
-    if not cover or cfg.prune_tolerance < 0:
-        return cover, m, spent, joined
-    keep = kept_tokens(first, cfg)
     for i, seq in enumerate(list(cover)):
-        if len(seq) < 2:
-            continue
         others = cover[:i] + cover[i + 1 :]
         current = [preds[s] for s in others]
-        seq, _, m, cost = prune_addition(
-            backend, feats, images, current, preds, seq, m, others, cfg.prune_tolerance, thresholds, keep
-        )
+        seq, _, m, cost = tidy_addition(backend, feats, images, current, preds, seq, m, others, first, cfg, thresholds)
         spent += cost
         cover[i] = seq
     return cover, m, spent, joined
