@@ -87,7 +87,7 @@ def test_restore_respects_tolerance_max_len_and_multisets():
         return [1.0 - 0.006 * (len(s) - 1) for s in seqs]
 
     assert restore_words([1], [2, 3, 4], score, tolerance=0.01).added == (2,)  # a second would cost 0.012
-    assert restore_words([1], [2, 3, 4], score, tolerance=0.1, max_len=3).seq.__len__() == 3
+    assert len(restore_words([1], [2, 3, 4], score, tolerance=0.1, max_len=3).seq) == 3
     assert restore_words([1, 2], [2, 3], score, tolerance=0.1).added == (3,)  # 2 is there already
     assert restore_words([2], [2, 2], score, tolerance=0.1).seq == (2, 2)  # as multisets
     assert restore_words([1], [2], score, tolerance=0.0).added == ()  # any cost is too much at 0
