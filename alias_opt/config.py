@@ -265,6 +265,11 @@ class SearchConfig:
     # the pairs run there as well; their sets answer to the name check (named 3939: pairs on 9 of 20, no loss
     # over 0.02; 22-75 s each, but 441 s on "purple", 85 positive images at precision 0.797; README)
     set_pair_precision: float = 0.8
+    # the pairs' estimate matches each insertion's detections to the targets by box IoU (the DETR decoder's
+    # boxes: no masks, so the pixel decoder, most of a pair forward on CPU, never runs for the thousands of
+    # insertion-image pairs); false: by mask IoU (the estimate before 2026-12-05). Exact merged metrics of
+    # the pairs' members stay mask-based either way (README, pairs of the name's insertions)
+    set_pair_boxes: bool = True
     # ... only where the model knows the name (known_name_ap)
     # where the pairs' cover set ran and did not win, the residual searches still run (True) or not: after a
     # losing pairs cover set they found no member on policy 8181 (6 categories) and demo 2024 (2): their best

@@ -24,6 +24,66 @@ def test_image_hits_match_in_score_order_and_keep_the_rest_as_false_positives():
     assert neg.tp.size == 0 and neg.fp.tolist() == [0.95]
 
 
+def test_box_hits_match_boxes_like_image_hits_match_masks():
+    """The box estimate on (x, y, w, h) boxes: the same greedy score-order matching as masks."""
+    from alias_opt.eval.boxes import ImageBoxes, target_boxes
+
+    gt = target_boxes(IMAGES[1])  # A2, B2 as boxes
+    assert gt.shape == (2, 4) and gt.tolist() == [[2, 20, 8, 10], [18, 4, 12, 10]]
+    dets = ImageBoxes(
+        scores=np.array([0.9, 0.8, 0.7, 0.5]),
+        boxes=np.array([[2, 20, 8, 10], [18, 4, 12, 3], [2, 21, 8, 9], [18, 4, 12, 10]], dtype=float),
+    )
+    h = pairs.box_hits(dets, gt)
+    assert h.tp.tolist() == [0.9, 0.5]  # A2, B2 by their exact boxes (0.8 meets B2 at IoU 0.3)
+    assert sorted(h.fp.tolist()) == [0.7, 0.8]  # the near-duplicate of A2 (IoU 0.9) comes after it
+    none = pairs.box_hits(ImageBoxes(np.array([0.4]), np.array([[0.0, 0, 5, 5]])), np.zeros((0, 4)))
+    assert none.tp.size == 0 and none.fp.tolist() == [0.4]
+
+
+def test_box_predictions_skip_the_pixel_decoder_and_keep_the_lean_detections():
+    """On the shipped toy model: ``predict_boxes`` runs no pixel decoder, keeps exactly the detections a
+    lean mask prediction keeps (same scores), and its boxes sit on those detections' masks."""
+    from alias_opt.search import cover
+    from sam3.loading import TOY_DIR
+
+    if not (TOY_DIR / "config.json").is_file():
+        pytest.skip("the toy model is not shipped")
+    import tempfile
+    from pathlib import Path
+
+    from pycocotools import mask as mask_utils
+
+    from alias_opt.data.loader import CocoDataset
+    from alias_opt.eval.boxes import box_iou, predict_boxes
+    from alias_opt.eval.predict import predict
+    from sam3 import Sam3Backend
+    from sam3.toy.world import write_dataset
+
+    with tempfile.TemporaryDirectory() as d:
+        write_dataset(Path(d) / "w", "named", images=6, seed=2)
+        ts = CocoDataset.open(Path(d) / "w").target_sets(max_negatives=2)[0]
+        backend = Sam3Backend.load("toy", device="cpu", cache_dir=Path(d) / "f")
+        images = ts.train + ts.test
+        feats = backend.encode_images([im.image.load() for im in images])
+        prompts = [backend.tokenizer.encode(w, special=False) for w in ("red", "circle", "red circle")]
+        lean = predict(backend, feats, images, prompts, cover.lean(cover.DEFAULT_THRESHOLDS))
+
+        def no_pixel_decoder(*args, **kwargs):
+            raise AssertionError("the pixel decoder ran")
+
+        backend._pixel_embed = no_pixel_decoder
+        boxes = predict_boxes(backend, feats, images, prompts, cover.COVER_MIN_SCORE)
+    ious = []
+    for bp, lp in zip(boxes, lean):
+        for b, g in zip(bp, lp):
+            assert np.allclose(b.scores, g.scores, atol=1e-5) and b.boxes.shape == (len(g.scores), 4)
+            if len(g.scores):
+                mask_boxes = np.asarray(mask_utils.toBbox(g.rles)).reshape(-1, 4)
+                ious += np.diag(box_iou(b.boxes, mask_boxes)).tolist()
+    assert len(ious) >= 5 and np.median(ious) > 0.5  # the box head's box and the mask's box agree
+
+
 def test_ap50_is_cocos_101_point_ap():
     assert pairs.ap50(np.array([0.9, 0.8]), np.zeros(0)) == pytest.approx(1.0)
     assert pairs.ap50(np.array([0.9, 0.0]), np.zeros(0)) == pytest.approx(MAX_AP_HALF)
@@ -91,9 +151,10 @@ def test_a_union_member_found_alone_is_paired_before_any_residual_search(monkeyp
     assert len(calls) == 1 and res.pairs == [] and res.rounds[0].searched
 
 
-def test_insertions_are_predicted_lean(monkeypatch):
-    """The pair estimate reads detections above COVER_MIN_SCORE only, so the insertions are predicted with
-    thresholds that compute no other masks; the cover pool's members are predicted in full."""
+def test_insertions_are_predicted_lean_with_mask_estimates(monkeypatch):
+    """With set_pair_boxes off, the pair estimate reads detections above COVER_MIN_SCORE only, so the
+    insertions are predicted with thresholds that compute no other masks; the cover pool's members are
+    predicted in full."""
     from alias_opt.search import cover
 
     calls = []
@@ -106,11 +167,38 @@ def test_insertions_are_predicted_lean(monkeypatch):
 
     monkeypatch.setattr(cover, "predict", recording)
     first = _first(token_ids=(1,), candidates=[(1,)], splits=[], insertions=[(3,), (1,), (2,)])
-    aset.build_alias_set(None, IMAGES, _Feats(), "a or b", load_config(overrides={"set_level": 0}), 0, first)
+    cfg = load_config(overrides={"set_level": 0, "set_pair_boxes": False})
+    aset.build_alias_set(None, IMAGES, _Feats(), "a or b", cfg, 0, first)
     lean = [(p, t) for p, t in calls if t.max_dets == 0]
     assert len(lean) == 1 and set(lean[0][0]) == {(3,), (2,)}  # (1,) was already predicted in full
     assert lean[0][1].score == cover.COVER_MIN_SCORE
     assert all(t.max_dets == 100 for p, t in calls if (p, t) not in lean)
+
+
+def test_insertions_are_predicted_as_boxes_by_default(monkeypatch):
+    """By default (set_pair_boxes) every insertion is predicted once as boxes above COVER_MIN_SCORE, none
+    with masks; the pairs come out as with masks on these hand-made boxes."""
+    from alias_opt.search import cover
+
+    _fake_world(monkeypatch, [])
+    box_calls, mask_calls = [], []
+    boxes, full = cover.predict_boxes, cover.predict
+
+    def rec_boxes(backend, feats, images, prompts, min_score):
+        box_calls.append(([tuple(p) for p in prompts], min_score))
+        return boxes(backend, feats, images, prompts, min_score)
+
+    def rec_masks(backend, feats, images, prompts, thresholds=None):
+        mask_calls.append(thresholds)
+        return full(backend, feats, images, prompts, thresholds)
+
+    monkeypatch.setattr(cover, "predict_boxes", rec_boxes)
+    monkeypatch.setattr(cover, "predict", rec_masks)
+    first = _first(token_ids=(1,), candidates=[(1,)], splits=[], insertions=[(3,), (1,), (2,)])
+    res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", load_config(overrides={"set_level": 0}), 0, first)
+    assert box_calls == [([(3,), (1,), (2,)], cover.COVER_MIN_SCORE)]
+    assert mask_calls and all(t.max_dets == 100 for t in mask_calls)  # no lean mask prediction
+    assert [(a, b) for a, b, _ in res.pairs] == [((1,), (2,)), ((3,), (1,)), ((3,), (2,))]
 
 
 def test_lean_thresholds_keep_the_same_detections_above_the_floor():

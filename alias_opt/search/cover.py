@@ -25,6 +25,7 @@ import numpy as np
 from alias_opt.data.targets import TargetImage
 from alias_opt.eval.alias_sets import merge_split
 from alias_opt.eval.bootstrap import ap_from_matches
+from alias_opt.eval.boxes import predict_boxes, target_boxes
 from alias_opt.eval.metrics import DEFAULT_THRESHOLDS, ImagePredictions, PromptMetrics, Thresholds, coco_matches
 from alias_opt.eval.metrics import score_predictions as _score
 from alias_opt.eval.predict import predict
@@ -32,7 +33,7 @@ from alias_opt.search.clusters import ClusterSearch, ClusterSplit, cluster_inser
 from alias_opt.search.context import known_name
 from alias_opt.search.meter import Usage
 from alias_opt.search.objective import Seq
-from alias_opt.search.pairs import best_pairs, image_hits, join, pair_members
+from alias_opt.search.pairs import best_pairs, box_hits, image_hits, join, pair_members
 from alias_opt.search.prune import prune_inert, restore_words
 
 Preds = list[ImagePredictions]  # one prompt's (or a merged set's) predictions, one per image
@@ -228,16 +229,22 @@ class CoverStep:
     usage: Usage = field(default_factory=Usage)
 
 
-def insertion_pairs(backend, feats, images, insertions, preds, thresholds):
+def insertion_pairs(backend, feats, images, insertions, preds, thresholds, boxes=True):
     """The ``PAIRS`` best pairs of ``insertions`` (the name's, predicted here on all train ``images``)
-    by ``pair_ap50`` on their detections above ``COVER_MIN_SCORE``. Only those detections' masks are
-    computed (``lean``: the estimate reads no others; a pair member's full predictions are made when it
-    joins the cover pool), so ``preds`` is read, not filled.
+    by ``pair_ap50`` on their detections above ``COVER_MIN_SCORE``, matched to the targets by box IoU
+    (``boxes``: ``predict_boxes``, no masks, so no pixel decoder) or by mask IoU (only those
+    detections' masks are computed: ``lean``; a pair member's full predictions are made when it joins the
+    cover pool). ``preds`` is read, not filled.
 
     Returns:
         (the pairs with their estimates, pair forwards spent)
     """
     ins = [tuple(s) for s in dict.fromkeys(tuple(s) for s in insertions)]
+    if boxes:
+        found = predict_boxes(backend, feats, images, ins, COVER_MIN_SCORE)
+        gt = [target_boxes(im) for im in images]
+        hits = {s: join([box_hits(p, b, thresholds.iou) for p, b in zip(ps, gt)]) for s, ps in zip(ins, found)}
+        return best_pairs(hits, PAIRS), len(ins) * len(images)
     trimmed = {s: [above(p, COVER_MIN_SCORE) for p in preds[s]] for s in ins if s in preds}
     spent = predict_missing(backend, feats, images, [s for s in ins if s not in trimmed], trimmed, lean(thresholds))
     hits = {s: join([image_hits(p, im, thresholds.iou) for p, im in zip(trimmed[s], images)]) for s in ins}
@@ -264,7 +271,9 @@ def cover_step(backend, images, feats, name, cfg, seed, first, preds, indexes, o
     extra = step.clusters.candidates(cfg.rerank) if step.clusters is not None else []
     extra += step.split.candidates() if step.split is not None else []
     if paired and first.insertions:
-        step.pairs, cost = insertion_pairs(backend, feats, images, first.insertions, preds, thresholds)
+        step.pairs, cost = insertion_pairs(
+            backend, feats, images, first.insertions, preds, thresholds, cfg.set_pair_boxes
+        )
         extra += pair_members(step.pairs)
         usage = usage + Usage(forward=cost)
     step.members, step.metrics, cost, step.joined = cover_set(

@@ -8,13 +8,15 @@ unions), while on train the oracle pair beats the name by 0.11-0.21 AP (``bench/
 Here every insertion is scored on the train images once, and *pairs* are ranked by a cheap estimate
 of their merged AP50 (``pair_ap50``), so complementary members rank where they belong:
 
-    hits = [image_hits(p, im) for p, im in zip(preds, images)]   # per insertion, per image
+    hits = [box_hits(p, target_boxes(im)) for p, im in zip(boxes, images)]   # per insertion, per image
     ranked = best_pairs({seq: hits_of_seq, ...}, n_targets, 4)
 
-The estimate matches each insertion's detections to the targets once (``image_hits``: per target the
+The estimate matches each insertion's detections to the targets once (``match_hits``: per target the
 best matched score, the unmatched detections' scores) and merges a pair by the per-target maximum and
 the concatenated false positives (a duplicate false positive counts twice: shared junk ranks lower).
-Exact merged metrics are computed by the cover search for the pairs' members only.
+It matches by box IoU by default (``box_hits``: the DETR decoder's boxes, so no masks and no pixel
+decoder for thousands of insertion-image pairs; ``cfg.set_pair_boxes``) or by mask IoU (``image_hits``).
+Exact merged metrics are computed by the cover search, with masks, for the pairs' members only.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 
 from alias_opt.data.targets import TargetImage
 from alias_opt.eval.bootstrap import RECALL_POINTS
+from alias_opt.eval.boxes import ImageBoxes, box_iou
 from alias_opt.eval.matching import iou_matrix
 from alias_opt.eval.metrics import ImagePredictions
 from alias_opt.search.objective import Seq
@@ -44,25 +47,47 @@ class Hits:
     fp: np.ndarray
 
 
-def image_hits(pred: ImagePredictions, target: TargetImage, iou: float = 0.5) -> Hits:
+def match_hits(scores: np.ndarray, ious: np.ndarray, iou: float = 0.5) -> Hits:
     """Match one image's detections to its targets greedily in score order (as COCO does): each takes
     the unmatched target it overlaps most, at IoU >= ``iou``.
+
+    Args:
+        scores: (N,) detection scores; ious: (N, K) their IoU with the image's K targets.
+
+    Returns:
+        Hits with tp (K,) and fp (F,).
+    """
+    n_targets = ious.shape[1]
+    tp = np.zeros(n_targets)
+    free = np.ones(n_targets, dtype=bool)
+    fp = []
+    for d in np.argsort(-np.asarray(scores), kind="stable"):
+        row = np.where(free, ious[d], -1.0) if n_targets else np.zeros(0)
+        k = int(np.argmax(row)) if row.size else -1
+        if k >= 0 and row[k] >= iou:
+            tp[k], free[k] = scores[d], False
+        else:
+            fp.append(float(scores[d]))
+    return Hits(tp, np.asarray(fp, dtype=np.float64))
+
+
+def image_hits(pred: ImagePredictions, target: TargetImage, iou: float = 0.5) -> Hits:
+    """``match_hits`` of one image's detections by mask IoU.
 
     Returns:
         Hits with tp (K,) for the image's K targets and fp (F,).
     """
-    tp = np.zeros(target.n_targets)
-    ious = iou_matrix(list(pred.rles), list(target.rles))  # (N, K)
-    free = np.ones(target.n_targets, dtype=bool)
-    fp = []
-    for d in np.argsort(-np.asarray(pred.scores), kind="stable"):
-        row = np.where(free, ious[d], -1.0) if target.n_targets else np.zeros(0)
-        k = int(np.argmax(row)) if row.size else -1
-        if k >= 0 and row[k] >= iou:
-            tp[k], free[k] = pred.scores[d], False
-        else:
-            fp.append(float(pred.scores[d]))
-    return Hits(tp, np.asarray(fp, dtype=np.float64))
+    ious = iou_matrix(list(pred.rles), list(target.rles)).reshape(len(pred.scores), target.n_targets)  # (N, K)
+    return match_hits(pred.scores, ious, iou)
+
+
+def box_hits(pred: ImageBoxes, boxes: np.ndarray, iou: float = 0.5) -> Hits:
+    """``match_hits`` of one image's detections by box IoU: the estimate without masks.
+
+    Args:
+        pred: the detections' scores and boxes; boxes: (K, 4) the targets' (``target_boxes``).
+    """
+    return match_hits(pred.scores, box_iou(pred.boxes, boxes).reshape(len(pred.scores), len(boxes)), iou)
 
 
 def join(hits: Sequence[Hits]) -> Hits:
