@@ -106,3 +106,18 @@ def test_restore_replaces_a_non_name_token_at_max_len():
     assert r.seq == (hollow, red, circle) and r.added == (hollow,) and r.replaced == (empty,)
     assert restore_words([red, circle, empty], [red, circle], score, max_len=3).added == ()  # nothing missing
     assert restore_words([empty, red], [hollow], score, max_len=3).seq == (hollow, empty, red)  # room: insert
+
+
+def test_restore_replaces_a_surplus_copy_of_a_name_token():
+    """ "small small purple" for "small star" at max_len 3 (fresh seed 4141): the second "small" is not
+    the name's, so "star" may take its place; the name's one "small" and "purple" stay."""
+    small, purple, star = 21, 22, 23
+
+    def score(seqs):
+        return [0.3 + 0.2 * (purple in s) + 0.1 * (small in s) + 0.05 * (star in s) for s in seqs]
+
+    r = restore_words([small, small, purple], [small, star], score, tolerance=0.01, max_len=3)
+    assert sorted(r.seq) == sorted((small, star, purple)) and r.added == (star,) and r.replaced == (small,)
+    assert r.seq.count(small) == 1
+    # one copy only is the name's: with "small" asked twice, neither copy is surplus and nothing gives way
+    assert restore_words([small, small, purple], [small, small, star], score, 0.5, max_len=3).replaced == (purple,)

@@ -92,7 +92,8 @@ def restore_words(
     Each round scores, in one batch, every missing token (``words`` minus ``seq``, as multisets) at every
     position of the current sequence: inserted while it is shorter than ``max_len``, else in place of
     a token that is not one of ``words`` ("empty red circle" -> "hollow red circle" for "hollow circle"
-    at three tokens). It keeps the best-scoring move (the earliest on ties) if that is within
+    at three tokens) or is a surplus copy of one ("small small purple" -> "small star purple" for
+    "small star"). It keeps the best-scoring move (the earliest on ties) if that is within
     ``tolerance`` of the *starting* score; else restoring stops.
 
     Args:
@@ -113,7 +114,8 @@ def restore_words(
         if max_len is None or len(cur) < max_len:
             moves = [(t, i, False) for t in toks for i in range(len(cur) + 1)]
         else:
-            moves = [(t, i, True) for t in toks for i in range(len(cur)) if cur[i] not in order]
+            surplus = Counter(cur) - Counter(order)  # tokens beyond the name's own copies
+            moves = [(t, i, True) for t in toks for i in range(len(cur)) if surplus[cur[i]] > 0]
         if not moves:
             break
         cands = [cur[:i] + (t,) + cur[i + swap :] for t, i, swap in moves]
