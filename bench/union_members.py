@@ -20,7 +20,11 @@ search seed):
                     one-to-one at IoU 0.5) among those insertions that find at least ``--min-hits`` targets
     pcover, pfound  the same cover among the ``--keep`` best by precision
     pair_rank       the members' pair's rank among all pairs of those insertions by estimated merged AP50
-                    (``alias_opt.search.pairs``; the set builder takes the best ``PAIRS``), pairs: the best
+                    (``alias_opt.search.pairs``; the set builder takes the best ``PAIRS``), pairs: the best;
+                    matched by mask IoU
+    box_pair_rank, box_pairs
+                    the same with detections matched by box IoU (``box_hits``: the default estimate,
+                    ``set_pair_boxes``)
 
     python bench/union_members.py --model toy-v2 --seed 6161 --images 240 --threads 2
 """
@@ -43,12 +47,13 @@ sys.path.insert(0, str(REPO))
 from alias_opt.config import load_config  # noqa: E402
 from alias_opt.data.loader import CocoDataset  # noqa: E402
 from alias_opt.discover import encode, train_images  # noqa: E402
+from alias_opt.eval.boxes import predict_boxes, target_boxes  # noqa: E402
 from alias_opt.eval.metrics import DEFAULT_THRESHOLDS  # noqa: E402
 from alias_opt.eval.predict import predict  # noqa: E402
 from alias_opt.search.context import make_context  # noqa: E402
 from alias_opt.search.cover import COVER_MIN_SCORE, PAIRS, above, best_splits, greedy_cover, merged_metrics  # noqa: E402
 from alias_opt.search.discrete import extensions  # noqa: E402
-from alias_opt.search.pairs import best_pairs, image_hits, join  # noqa: E402
+from alias_opt.search.pairs import best_pairs, box_hits, image_hits, join  # noqa: E402
 from alias_opt.search.pipeline import search_seed  # noqa: E402
 from alias_opt.search.set_steps import covered_targets  # noqa: E402
 from sam3 import Sam3Backend  # noqa: E402
@@ -71,6 +76,11 @@ def by_precision(preds: dict, images, min_hits: int) -> list:
         if tp >= min_hits:
             rows.append((-tp / max(1, tp + fp), -tp, s))
     return [s for *_, s in sorted(rows, key=lambda r: r[:2])]
+
+
+def in_best(rows: list[dict], key: str) -> float | None:
+    """The share of ``rows`` whose members' pair ranks among the best ``PAIRS`` by ``key``."""
+    return float(np.mean([r[key] is not None and r[key] < PAIRS for r in rows])) if rows else None
 
 
 def union_rows(args, backend: Sam3Backend, data: Path) -> list[dict]:
@@ -102,6 +112,9 @@ def union_rows(args, backend: Sam3Backend, data: Path) -> list[dict]:
         hits = {s: join([image_hits(p, im) for p, im in zip(trimmed[s], images)]) for s in ins}
         ranked = best_pairs(hits, 10**6)
         pair_order = [frozenset((a, b)) for a, b, _ in ranked]
+        gt = [target_boxes(im) for im in images]
+        found = predict_boxes(backend, feats, images, ins, COVER_MIN_SCORE)
+        box_ranked = best_pairs({s: join([box_hits(p, b) for p, b in zip(ps, gt)]) for s, ps in zip(ins, found)}, 10**6)
         ref = predict(backend, feats, images, [list(name)] + [list(s) for s in members])
         ref = [[above(p, COVER_MIN_SCORE) for p in pr] for pr in ref]
         name_m, oracle_m = merged_metrics(ref[:1], images), merged_metrics(ref[1:], images)
@@ -124,6 +137,8 @@ def union_rows(args, backend: Sam3Backend, data: Path) -> list[dict]:
                 "pfound": all(s in pcover for s in members),
                 "pair_rank": _rank(pair_order, frozenset(members)),
                 "pairs": [f"{tok.decode(list(a))} | {tok.decode(list(b))} ({e:.3f})" for a, b, e in ranked[:PAIRS]],
+                "box_pair_rank": _rank([frozenset((a, b)) for a, b, _ in box_ranked], frozenset(members)),
+                "box_pairs": [f"{tok.decode(list(a))} | {tok.decode(list(b))} ({e:.3f})" for a, b, e in box_ranked[:4]],
                 "name_train_ap": round(float(name_m.ap), 4),
                 "oracle_train_ap": round(float(oracle_m.ap), 4),
                 "member_train_aps": member_aps,
@@ -159,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                 "members_in_top64_by_screening_loss": float(np.mean(loss_top64)) if rows else None,
                 "cover_finds_all_members": float(np.mean([r["found"] for r in rows])) if rows else None,
                 "precision_cover_finds_all_members": float(np.mean([r["pfound"] for r in rows])) if rows else None,
+                "pair_in_best_pairs_masks": in_best(rows, "pair_rank"),
+                "pair_in_best_pairs_boxes": in_best(rows, "box_pair_rank"),
             },
             indent=2,
         )

@@ -272,6 +272,7 @@ def test_a_set_addition_loses_its_inert_tokens(monkeypatch):
     res = aset.build_alias_set(None, IMAGES, _Feats(), None, cfg, 0, first)
     assert res.kept and res.members == [(1,), (2,)] and res.metrics.ap == pytest.approx(1.0)
     assert res.rounds[0].pick == (2,) and res.rounds[0].pruned == (9,)
+    assert res.rounds[0].to_dict(str)["pruned"] == [9] and res.rounds[0].restored == ()  # no name: none back
     assert res.usage.forward == 4 + 4 + 2 * 4  # first alias, the one candidate, its two one-token deletions
     off = aset.build_alias_set(
         None,
@@ -424,9 +425,15 @@ def test_a_member_gets_the_names_word_back_where_it_costs_nothing(monkeypatch):
         out = cover.tidy_addition(
             None, None, IMAGES, current, preds, (2,), m, [(1,)], first, config, set_steps.DEFAULT_THRESHOLDS
         )
-        return out[0], out[2].ap
+        return out.seq, out.metrics.ap
 
     assert tidy((5,)) == ((5, 2), pytest.approx(1.0))
+    first = SimpleNamespace(name_ids=(5,), name_train_metrics=None)
+    out = cover.tidy_addition(
+        None, None, IMAGES, current, {}, (2,), m, [(1,)], first, cfg, set_steps.DEFAULT_THRESHOLDS
+    )
+    # forwards: (5, 2) and (2, 5) for the put-back, then (5,) for the pruning (5 is kept, 2 may go)
+    assert out.added == (5,) and out.replaced == () and out.dropped == () and out.forwards == 3 * len(IMAGES)
     assert tidy((7,)) == ((2,), pytest.approx(1.0))
     unknown = score_predictions(PREDS[(3,)], IMAGES)  # fires on nothing right: AP 0
     assert tidy((5,), unknown) == ((2,), pytest.approx(1.0))

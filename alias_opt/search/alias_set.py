@@ -104,6 +104,7 @@ class SetRound:
         searched: a residual search ran (else ``stop`` says why not).
         tried: sequences scored merged with the set.
         pick: the alias added (None: none raised the set's train AP by more than ``set_margin``), after pruning.
+        restored: the name's tokens put back into it (``tidy_addition``), in the order put back.
         pruned: the inert tokens dropped from it, in the order dropped.
         set_ap: the set's merged train AP after the round.
         stop: why the builder stopped after this round ("" when it went on).
@@ -114,6 +115,7 @@ class SetRound:
     searched: bool = False
     tried: int = 0
     pick: Seq | None = None
+    restored: tuple[int, ...] = ()
     pruned: tuple[int, ...] = ()
     set_ap: float = math.nan
     stop: str = ""
@@ -125,6 +127,7 @@ class SetRound:
             "searched": self.searched,
             "tried": self.tried,
             "pick": None if self.pick is None else {"token_ids": list(self.pick), "text": decode(self.pick)},
+            "restored": list(self.restored),
             "pruned": list(self.pruned),
             "set_train_ap": self.set_ap,
             "stop": self.stop,
@@ -328,10 +331,11 @@ def build_alias_set(
             rnd.stop = f"no candidate raises the set's train AP by more than {cfg.set_margin:g}"
             break
         rnd.pick, set_metrics = ranked[0]
-        rnd.pick, rnd.pruned, set_metrics, cost = tidy_addition(
+        tidied = tidy_addition(
             backend, feats, images, current, preds, rnd.pick, set_metrics, chosen, first, cfg, thresholds
         )
-        usage = usage + Usage(forward=cost)
+        rnd.pick, rnd.restored, rnd.pruned, set_metrics = tidied.seq, tidied.added, tidied.dropped, tidied.metrics
+        usage = usage + Usage(forward=tidied.forwards)
         rnd.set_ap = set_metrics.ap
         chosen.append(rnd.pick)
     if covered is None and not (cfg.set_pool and cfg.max_aliases > 1):

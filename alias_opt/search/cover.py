@@ -125,15 +125,32 @@ def restored_words(first, cfg) -> tuple[int, ...]:
     return tuple(first.name_ids)
 
 
-def tidy_addition(backend, feats, images, current, preds, pick, pick_metrics, chosen, first, cfg, thresholds):
+@dataclass
+class Tidied:
+    """A set member after ``tidy_addition``.
+
+    Attributes:
+        seq: the member's token ids.
+        added: the name's tokens put back (``restore_words``), in the order put back.
+        replaced: the tokens they took the place of (at ``max_len``).
+        dropped: the inert tokens dropped (``prune_inert``), in the order dropped.
+        metrics: the merged set's train metrics with the member.
+        forwards: pair forwards spent.
+    """
+
+    seq: Seq
+    added: tuple[int, ...]
+    replaced: tuple[int, ...]
+    dropped: tuple[int, ...]
+    metrics: PromptMetrics
+    forwards: int
+
+
+def tidy_addition(backend, feats, images, current, preds, pick, pick_metrics, chosen, first, cfg, thresholds) -> Tidied:
     """``pick`` with the name's missing words put back (``restore_words``, ``cfg.restore_tolerance``) and
     then its inert tokens dropped (``prune_inert``, ``cfg.prune_tolerance``; never the name's tokens,
     ``kept_tokens``), each step scored by the merged set's train AP (``current`` plus the pick); a
-    sequence that is already a member (``chosen``) is not taken. Fills ``preds``.
-
-    Returns:
-        (the addition, the token ids dropped, the set's metrics with it, pair forwards spent)
-    """
+    sequence that is already a member (``chosen``) is not taken. Fills ``preds``."""
     spent = 0
 
     def set_ap(seqs: Sequence[Seq]) -> list[float]:
@@ -144,17 +161,17 @@ def tidy_addition(backend, feats, images, current, preds, pick, pick_metrics, ch
             for s in seqs
         ]
 
-    seq, score, dropped = tuple(pick), ap_of(pick_metrics), ()
+    seq, score, added, replaced, dropped = tuple(pick), ap_of(pick_metrics), (), (), ()
     words = restored_words(first, cfg)
     if words:
         res = restore_words(seq, words, set_ap, cfg.restore_tolerance, base=score, max_len=cfg.max_len)
-        seq, score = res.seq, res.score
+        seq, score, added, replaced = res.seq, res.score, res.added, res.replaced
     if cfg.prune_tolerance >= 0 and len(seq) > 1:
         pruned = prune_inert(seq, set_ap, cfg.prune_tolerance, base=score, keep=kept_tokens(first, cfg))
-        seq, dropped = pruned.seq, pruned.dropped
+        seq, dropped = pruned.seq, tuple(pruned.dropped)
     if seq == tuple(pick):
-        return seq, (), pick_metrics, spent
-    return seq, tuple(dropped), merged_metrics([*current, preds[seq]], images, thresholds), spent
+        return Tidied(seq, (), (), (), pick_metrics, spent)
+    return Tidied(seq, added, replaced, dropped, merged_metrics([*current, preds[seq]], images, thresholds), spent)
 
 
 PAIRS = 4  # the best pairs of a too-broad name's insertions (by estimated merged AP50) that join the cover pool
@@ -201,9 +218,8 @@ def cover_set(backend, feats, images, first, preds, cfg, thresholds, extra=()):
     for i, seq in enumerate(list(cover)):
         others = cover[:i] + cover[i + 1 :]
         current = [preds[s] for s in others]
-        seq, _, m, cost = tidy_addition(backend, feats, images, current, preds, seq, m, others, first, cfg, thresholds)
-        spent += cost
-        cover[i] = seq
+        tidied = tidy_addition(backend, feats, images, current, preds, seq, m, others, first, cfg, thresholds)
+        m, spent, cover[i] = tidied.metrics, spent + tidied.forwards, tidied.seq
     return cover, m, spent, joined
 
 
