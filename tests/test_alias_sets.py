@@ -147,17 +147,8 @@ def test_a_residual_member_better_alone_than_the_kept_set_is_the_answer(monkeypa
     def search(backend, images, feats, name, cfg, seed, indexes=None, on_step=None):
         return SimpleNamespace(reranked=[SimpleNamespace(token_ids=(6,))], candidates=[(6,)], usage=Usage())
 
-    def predict_boxes(backend, feats, images, prompts, min_score):  # the masks' boxes, as a box head would give
-        def boxes(p):
-            keep = p.scores > min_score
-            xywh = mask_utils.toBbox([r for r, k in zip(p.rles, keep) if k]) if keep.any() else np.zeros((0, 4))
-            return ImageBoxes(p.scores[keep], np.asarray(xywh, dtype=np.float64).reshape(-1, 4))
-
-        return [[boxes(p) for p in PREDS[tuple(s)]] for s in prompts]
-
     monkeypatch.setattr(aset, "predict", predict)
     monkeypatch.setattr(cover, "predict", predict)
-    monkeypatch.setattr(cover, "predict_boxes", predict_boxes)
     monkeypatch.setattr(aset, "search", search)
     first = _first(token_ids=(5,), candidates=[(5,)], splits=[], insertions=[])
     on = load_config(overrides={"max_aliases": 3, "set_level": 0, "set_member_single": True})
@@ -180,6 +171,17 @@ def _first(**kw):
     return SimpleNamespace(name_ids=None, name_train_metrics=None, name_check=None, **kw)
 
 
+def _fake_predict_boxes(backend, feats, images, prompts, min_score):
+    """``predict_boxes`` on ``PREDS``: the boxes of the masks above ``min_score``, as a box head would give."""
+
+    def boxes(p):
+        keep = p.scores > min_score
+        xywh = mask_utils.toBbox([r for r, k in zip(p.rles, keep) if k]) if keep.any() else np.zeros((0, 4))
+        return ImageBoxes(p.scores[keep], np.asarray(xywh, dtype=np.float64).reshape(-1, 4))
+
+    return [[boxes(p) for p in PREDS[tuple(s)]] for s in prompts]
+
+
 def _fake_world(monkeypatch, calls):
     def predict(backend, feats, images, prompts, thresholds=None):
         return [PREDS[tuple(p)] for p in prompts]
@@ -191,17 +193,9 @@ def _fake_world(monkeypatch, calls):
         rows = [SimpleNamespace(token_ids=(3,))]
         return SimpleNamespace(reranked=rows, candidates=[(3,), (2,)], usage=Usage(forward=10, backward=1))
 
-    def predict_boxes(backend, feats, images, prompts, min_score):  # the masks' boxes, as a box head would give
-        def boxes(p):
-            keep = p.scores > min_score
-            xywh = mask_utils.toBbox([r for r, k in zip(p.rles, keep) if k]) if keep.any() else np.zeros((0, 4))
-            return ImageBoxes(p.scores[keep], np.asarray(xywh, dtype=np.float64).reshape(-1, 4))
-
-        return [[boxes(p) for p in PREDS[tuple(s)]] for s in prompts]
-
     monkeypatch.setattr(aset, "predict", predict)
     monkeypatch.setattr(cover, "predict", predict)
-    monkeypatch.setattr(cover, "predict_boxes", predict_boxes)
+    monkeypatch.setattr(cover, "predict_boxes", _fake_predict_boxes)
     monkeypatch.setattr(aset, "search", search)
 
 
@@ -255,17 +249,8 @@ def test_a_set_addition_loses_its_inert_tokens(monkeypatch):
     def search(backend, images, feats, name, cfg, seed, indexes=None, on_step=None):
         return SimpleNamespace(reranked=[SimpleNamespace(token_ids=(2, 9))], candidates=[(2, 9)], usage=Usage())
 
-    def predict_boxes(backend, feats, images, prompts, min_score):  # the masks' boxes, as a box head would give
-        def boxes(p):
-            keep = p.scores > min_score
-            xywh = mask_utils.toBbox([r for r, k in zip(p.rles, keep) if k]) if keep.any() else np.zeros((0, 4))
-            return ImageBoxes(p.scores[keep], np.asarray(xywh, dtype=np.float64).reshape(-1, 4))
-
-        return [[boxes(p) for p in PREDS[tuple(s)]] for s in prompts]
-
     monkeypatch.setattr(aset, "predict", predict)
     monkeypatch.setattr(cover, "predict", predict)
-    monkeypatch.setattr(cover, "predict_boxes", predict_boxes)
     monkeypatch.setattr(aset, "search", search)
     first = _first(token_ids=(1,), candidates=[(1,)], splits=[], insertions=[])
     cfg = load_config(overrides={"max_aliases": 2, "set_level": 0})

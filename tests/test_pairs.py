@@ -41,39 +41,43 @@ def test_box_hits_match_boxes_like_image_hits_match_masks():
     assert none.tp.size == 0 and none.fp.tolist() == [0.4]
 
 
-def test_box_predictions_skip_the_pixel_decoder_and_keep_the_lean_detections():
-    """On the shipped toy model: ``predict_boxes`` runs no pixel decoder, keeps exactly the detections a
-    lean mask prediction keeps (same scores), and its boxes sit on those detections' masks."""
-    from alias_opt.search import cover
+@pytest.fixture(scope="module")
+def toy_world(tmp_path_factory):
+    """The shipped toy model, a small named world's images of its first category and their features."""
     from sam3.loading import TOY_DIR
 
     if not (TOY_DIR / "config.json").is_file():
         pytest.skip("the toy model is not shipped")
-    import tempfile
-    from pathlib import Path
-
-    from pycocotools import mask as mask_utils
-
     from alias_opt.data.loader import CocoDataset
-    from alias_opt.eval.boxes import box_iou, predict_boxes
-    from alias_opt.eval.predict import predict
     from sam3 import Sam3Backend
     from sam3.toy.world import write_dataset
 
-    with tempfile.TemporaryDirectory() as d:
-        write_dataset(Path(d) / "w", "named", images=6, seed=2)
-        ts = CocoDataset.open(Path(d) / "w").target_sets(max_negatives=2)[0]
-        backend = Sam3Backend.load("toy", device="cpu", cache_dir=Path(d) / "f")
-        images = ts.train + ts.test
-        feats = backend.encode_images([im.image.load() for im in images])
-        prompts = [backend.tokenizer.encode(w, special=False) for w in ("red", "circle", "red circle")]
-        lean = predict(backend, feats, images, prompts, cover.lean(cover.DEFAULT_THRESHOLDS))
+    d = tmp_path_factory.mktemp("pairs_toy")
+    write_dataset(d / "w", "named", images=6, seed=2)
+    ts = CocoDataset.open(d / "w").target_sets(max_negatives=2)[0]
+    backend = Sam3Backend.load("toy", device="cpu", cache_dir=d / "f")
+    images = ts.train + ts.test
+    return backend, images, backend.encode_images([im.image.load() for im in images])
 
-        def no_pixel_decoder(*args, **kwargs):
-            raise AssertionError("the pixel decoder ran")
 
-        backend._pixel_embed = no_pixel_decoder
-        boxes = predict_boxes(backend, feats, images, prompts, cover.COVER_MIN_SCORE)
+def test_box_predictions_skip_the_pixel_decoder_and_keep_the_lean_detections(toy_world, monkeypatch):
+    """On the shipped toy model: ``predict_boxes`` runs no pixel decoder, keeps exactly the detections a
+    lean mask prediction keeps (same scores), and its boxes sit on those detections' masks."""
+    from pycocotools import mask as mask_utils
+
+    from alias_opt.eval.boxes import box_iou, predict_boxes
+    from alias_opt.eval.predict import predict
+    from alias_opt.search import cover
+
+    backend, images, feats = toy_world
+    prompts = [backend.tokenizer.encode(w, special=False) for w in ("red", "circle", "red circle")]
+    lean = predict(backend, feats, images, prompts, cover.lean(cover.DEFAULT_THRESHOLDS))
+
+    def no_pixel_decoder(*args, **kwargs):
+        raise AssertionError("the pixel decoder ran")
+
+    monkeypatch.setattr(backend, "_pixel_embed", no_pixel_decoder)
+    boxes = predict_boxes(backend, feats, images, prompts, cover.COVER_MIN_SCORE)
     ious = []
     for bp, lp in zip(boxes, lean):
         for b, g in zip(bp, lp):
@@ -201,30 +205,15 @@ def test_insertions_are_predicted_as_boxes_by_default(monkeypatch):
     assert [(a, b) for a, b, _ in res.pairs] == [((1,), (2,)), ((3,), (1,)), ((3,), (2,))]
 
 
-def test_lean_thresholds_keep_the_same_detections_above_the_floor():
+def test_lean_thresholds_keep_the_same_detections_above_the_floor(toy_world):
     """On the shipped toy model: a lean prediction is the full one's detections above COVER_MIN_SCORE."""
-    from alias_opt.search import cover
-    from sam3.loading import TOY_DIR
-
-    if not (TOY_DIR / "config.json").is_file():
-        pytest.skip("the toy model is not shipped")
-    import tempfile
-    from pathlib import Path
-
-    from alias_opt.data.loader import CocoDataset
     from alias_opt.eval.predict import predict
-    from sam3 import Sam3Backend
-    from sam3.toy.world import write_dataset
+    from alias_opt.search import cover
 
-    with tempfile.TemporaryDirectory() as d:
-        write_dataset(Path(d) / "w", "named", images=6, seed=2)
-        ts = CocoDataset.open(Path(d) / "w").target_sets(max_negatives=2)[0]
-        backend = Sam3Backend.load("toy", device="cpu", cache_dir=Path(d) / "f")
-        images = ts.train + ts.test
-        feats = backend.encode_images([im.image.load() for im in images])
-        prompts = [backend.tokenizer.encode(w, special=False) for w in ("red", "circle")]
-        full = predict(backend, feats, images, prompts)
-        lean = predict(backend, feats, images, prompts, cover.lean(cover.DEFAULT_THRESHOLDS))
+    backend, images, feats = toy_world
+    prompts = [backend.tokenizer.encode(w, special=False) for w in ("red", "circle")]
+    full = predict(backend, feats, images, prompts)
+    lean = predict(backend, feats, images, prompts, cover.lean(cover.DEFAULT_THRESHOLDS))
     n_lean = 0
     for fp, lp in zip(full, lean):
         for f, g in zip(fp, lp):
