@@ -6,7 +6,8 @@ by an estimate of their merged AP50 (``alias_opt.search.pairs``). ``set_pair_box
 the detections to the targets by box IoU, with no masks (``alias_opt.eval.boxes.predict_boxes``: the pixel
 decoder never runs); off, by mask IoU on lean predictions (the masks of detections above
 ``COVER_MIN_SCORE`` only). Per category of a generated world-v2 dataset whose name the model knows, this
-bench times both estimates on the same insertions (the same process, one after the other, same threads)
+bench times both estimates on the same insertions (the same process, one after the other, same threads;
+the mask estimate predicts every insertion here, where a run reuses the few already predicted in full)
 and reports:
 
     insertions, pairs       insertions scored and train images x insertions (pair forwards)
