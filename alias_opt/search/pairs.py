@@ -9,7 +9,7 @@ Here every insertion is scored on the train images once, and *pairs* are ranked 
 of their merged AP50 (``pair_ap50``), so complementary members rank where they belong:
 
     hits = [box_hits(p, target_boxes(im)) for p, im in zip(boxes, images)]   # per insertion, per image
-    ranked = best_pairs({seq: hits_of_seq, ...}, n_targets, 4)
+    ranked = best_pairs({seq: hits_of_seq, ...}, 4)
 
 The estimate matches each insertion's detections to the targets once (``match_hits``: per target the
 best matched score, the unmatched detections' scores) and merges a pair by the per-target maximum and
@@ -77,8 +77,7 @@ def image_hits(pred: ImagePredictions, target: TargetImage, iou: float = 0.5) ->
     Returns:
         Hits with tp (K,) for the image's K targets and fp (F,).
     """
-    ious = iou_matrix(list(pred.rles), list(target.rles)).reshape(len(pred.scores), target.n_targets)  # (N, K)
-    return match_hits(pred.scores, ious, iou)
+    return match_hits(pred.scores, iou_matrix(list(pred.rles), list(target.rles)), iou)  # IoU (N, K)
 
 
 def box_hits(pred: ImageBoxes, boxes: np.ndarray, iou: float = 0.5) -> Hits:
@@ -87,7 +86,7 @@ def box_hits(pred: ImageBoxes, boxes: np.ndarray, iou: float = 0.5) -> Hits:
     Args:
         pred: the detections' scores and boxes; boxes: (K, 4) the targets' (``target_boxes``).
     """
-    return match_hits(pred.scores, box_iou(pred.boxes, boxes).reshape(len(pred.scores), len(boxes)), iou)
+    return match_hits(pred.scores, box_iou(pred.boxes, boxes), iou)  # IoU (N, K)
 
 
 def join(hits: Sequence[Hits]) -> Hits:
