@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -51,3 +54,21 @@ def test_head_loss_and_accuracy_on_a_hand_made_grid():
     wrong = [[x.flip(1) for x in logits[0]]]
     assert float(attribute_loss(wrong, [labels])) > 1.0
     assert [x.shape[1] for x in head([torch.zeros(1, 3, 2, 2)])[0]] == [3, 3, 9, 7]
+
+
+def test_arch_warm_starts_across_architectures(tmp_path):
+    """--arch toy from a toy24d export (the v1 sam3-toy's): the weights that fit are copied, the rest trains."""
+    init = export_model(init_model(TrainConfig(arch="toy24d")), tmp_path / "v1")
+    cfg = PretrainConfig(init=str(init), steps=1, images_per_step=1, warmup=1, arch="toy")
+    pretrain(tmp_path / "run", cfg, threads=1)
+    before, after = load_file(str(init / "model.safetensors")), load_file(str(tmp_path / "run/model/model.safetensors"))
+    new = after.keys() - before.keys()
+    reshaped = {k for k in before.keys() & after.keys() if before[k].shape != after[k].shape}
+    assert before.keys() <= after.keys() and new and reshaped
+    assert all(k.startswith("vision_encoder.neck.fpn_layers.0.") for k in new | reshaped)
+    outside = [k for k in after if not k.startswith("vision_encoder.")]
+    assert outside and all(torch.equal(before[k], after[k]) for k in outside)
+    config = json.loads((tmp_path / "run/model/config.json").read_text())["vision_config"]
+    assert config["scale_factors"] == [4.0, 2.0, 1.0, 0.5]
+    with pytest.raises(ValueError, match="another --out"):
+        pretrain(tmp_path / "run", PretrainConfig(**{**cfg.__dict__, "arch": "", "steps": 2}), resume=True, threads=1)

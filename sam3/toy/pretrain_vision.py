@@ -31,7 +31,7 @@ from sam3.preprocess import preprocess
 from sam3.toy import vocab
 from sam3.toy.attributes import AttributeHead, attribute_loss, cell_accuracy, cell_labels
 from sam3.toy.checkpoint import load_checkpoint, restore_run, save_checkpoint
-from sam3.toy.modeling import export_model
+from sam3.toy.modeling import export_model, init_model, load_exported
 from sam3.toy.prompts_v2 import training_image
 from sam3.toy.train import lr_at  # the same warmup + cosine (it reads lr, warmup, steps, min_lr_ratio)
 from sam3.toy.train_config import TrainConfig
@@ -52,6 +52,10 @@ class PretrainConfig:
     weight_decay: float = 0.05  # AdamW weight decay (weights of 2+ dims)
     grad_clip: float = 1.0  # max global gradient norm
     seed: int = 0  # seed of the head's init and the image stream
+    # "": the init's own architecture. A name (sam3.configs.ARCHS): a fresh model of that architecture
+    # takes the init's weights that fit in name and shape (a warm start across architectures, e.g. the v1
+    # sam3-toy's toy24d -> toy, which differ only in the first FPN level; the rest starts fresh).
+    arch: str = ""
 
 
 def step_images(cfg: PretrainConfig, step: int, image_size: int, sizes: list[tuple[int, int]]):
@@ -60,6 +64,18 @@ def step_images(cfg: PretrainConfig, step: int, image_size: int, sizes: list[tup
     imgs = [training_image(rng, TrainConfig(world="v2")) for _ in range(cfg.images_per_step)]
     labels = [torch.stack([cell_labels(im.instances, s) for im in imgs]) for s in sizes]
     return preprocess([im.rgb for im in imgs], image_size), labels
+
+
+def _initial_model(cfg: PretrainConfig):
+    """The Sam3Model stage A starts from: the init as it is, or ``cfg.arch`` warm-started from it."""
+    from transformers import Sam3Model
+
+    if not cfg.arch:
+        return Sam3Model.from_pretrained(cfg.init, dtype=torch.float32)
+    model = init_model(TrainConfig(arch=cfg.arch, seed=cfg.seed))
+    fresh = load_exported(model, Path(cfg.init), partial=True)
+    print(f"{cfg.arch} from {cfg.init}: {len(fresh)} weights kept fresh ({', '.join(fresh)})")
+    return model
 
 
 class _Trainable(torch.nn.Module):
@@ -72,7 +88,6 @@ class _Trainable(torch.nn.Module):
 
 def pretrain(out: Path, cfg: PretrainConfig, resume: bool = False, ckpt_every: int = 200, threads: int = 2):
     """Train (or resume) stage A in ``out``; export the Sam3Model to ``out/model``; return it."""
-    from transformers import Sam3Model
 
     torch.set_num_threads(threads)
     out.mkdir(parents=True, exist_ok=True)
@@ -80,10 +95,13 @@ def pretrain(out: Path, cfg: PretrainConfig, resume: bool = False, ckpt_every: i
     state = load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None
     if state is not None:
         saved = PretrainConfig(**state["config"])
-        if saved.init != cfg.init or saved.seed != cfg.seed:
-            raise ValueError(f"{ckpt_path} was started from {saved.init} (seed {saved.seed}), not {cfg.init}")
+        if saved.init != cfg.init or saved.seed != cfg.seed or saved.arch != cfg.arch:
+            raise ValueError(
+                f"{ckpt_path} was started from {saved.init} (seed {saved.seed}, arch {saved.arch or 'its own'}), "
+                f"not {cfg.init} (seed {cfg.seed}, arch {cfg.arch or 'its own'}): use another --out"
+            )
         cfg = PretrainConfig(**{**asdict(saved), "steps": cfg.steps})  # only the length may change
-    model = Sam3Model.from_pretrained(cfg.init, dtype=torch.float32)
+    model = _initial_model(cfg)
     torch.manual_seed(cfg.seed)
     head = AttributeHead(model.config.vision_config.fpn_hidden_size, levels=3)
     both = _Trainable(model, head)
@@ -139,6 +157,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--images-per-step", type=int, default=PretrainConfig.images_per_step, help="images per step")
     ap.add_argument("--lr", type=float, default=PretrainConfig.lr, help="peak AdamW learning rate")
     ap.add_argument("--seed", type=int, default=PretrainConfig.seed, help="seed of the head and the image stream")
+    ap.add_argument(
+        "--arch", default="", help="architecture to warm-start from --init's fitting weights (default: --init's own)"
+    )
     ap.add_argument("--resume", action="store_true", help="continue from DIR/pretrain_checkpoint.pt")
     ap.add_argument("--ckpt-every", type=int, default=200, help="steps between checkpoints")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -146,7 +167,12 @@ def main(argv: list[str] | None = None) -> None:
     if not (Path(args.init) / "config.json").is_file():
         ap.error(f"--init {args.init}: not an exported sam3-toy directory (no config.json)")
     cfg = PretrainConfig(
-        init=str(args.init), steps=args.steps, images_per_step=args.images_per_step, lr=args.lr, seed=args.seed
+        init=str(args.init),
+        steps=args.steps,
+        images_per_step=args.images_per_step,
+        lr=args.lr,
+        seed=args.seed,
+        arch=args.arch,
     )
     pretrain(args.out, cfg, resume=args.resume, ckpt_every=args.ckpt_every, threads=args.threads)
 
