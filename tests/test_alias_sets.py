@@ -423,3 +423,25 @@ def test_a_member_gets_the_names_word_back_where_it_costs_nothing(monkeypatch):
     unknown = score_predictions(PREDS[(3,)], IMAGES)  # fires on nothing right: AP 0
     assert tidy((5,), unknown) == ((2,), pytest.approx(1.0))
     assert tidy((5,), config=replace(cfg, restore_tolerance=-1))[0] == (2,)
+
+
+def test_cover_members_record_the_names_words_put_back(monkeypatch):
+    """``cover_set``: member (2,) takes the name's word 5 back at no cost ((5, 2) predicts as (2,)), member
+    (1,) does not ((5, 1) and (1, 5) find nothing); the result says which, per member, and so does the JSON."""
+    monkeypatch.setitem(PREDS, (5, 2), PREDS[(2,)])
+    monkeypatch.setitem(PREDS, (2, 5), PREDS[(2,)])
+    for seq in ((5, 1), (1, 5), (5,)):
+        monkeypatch.setitem(PREDS, seq, [pred(), pred(), pred(), pred()])
+    monkeypatch.setattr(cover, "predict", lambda backend, feats, images, prompts, thresholds=None: [
+        PREDS[tuple(p)] for p in prompts
+    ])  # fmt: skip
+    first = SimpleNamespace(candidates=[(1,), (2,)], splits=[], name_ids=(5,), name_train_metrics=None)
+    cfg = load_config(overrides={"max_aliases": 2, "restore_tolerance": 0.01})
+    step = cover.cover_set(None, None, IMAGES, first, {}, cfg, set_steps.DEFAULT_THRESHOLDS)
+    assert step.members == [(1,), (5, 2)] and step.restored == [(), (5,)]
+    assert step.metrics.ap == pytest.approx(1.0) and step.usage.forward > 2 * len(IMAGES)
+    res = aset.AliasSetResult(
+        members=step.members, member_metrics=[], metrics=step.metrics, single_ap=0.5, built=step.members,
+        built_ap=1.0, kept=True, cover=step.members, cover_ap=1.0, cover_restored=step.restored,
+    )  # fmt: skip
+    assert [m["restored"] for m in res.to_dict(str)["cover"]] == [[], [5]]

@@ -144,7 +144,8 @@ class AliasSetResult:
         metrics: the result's train metrics (merged when ``kept``; else the single alias's).
         single_ap: the single alias's train AP.
         built: the best set built (kept or not), built_ap its merged train AP.
-        cover: the cover set (``greedy_cover``, pruned), cover_ap its merged train AP (NaN if none).
+        cover: the cover set (``greedy_cover``, pruned), cover_ap its merged train AP (NaN if none);
+            cover_restored: per member, the name's tokens put back into it (``tidy_addition``).
         split_pool: the insertions into the name that joined the cover pool (``best_splits``).
         clusters: the searches of the targets' two visual clusters, whose candidates joined the cover
             pool (None with ``cfg.set_clusters`` off).
@@ -181,6 +182,7 @@ class AliasSetResult:
     margin: float = 0.0
     cover: list[Seq] = field(default_factory=list)
     cover_ap: float = math.nan
+    cover_restored: list[tuple[int, ...]] = field(default_factory=list)
     split_pool: list[Seq] = field(default_factory=list)
     clusters: ClusterSearch | None = None
     cluster_split: ClusterSplit | None = None
@@ -203,7 +205,10 @@ class AliasSetResult:
             "built": [{"token_ids": list(s), "text": decode(s)} for s in self.built],
             "built_train_ap": self.built_ap,
             "margin": self.margin,
-            "cover": [{"token_ids": list(s), "text": decode(s)} for s in self.cover],
+            "cover": [
+                {"token_ids": list(s), "text": decode(s), "restored": list(r)}
+                for s, r in zip(self.cover, self.cover_restored or [()] * len(self.cover))
+            ],
             "cover_train_ap": self.cover_ap,
             "split_pool": [decode(s) for s in self.split_pool],
             "clusters": None if self.clusters is None else self.clusters.to_dict(decode),
@@ -389,6 +394,7 @@ def build_alias_set(
         margin=cfg.set_margin,
         cover=cover,
         cover_ap=cover_metrics.ap if cover_metrics is not None else math.nan,
+        cover_restored=covered.restored,
         split_pool=covered.joined,
         clusters=covered.clusters,
         cluster_split=covered.split,

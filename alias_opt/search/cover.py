@@ -204,7 +204,8 @@ def cover_set(backend, feats, images, first, preds, cfg, thresholds, extra=()):
     train AP (``tidy_addition``: the name's words put back, inert tokens dropped). Fills ``preds``.
 
     Returns:
-        (members, their merged metrics or None, pair forwards spent, the insertions that joined the pool)
+        A ``CoverStep`` with the members, their merged metrics (None without a cover), the insertions that
+        joined the pool, the name's tokens put back into each member and the pair forwards spent.
     """
     pool = [tuple(s) for s in dict.fromkeys([*(tuple(s) for s in first.candidates[: cfg.set_pool]), *extra])]
     splits = [s for s in dict.fromkeys(tuple(s) for s in first.splits) if s not in pool]
@@ -215,12 +216,14 @@ def cover_set(backend, feats, images, first, preds, cfg, thresholds, extra=()):
     trimmed = {s: trimmed[s] for s in pool}
     cover, _ = greedy_cover(trimmed, images, cfg.max_aliases, thresholds, cfg.set_margin)
     m = merged_metrics([preds[s] for s in cover], images, thresholds) if cover else None
+    restored = []
     for i, seq in enumerate(list(cover)):
         others = cover[:i] + cover[i + 1 :]
         current = [preds[s] for s in others]
         tidied = tidy_addition(backend, feats, images, current, preds, seq, m, others, first, cfg, thresholds)
         m, spent, cover[i] = tidied.metrics, spent + tidied.forwards, tidied.seq
-    return cover, m, spent, joined
+        restored.append(tidied.added)
+    return CoverStep(cover, m, joined=joined, restored=restored, usage=Usage(forward=spent))
 
 
 @dataclass
@@ -230,6 +233,7 @@ class CoverStep:
     Attributes:
         members: the cover set (pruned), metrics: its merged train metrics (None without one).
         joined: the insertions that joined the pool by train AP alone (``best_splits``).
+        restored: per member, the name's tokens put back into it (``tidy_addition``), in the order put back.
         clusters, split: the cluster searches / cluster insertions (None where off).
         pairs: the best pairs of the name's insertions by estimated merged AP50 (``alias_opt.search.pairs``),
             whose members joined the pool ([] unless the single alias is too broad).
@@ -239,6 +243,7 @@ class CoverStep:
     members: list[Seq]
     metrics: PromptMetrics | None
     joined: list[Seq] = field(default_factory=list)
+    restored: list[tuple[int, ...]] = field(default_factory=list)
     clusters: ClusterSearch | None = None
     split: ClusterSplit | None = None
     pairs: list[tuple[Seq, Seq, float]] = field(default_factory=list)
@@ -292,8 +297,7 @@ def cover_step(backend, images, feats, name, cfg, seed, first, preds, indexes, o
         )
         extra += pair_members(step.pairs)
         usage = usage + Usage(forward=cost)
-    step.members, step.metrics, cost, step.joined = cover_set(
-        backend, feats, images, first, preds, cfg, thresholds, extra
-    )
-    step.usage = usage + Usage(forward=cost)
+    found = cover_set(backend, feats, images, first, preds, cfg, thresholds, extra)
+    step.members, step.metrics, step.joined, step.restored = found.members, found.metrics, found.joined, found.restored
+    step.usage = usage + found.usage
     return step
