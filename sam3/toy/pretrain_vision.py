@@ -14,6 +14,10 @@ to ``DIR/pretrain_log.jsonl``.
 
     python -m sam3.toy.pretrain_vision --init results/toy_v2w/model --out results/toy_v2a --steps 6000
     python -m sam3.toy.pretrain_vision --init results/toy_v2w/model --out results/toy_v2a --steps 6000 --resume
+    python -m sam3.toy.pretrain_vision --init sam3/toy/sam3-toy --arch toy --out results/v2s_a --steps 6000
+
+``--arch`` warm-starts another architecture from the init's weights that fit (the shipped v1 sam3-toy is
+``toy24d``; world v2 needs ``toy``'s 48 x 48 masks): the first FPN level starts fresh and trains here.
 """
 
 from __future__ import annotations
