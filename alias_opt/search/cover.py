@@ -298,6 +298,4 @@ def cover_step(backend, images, feats, name, cfg, seed, first, preds, indexes, o
         extra += pair_members(step.pairs)
         usage = usage + Usage(forward=cost)
     found = cover_set(backend, feats, images, first, preds, cfg, thresholds, extra)
-    step.members, step.metrics, step.joined, step.restored = found.members, found.metrics, found.joined, found.restored
-    step.usage = usage + found.usage
-    return step
+    return replace(found, clusters=step.clusters, split=step.split, pairs=step.pairs, usage=usage + found.usage)
