@@ -66,6 +66,13 @@ class IndexConfig:
     # "circle"): its better screening loss ranks it (a word that narrows a too-broad name fires on other
     # things alone and would be screened out)
     screen_with_name: bool = True
+    # the screened pool grows by the token-embedding neighbours (``ProjectionIndex.neighbours``, as the evolution's
+    # mutations use them) of its best tokens, screened the same way (``pooled_shortlist``): a word no view holds
+    # sits beside words they do ("purple" beside "violet", "navy", "rose", "pink", "blue" in sam3-toy v2's table;
+    # policy 4545 "triangle" for purple triangles: no "purple" in the pool of 269, while "purple triangle" beats
+    # the answer "triangle encryption" on train, 0.464 vs 0.397 AP)
+    neighbours: int = 4  # nearest tokens of each head that join the pool (0: off)
+    neighbour_heads: int = 32  # the screened pool's best tokens whose neighbours join it
     projection_metric: str = "l2"  # l2 | cosine: nearest-token projection of soft embeddings
     cache_dir: str | None = None  # default $SAM3_ALIAS_INDEX_CACHE or ~/.cache/sam3-alias/index
 
@@ -325,6 +332,11 @@ class SearchConfig:
                     f"index view {view!r}: use SPACE, -SPACE, distinct or distinct:SPACE with {SPACES}"
                     " (or distinct:embed: the token-embedding table's most distinct rows)"
                 )
+        if self.index.neighbours < 0 or self.index.neighbour_heads < 0:
+            raise ValueError(
+                "index.neighbours and index.neighbour_heads must be >= 0 (0: no neighbours join the pool); got"
+                f" {self.index.neighbours} and {self.index.neighbour_heads}"
+            )
         if self.index.projection_metric not in ("l2", "cosine"):
             raise ValueError(f"index.projection_metric must be l2 or cosine; got {self.index.projection_metric!r}")
         if self.scan_ranked < 0:

@@ -129,6 +129,43 @@ def test_pooled_shortlist_screens_tokens_as_qualifiers_of_the_name(tiny_backend,
     assert best == sorted(best) and all(v is not None for v in best)
 
 
+def test_head_neighbours_are_the_new_tokens_once_best_head_first():
+    from alias_opt.search.shortlist import head_neighbours
+
+    near = np.array([[3, 7, 8], [7, 2, 5]])  # (H=2, n=3) the nearest tokens of heads 5 and 3
+    assert head_neighbours([5, 3, 9], near) == [7, 8, 2]
+    assert head_neighbours([5, 3, 7, 8, 2], near) == []
+
+
+def test_pooled_shortlist_takes_in_the_neighbours_of_its_best_tokens(tiny_backend, index_dir):
+    """With ``neighbours`` the nearest tokens of the screened pool's best ``heads`` (in their accepted, canonical
+    form) are screened too, alone and before the name, and rank with the pool; without, the pool is the views'."""
+    from alias_opt.search.embeddings import ProjectionIndex
+    from alias_opt.search.memo import Split
+    from alias_opt.search.projection import CandidateFilter
+    from alias_opt.search.shortlist import allowed_tokens, build_indexes, head_neighbours, pooled_shortlist
+    from tests.discovery_helpers import objective
+
+    cfg = _cfg(index_dir)
+    filt = CandidateFilter(tiny_backend.tokenizer, allowed_tokens(tiny_backend, cfg, None), 3)
+    name = tuple(tiny_backend.tokenizer.encode("square", special=False))
+    indexes, views = build_indexes(tiny_backend, cfg), cfg.index.views
+    proj = ProjectionIndex(tiny_backend.token_embeddings, filt.allowed)
+    plain = pooled_shortlist(objective(tiny_backend, screen_images=4), indexes, filt, 500, [(), name], views, 21, name)
+    obj = objective(tiny_backend, screen_images=4)
+    grown = pooled_shortlist(
+        obj, indexes, filt, 500, [(), name], views, 21, name, lambda ids: proj.neighbours(ids, 3), heads=4
+    )
+    near = {filt((t,)) for t in head_neighbours(plain, proj.neighbours(plain[:4], 3))}  # canonical forms
+    extra = [t for t in grown if t not in plain]
+    assert set(plain) < set(grown) and len(extra) >= 4 and all((t,) in near for t in extra)
+    assert len(grown) == len(set(grown))
+    screened = set(obj.memo.sequences(Split.SCREEN))
+    assert all((t,) in screened and (t, *name) in screened for t in extra)
+    best = [min(obj.screen_loss_of((t,)), obj.screen_loss_of((t, *name))) for t in grown]
+    assert best == sorted(best)  # one ranking of the views' tokens and the neighbours
+
+
 def test_context_splits_are_the_best_insertions_into_the_name(tiny_backend, index_dir):
     """``SearchContext.splits``: one pooled token inserted into the name at every position, the n best by
     screening loss; none without a name."""

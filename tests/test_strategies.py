@@ -199,6 +199,8 @@ def test_config_and_names(tmp_path):
         load_config(overrides={"maxlen": 3})
     with pytest.raises(ValueError, match="unknown strategy 'nope'"):
         load_config(overrides={"strategy": "nope"})
+    with pytest.raises(ValueError, match="index.neighbours and index.neighbour_heads must be >= 0"):
+        load_config(overrides={"index": {"neighbours": -1}})
     with pytest.raises(ValueError, match="budget must be >= 0"):
         run_pipeline(None, "random", -1)  # type: ignore[arg-type]
 

@@ -131,6 +131,8 @@ class SearchContext:
                     ix.views,
                     ix.pool,
                     qualify=self.name_seq if ix.screen_with_name else None,
+                    neighbours=(lambda ids: self.proj.neighbours(ids, ix.neighbours)) if ix.neighbours else None,
+                    heads=ix.neighbour_heads,
                 )
                 self._shortlist = self._pool[: ix.shortlist]
             else:

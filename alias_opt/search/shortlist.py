@@ -7,7 +7,7 @@ pooled shortlist) screened by the model itself on the objective's screen images.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import zip_longest
 
 import numpy as np
@@ -93,6 +93,8 @@ def pooled_shortlist(
     views: Sequence[str],
     pool: int,
     qualify: Seq | None = None,
+    neighbours: Callable[[Sequence[int]], np.ndarray] | None = None,
+    heads: int = 0,
 ) -> list[int]:
     """A shortlist screened by the model itself from a pool drawn from several index views.
 
@@ -102,13 +104,36 @@ def pooled_shortlist(
     on either side) and ``distinct`` / ``distinct:SPACE`` (the model's most distinctive tokens,
     concept-free). The pooled tokens are scored as one-token aliases on the screening images; the
     best k, best first, are the shortlist. With ``qualify`` (the name's tokens) each token is also
-    scored placed before it (``qualifier_losses``) and ranks by the better of its two losses.
+    scored placed before it (``qualifier_losses``) and ranks by the better of its two losses. With ``neighbours``
+    (token ids (H,) -> their nearest tokens (H, n): ``ProjectionIndex.neighbours``) the nearest tokens of the
+    screened pool's best ``heads`` join it (``head_neighbours``), screened the same way, and all rank together.
     """
-    singles = [(t,) for t in view_pool(obj, indexes, filt, probes, views, pool)]
-    losses = obj.screen_losses(singles)
-    if qualify:
-        losses = np.minimum(losses, qualifier_losses(obj, filt, [s[0] for s in singles], qualify))
-    return [singles[i][0] for i in np.argsort(losses, kind="stable")[:k]]
+
+    def screened(tokens: Sequence[int]) -> np.ndarray:
+        losses = obj.screen_losses([(t,) for t in tokens])
+        if qualify:
+            losses = np.minimum(losses, qualifier_losses(obj, filt, tokens, qualify))
+        return losses
+
+    tokens = view_pool(obj, indexes, filt, probes, views, pool)
+    losses = screened(tokens)
+    if neighbours is not None and heads > 0 and tokens:
+        ranked = [tokens[i] for i in np.argsort(losses, kind="stable")]
+        near = filt.accept([(t,) for t in head_neighbours(ranked, neighbours(ranked[:heads]))])  # canonical forms
+        near = [s[0] for s in near if len(s) == 1 and s[0] not in set(tokens)]
+        if near:
+            tokens, losses = tokens + near, np.concatenate([losses, screened(near)])
+    return [tokens[i] for i in np.argsort(losses, kind="stable")[:k]]
+
+
+def head_neighbours(ranked: Sequence[int], near: np.ndarray) -> list[int]:
+    """The tokens of ``near`` not in ``ranked``, each once, row by row (the best head's first).
+
+    Args:
+        ranked: the screened pool, best first; near: (H, n) the nearest tokens of its first H.
+    """
+    have = {int(t) for t in ranked}
+    return [t for t in dict.fromkeys(int(t) for t in np.asarray(near).reshape(-1)) if t not in have]
 
 
 def view_lists(
