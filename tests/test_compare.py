@@ -27,7 +27,7 @@ TINY = {
     "scan_size": 8,
     "rerank": 2,
     "max_negatives": 4,
-    "index": {"shortlist": 10, "probe_rounds": 1, "pool": 20},
+    "index": {"shortlist": 10, "probe_rounds": 1, "pool": 20, "neighbours": 0},  # as configs/compare.json
     "soft": {"restarts": 2, "steps": 3, "batch_images": 4, "eval_every": 2},
     "evolution": {"population": 8, "generations": 2, "shortlist_pairs": 3},
     "options": {"random_batch": 8},
