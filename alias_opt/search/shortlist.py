@@ -120,7 +120,8 @@ def pooled_shortlist(
     if neighbours is not None and heads > 0 and tokens:
         ranked = [tokens[i] for i in np.argsort(losses, kind="stable")]
         near = filt.accept([(t,) for t in head_neighbours(ranked, neighbours(ranked[:heads]))])  # canonical forms
-        near = [s[0] for s in near if len(s) == 1 and s[0] not in set(tokens)]
+        have = set(tokens)
+        near = [s[0] for s in near if len(s) == 1 and s[0] not in have]
         if near:
             tokens, losses = tokens + near, np.concatenate([losses, screened(near)])
     return [tokens[i] for i in np.argsort(losses, kind="stable")[:k]]
