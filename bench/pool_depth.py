@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -68,23 +68,21 @@ def depth_table(rows: Sequence[Mapping], depths: Sequence[int]) -> dict[int, dic
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def runs_parser(description: str) -> argparse.ArgumentParser:
+    """A parser with ``--run`` (repeated), ``--config``, ``--model``, ``--threads`` and ``--out``."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--run", type=Path, action="append", required=True, help="a finished run's dataset folder (repeat)")
     ap.add_argument("--config", default=str(REPO / "configs" / "default.json"), help="the config whose views are read")
     ap.add_argument("--model", default="toy-v2", help="the runs' model source")
-    ap.add_argument("--depths", default="40,80,120,160", help="comma-separated tokens taken from each view")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--out", type=Path, default=None, help="also write the rows and the table as JSON here")
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cfg = load_config(args.config)
-    depths = sorted(int(x) for x in args.depths.split(","))
-    backend = Sam3Backend.load(args.model)
-    tok = backend.tokenizer
-    rows = []
-    for run in args.run:
+    return ap
+
+
+def category_contexts(runs: Sequence[Path], cfg, backend: Sam3Backend) -> Iterator[tuple[Path, object, object, list]]:
+    """Per category of the finished runs: (run, target set, its search context as discovery builds it, its
+    attribute values as (attribute, value) pairs, from the dataset's clauses)."""
+    for run in runs:
         cats = {c["id"]: c for c in json.loads((run / "annotations.json").read_text())["categories"]}
         sets = CocoDataset.open(run).target_sets(
             seed=cfg.seed, train_fraction=cfg.train_fraction, max_negatives=cfg.max_negatives
@@ -93,21 +91,36 @@ def main(argv: list[str] | None = None) -> int:
             images = train_images(ts, cfg, cfg.seed)
             seed = search_seed(cfg.seed, ts.category_id)
             ctx = make_context(backend, images, encode(backend, images), ts.name, cfg, seed)
-            indexes = {s: ctx.index(s) for s in view_spaces(cfg)}
-            rankings = view_lists(ctx.obj, indexes, ctx.filt, ctx.probes(), cfg.index.views, 0, depths[-1])
             values = list(dict.fromkeys((a, v) for cl in cats[ts.category_id]["clauses"] for a, v in cl.items()))
-            groups = [{tok.encode(w, special=False)[0] for w in vocab.WORDS[av]} for av in values]
-            row = {
-                "run": run.name,
-                "category": ts.category_id,
-                "name": ts.name,
-                "values": [f"{a}={v}" for a, v in values],
-                "ranks": [first_rank(rankings, g) for g in groups],
-                "pool_sizes": {d: pool_size(rankings, d) for d in depths},
-                "view_ranks": {v: [first_rank([r], g) for g in groups] for v, r in zip(cfg.index.views, rankings)},
-            }
-            print(json.dumps(row), flush=True)
-            rows.append({**row, "rankings": rankings})  # in --out only: other depths per view can be replayed
+            yield run, ts, ctx, values
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = runs_parser(__doc__.splitlines()[0])
+    ap.add_argument("--depths", default="40,80,120,160", help="comma-separated tokens taken from each view")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = load_config(args.config)
+    depths = sorted(int(x) for x in args.depths.split(","))
+    backend = Sam3Backend.load(args.model)
+    tok = backend.tokenizer
+    rows = []
+    for run, ts, ctx, values in category_contexts(args.run, cfg, backend):
+        indexes = {s: ctx.index(s) for s in view_spaces(cfg)}
+        rankings = view_lists(ctx.obj, indexes, ctx.filt, ctx.probes(), cfg.index.views, 0, depths[-1])
+        groups = [{tok.encode(w, special=False)[0] for w in vocab.WORDS[av]} for av in values]
+        row = {
+            "run": run.name,
+            "category": ts.category_id,
+            "name": ts.name,
+            "values": [f"{a}={v}" for a, v in values],
+            "ranks": [first_rank(rankings, g) for g in groups],
+            "pool_sizes": {d: pool_size(rankings, d) for d in depths},
+            "view_ranks": {v: [first_rank([r], g) for g in groups] for v, r in zip(cfg.index.views, rankings)},
+        }
+        print(json.dumps(row), flush=True)
+        rows.append({**row, "rankings": rankings})  # in --out only: other depths per view can be replayed
     table = depth_table(rows, depths)
     for d, t in table.items():
         v, a, p = t["value_recall"], t["all_values"], t["pool"]

@@ -13,7 +13,6 @@ when any of its trained words, ``sam3.toy.vocab.WORDS``, is), the share the pool
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import replace
@@ -26,11 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from alias_opt.config import load_config  # noqa: E402
-from alias_opt.data.loader import CocoDataset  # noqa: E402
-from alias_opt.discover import encode, train_images  # noqa: E402
-from alias_opt.search.context import make_context  # noqa: E402
-from alias_opt.search.pipeline import search_seed  # noqa: E402
 from alias_opt.search.shortlist import head_neighbours, qualifier_losses  # noqa: E402
+from bench.pool_depth import category_contexts, runs_parser  # noqa: E402
 from sam3 import Sam3Backend  # noqa: E402
 from sam3.toy import vocab  # noqa: E402
 
@@ -49,13 +45,8 @@ def best_losses(ctx, tokens: list[int]) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", type=Path, action="append", required=True, help="a finished run's dataset folder (repeat)")
-    ap.add_argument("--config", default=str(REPO / "configs" / "default.json"), help="the config whose views are read")
-    ap.add_argument("--model", default="toy-v2", help="the runs' model source")
+    ap = runs_parser(__doc__.splitlines()[0])
     ap.add_argument("--settings", default="0x0,16x4,32x4,48x4", help="comma-separated HEADSxNEIGHBOURS to compare")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    ap.add_argument("--out", type=Path, default=None, help="also write the rows and the table as JSON here")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -65,35 +56,26 @@ def main(argv: list[str] | None = None) -> int:
     backend = Sam3Backend.load(args.model)
     tok = backend.tokenizer
     rows = []
-    for run in args.run:
-        cats = {c["id"]: c for c in json.loads((run / "annotations.json").read_text())["categories"]}
-        sets = CocoDataset.open(run).target_sets(
-            seed=cfg.seed, train_fraction=cfg.train_fraction, max_negatives=cfg.max_negatives
-        )
-        for ts in sets:
-            images = train_images(ts, cfg, cfg.seed)
-            seed = search_seed(cfg.seed, ts.category_id)
-            ctx = make_context(backend, images, encode(backend, images), ts.name, cfg, seed)
-            pool = ctx.pool()
-            name_words = set(ts.name.split()) if ts.name else set()
-            values = list(dict.fromkeys((a, v) for cl in cats[ts.category_id]["clauses"] for a, v in cl.items()))
-            values = [av for av in values if not name_words & set(vocab.WORDS[av])]  # what the phrase adds
-            groups = [{tok.encode(w, special=False)[0] for w in vocab.WORDS[av]} for av in values]
-            row = {"run": run.name, "category": ts.category_id, "name": ts.name}
-            row["values"] = [f"{a}={v}" for a, v in values]
-            for heads, k in grid:
-                near = head_neighbours(pool, ctx.proj.neighbours(pool[:heads], k)) if heads and k else []
-                near = [s[0] for s in ctx.filt.accept([(t,) for t in near]) if len(s) == 1 and s[0] not in set(pool)]
-                tokens = pool + near
-                ranked = [tokens[i] for i in np.argsort(best_losses(ctx, tokens), kind="stable")]
-                short = set(ranked[: cfg.index.shortlist])
-                row[f"{heads}x{k}"] = {
-                    "joined": len(near),
-                    "pool": [bool(g & set(tokens)) for g in groups],
-                    "shortlist": [bool(g & short) for g in groups],
-                }
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+    for run, ts, ctx, values in category_contexts(args.run, cfg, backend):
+        pool = ctx.pool()
+        name_words = set(ts.name.split()) if ts.name else set()
+        values = [av for av in values if not name_words & set(vocab.WORDS[av])]  # what the phrase adds
+        groups = [{tok.encode(w, special=False)[0] for w in vocab.WORDS[av]} for av in values]
+        row = {"run": run.name, "category": ts.category_id, "name": ts.name}
+        row["values"] = [f"{a}={v}" for a, v in values]
+        for heads, k in grid:
+            near = head_neighbours(pool, ctx.proj.neighbours(pool[:heads], k)) if heads and k else []
+            near = [s[0] for s in ctx.filt.accept([(t,) for t in near]) if len(s) == 1 and s[0] not in set(pool)]
+            tokens = pool + near
+            ranked = [tokens[i] for i in np.argsort(best_losses(ctx, tokens), kind="stable")]
+            short = set(ranked[: cfg.index.shortlist])
+            row[f"{heads}x{k}"] = {
+                "joined": len(near),
+                "pool": [bool(g & set(tokens)) for g in groups],
+                "shortlist": [bool(g & short) for g in groups],
+            }
+        print(json.dumps(row), flush=True)
+        rows.append(row)
     table = {}
     for heads, k in grid:
         key = f"{heads}x{k}"
