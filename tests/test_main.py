@@ -38,6 +38,7 @@ def test_configs_load():
     assert fast.soft == default.soft and fast.evolution == default.evolution and fast.max_len == default.max_len
     assert fast.index.pool == 400 and len(fast.index.views) == 5 and fast.index.views != default.index.views
     assert fast.index.neighbours == 0 < default.index.neighbours  # the demo's pool takes in no neighbours
+    assert fast.set_negatives == 0 < default.set_negatives  # the demo's cover sets read the train images alone
     assert default.index.views == ["-scoring@120", "-key@120", "-text@120", "distinct@40", "distinct:embed@80"]
     assert default.soft.steps < thorough.soft.steps and default.evolution.generations < thorough.evolution.generations
     assert len(default.index.views) < len(thorough.index.views) and default.max_len < thorough.max_len

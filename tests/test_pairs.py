@@ -261,3 +261,72 @@ def test_residual_searches_after_a_losing_pairs_cover_set_are_a_setting(monkeypa
     assert calls == [] and off.rounds == [] and "set_residual_after_pairs off" in off.rounds_skipped
     assert not off.kept and off.members == [(1,)]
     assert load_config("configs/thorough.json").set_residual_after_pairs is True
+
+
+def test_the_pairs_cover_set_is_chosen_with_the_name_checks_negatives(monkeypatch):
+    """The name (4,) finds all four train targets at 0.6 (one junk at 0.55 below them: train AP 1.0, precision
+    0.8, too broad for set_pair_precision 0.9); the union's members (1,) | (2,) tie it on train, so on the train
+    images alone the name stays. On three images without the category the name fires on junk at 0.95 and the
+    members on nothing: read with them (``set_negatives``), the pair beats the name and is kept."""
+    from pycocotools import mask as mask_utils
+
+    from alias_opt.eval.boxes import ImageBoxes
+    from alias_opt.eval.metrics import score_predictions
+    from alias_opt.search import cover
+    from tests.test_alias_sets import A1, A2, B2, B3, target
+
+    negatives = [target(5), target(6), target(7)]
+    name = [pred((A1, 0.6)), pred((A2, 0.6), (B2, 0.6)), pred((B3, 0.6)), pred((JUNK, 0.55))]
+    world = {  # image id -> prediction, per sequence
+        (4,): dict(zip([1, 2, 3, 4, 5, 6, 7], [*name, *[pred((JUNK, 0.95))] * 3])),
+        **{s: dict(zip([1, 2, 3, 4, 5, 6, 7], [*PREDS[s], *[pred()] * 3])) for s in [(1,), (2,), (3,)]},
+    }
+
+    def predict(backend, feats, images, prompts, thresholds=None):
+        return [[world[tuple(p)][im.image.image_id] for im in images] for p in prompts]
+
+    def predict_boxes(backend, feats, images, prompts, min_score):
+        def boxes(p):
+            keep = p.scores > min_score
+            xywh = mask_utils.toBbox([r for r, k in zip(p.rles, keep) if k]) if keep.any() else np.zeros((0, 4))
+            return ImageBoxes(p.scores[keep], np.asarray(xywh, dtype=np.float64).reshape(-1, 4))
+
+        return [[boxes(p) for p in ps] for ps in predict(backend, feats, images, prompts)]
+
+    encoded = []
+    monkeypatch.setattr(aset, "predict", predict)
+    monkeypatch.setattr(cover, "predict", predict)
+    monkeypatch.setattr(cover, "predict_boxes", predict_boxes)
+    monkeypatch.setattr(cover, "encode_targets", lambda backend, ims: encoded.append(ims) or "negative features")
+    monkeypatch.setattr(cover, "ImageFeatures", SimpleNamespace(concat=lambda parts: tuple(parts)))
+    known = score_predictions(name, IMAGES)
+    assert known.ap == pytest.approx(1.0)
+    first = SimpleNamespace(
+        token_ids=(4,),
+        candidates=[(4,)],
+        splits=[],
+        insertions=[(3,), (1,), (2,)],
+        name_ids=(4,),
+        name_train_metrics=known,
+        name_check=None,
+    )
+    over = {"set_level": 0, "name_level": 0, "set_pair_precision": 0.9, "restore_tolerance": -1}
+
+    def build(n):
+        cfg = load_config(overrides={**over, "set_negatives": n})
+        return aset.build_alias_set(None, IMAGES, _Feats(), "name", cfg, 0, first, extra_negatives=negatives)
+
+    alone = build(0)
+    assert alone.members == [(4,)] and not alone.kept and alone.negatives == 0 and encoded == []
+    assert alone.pairs[0][:2] == ((1,), (2,))  # the pair is found either way; only the train AP ties
+    res = build(2)
+    assert encoded == [negatives[:2]] and res.negatives == 2 and res.to_dict(str)["negatives"] == 2
+    assert res.kept and res.members == [(1,), (2,)]
+    assert res.built_ap == pytest.approx(1.0) and res.cover_ap == pytest.approx(1.0)
+    # the record's train metrics stay on the four train images: the pair merged, the name alone
+    assert res.metrics.ap == pytest.approx(1.0) and res.single_ap == pytest.approx(1.0)
+    assert [m.ap for m in res.member_metrics] == pytest.approx([MAX_AP_HALF, MAX_AP_HALF])
+    # the name on the two negatives, then the insertions' boxes and the cover pool on all six images
+    assert res.usage.forward == 4 + 1 * 2 + 3 * 6 + 3 * 6
+    with pytest.raises(ValueError, match="set_negatives"):
+        load_config(overrides={"set_negatives": -1})

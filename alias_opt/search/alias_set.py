@@ -37,7 +37,8 @@ takes the members of the best pairs of the name's insertions of the pool's first
 tokens, each scored on all train images and paired by an estimate of the merged AP50
 (``alias_opt.search.pairs``: "star navy | star rose" for a "star" annotated on blue and pink stars), and
 that cover set is built *first*: where it already wins (margin and bootstrap), no residual round runs, nor
-where it lost and ``cfg.set_residual_after_pairs`` is off (the default).
+where it lost and ``cfg.set_residual_after_pairs`` is off (the default). It is chosen on the train images
+plus ``cfg.set_negatives`` of the name check's images without the category (``with_negatives``).
 The cover set and its pool live in ``alias_opt.search.cover``; the pure steps named here
 (``covered_targets`` ... ``best_member``) in ``alias_opt.search.set_steps``.
 Its members lose their inert tokens as the rounds' picks do; the better of the two sets (train AP) is
@@ -77,6 +78,7 @@ from alias_opt.search.cover import (
     merged_metrics,
     predict_missing,
     tidy_addition,
+    with_negatives,
 )
 from alias_opt.search.meter import Usage
 from alias_opt.search.name_check import NameCheck, check_level, wide_name_check
@@ -155,6 +157,10 @@ class AliasSetResult:
             whose members joined the cover pool, each with its estimate ([] unless the single alias was too
             broad, train precision below ``cfg.set_pair_precision``, or missed enough train targets for a
             residual search); insertions: how many were scored.
+        negatives: images without the category (``cfg.set_negatives``) the pairs' cover set was chosen on
+            besides the train images (the pairs' estimate, the cover, ``set_vs_single``, the tidying and
+            ``built_ap``, ``cover_ap``; the name check then read the rest); ``metrics``, ``member_metrics``
+            and ``single_ap`` stay on the train images alone.
         rounds_skipped: why no residual round ran ("" where they ran): the cover set with the pairs won, or
             it ran and ``cfg.set_residual_after_pairs`` is off.
         first_single: the first search's alias where a member of the built set alone replaced the answer
@@ -188,6 +194,7 @@ class AliasSetResult:
     cluster_split: ClusterSplit | None = None
     pairs: list[tuple[Seq, Seq, float]] = field(default_factory=list)
     insertions: int = 0
+    negatives: int = 0
     rounds_skipped: str = ""
     set_vs_single: BootstrapDiff | None = None
     first_single: Seq | None = None
@@ -215,6 +222,7 @@ class AliasSetResult:
             "cluster_split": None if self.cluster_split is None else self.cluster_split.to_dict(decode),
             "pairs": [{"members": [decode(a), decode(b)], "ap50_estimate": round(e, 4)} for a, b, e in self.pairs],
             "insertions": self.insertions,
+            "negatives": self.negatives,
             "rounds_skipped": self.rounds_skipped,
             "set_vs_single": None if self.set_vs_single is None else self.set_vs_single.to_dict(),
             "first_single": None if self.first_single is None else decode(self.first_single),
@@ -287,7 +295,12 @@ def build_alias_set(
     # name (renamed) finds nothing, so its insertions have nothing to split (renamed 4646: no pair ever won)
     known = known_name(first.name_train_metrics, cfg.known_name_ap)
     paired = sets_on and bool(first.insertions) and (pair_broad or missed) and known
-    covered, skip = None, ""
+    covered, skip, n_train, negatives = None, "", len(images), ()
+    if paired and cfg.set_negatives and extra_negatives:  # the cover set is chosen with more negatives
+        negatives, extra_negatives = extra_negatives[: cfg.set_negatives], extra_negatives[cfg.set_negatives :]
+        images, feats, preds, spent = with_negatives(backend, images, feats, preds, negatives, thresholds)
+        metrics = {single: merged_metrics([preds[single]], images, thresholds)}
+        set_metrics, usage = metrics[single], usage + Usage(forward=spent)
     if paired:
         covered = cover_step(
             backend, images, feats, name, cfg, seed, first, preds, indexes, on_step, thresholds, broad, paired
@@ -380,9 +393,14 @@ def build_alias_set(
         checked = wide_name_check(
             backend, answer, preds[name_seq], images, extra_negatives, members, name_seq, level, seed, thresholds
         )
-        usage = usage + Usage(forward=(len(members) + 1) * len(extra_negatives))
+        usage = usage + Usage(forward=(len(members) + 1) * len(extra_negatives) if level else 0)  # 0: not checked
         if checked is not None and not checked.departs:
             single, first_single, kept, members = name_seq, None, False, [name_seq]
+    if negatives:  # the record's train metrics are on the train images alone, as the single alias's are
+        images = images[:n_train]
+        metrics = {s: merged_metrics([preds[s][:n_train]], images, thresholds) for s in {*members, single}}
+        if kept:
+            set_metrics = merged_metrics([preds[s][:n_train] for s in members], images, thresholds)
     return AliasSetResult(
         members=members,
         member_metrics=[metrics[s] for s in members],
@@ -400,6 +418,7 @@ def build_alias_set(
         cluster_split=covered.split,
         pairs=covered.pairs,
         insertions=len(first.insertions) if paired else 0,
+        negatives=len(negatives),
         rounds_skipped=skip,
         set_vs_single=set_diff,
         first_single=first_single,

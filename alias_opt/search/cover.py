@@ -35,6 +35,7 @@ from alias_opt.search.meter import Usage
 from alias_opt.search.objective import Seq
 from alias_opt.search.pairs import best_pairs, box_hits, image_hits, join, pair_members
 from alias_opt.search.prune import prune_inert, restore_words
+from sam3 import ImageFeatures
 
 Preds = list[ImagePredictions]  # one prompt's (or a merged set's) predictions, one per image
 
@@ -101,6 +102,32 @@ def greedy_cover(
             break
         chosen, top = more, more_ap
     return chosen, merged_metrics([candidates[s] for s in chosen], images, thresholds)
+
+
+def encode_targets(backend, images: Sequence[TargetImage]) -> ImageFeatures:
+    """Image features of TargetImages, read in their JSON orientation (as ``alias_opt.discover.encode``)."""
+    return backend.encode_images([im.image.load() for im in images])
+
+
+def with_negatives(backend, images, feats, preds: dict[Seq, Preds], negatives, thresholds):
+    """The train ``images`` and ``feats`` with ``negatives`` (images without the category) appended, and every
+    sequence's predictions in ``preds`` extended to them (``cfg.set_negatives``: the pairs' cover set is chosen
+    on both, where a too-broad name shows itself firing on what is not annotated).
+
+    Args:
+        images, feats: (I) train images and their features; preds: sequence -> (I,) predictions on them.
+        negatives: (N) images without the category.
+
+    Returns:
+        (the I + N images, their features, sequence -> (I + N,) predictions, pair forwards spent)
+    """
+    if not negatives:
+        return list(images), feats, dict(preds), 0
+    neg_feats = encode_targets(backend, negatives)
+    seqs = list(preds)
+    more = predict(backend, neg_feats, negatives, [list(s) for s in seqs], thresholds)
+    out = {s: [*preds[s], *m] for s, m in zip(seqs, more)}
+    return [*images, *negatives], ImageFeatures.concat([feats, neg_feats]), out, len(seqs) * len(negatives)
 
 
 def predict_missing(backend, feats, images, seqs, preds: dict[Seq, Preds], thresholds) -> int:
