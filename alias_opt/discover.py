@@ -56,6 +56,7 @@ from alias_opt.export import (
 from alias_opt.progress import RunProgress
 from alias_opt.record import category_record
 from alias_opt.search.alias_set import AliasSetResult, build_alias_set
+from alias_opt.search.cover import encode_targets
 from alias_opt.search.embeddings import VocabularyIndex
 from alias_opt.search.objective import Step
 from alias_opt.search.pipeline import SearchOutcome, search, search_seed
@@ -94,7 +95,7 @@ def check_negatives(ts: TargetSet, cfg: SearchConfig) -> list[TargetImage]:
 
 def encode(backend: Sam3Backend, images: Sequence[TargetImage]) -> ImageFeatures:
     """Image features of TargetImages, read in their JSON orientation (as alias_opt.eval.metrics does)."""
-    return backend.encode_images([im.image.load() for im in images])
+    return encode_targets(backend, images)
 
 
 def discover_alias_set(
