@@ -32,10 +32,11 @@ DEMO_IMAGES = 160
 DEMO_SEED = 2024  # a world seed never used while designing world v2 or its model
 DEMO_MODEL = "toy-v2"  # the demo's model when --model is not given (other runs: "toy")
 DEMO_VARIANT = "policy"  # sam3.toy.world2's variant the demo generates
-DEMO_CATEGORIES = 8  # the demo searches the first 8 of its 16 categories (7 min 20 s cold on 2 cores; all 16: 15.6)
+DEMO_CATEGORIES = 8  # the demo searches the first 8 of its 16 categories (all 16 take about twice as long)
 DEFAULT_CONFIG = CONFIG_DIR / "default.json"
-# the demo takes 80 tokens from each index view, not the default pool (120 from each negated view): 8 min 49 s cold
-# on 2 cores against 9 min 55 s, too close to its 10-minute bar (README, the default config)
+# the demo's config does less of the costliest work than the defaults (64 tokens from each index view, the pairs over 96
+# insertion tokens, no neighbours, no extra negatives for the cover set) to fit its 10-minute bar on 2 cores: 8 min 51 s
+# cold on 2026-12-06's machine, where the defaults' pool took over 11 min (configs/fast.json)
 DEMO_CONFIG = CONFIG_DIR / "fast.json"
 
 

@@ -36,7 +36,8 @@ def test_configs_load():
     thorough = load_config(REPO / "configs" / "thorough.json")
     assert default.strategy == fast.strategy == thorough.strategy == "pez+evolution"
     assert fast.soft == default.soft and fast.evolution == default.evolution and fast.max_len == default.max_len
-    assert fast.index.pool == 400 and len(fast.index.views) == 5 and fast.index.views != default.index.views
+    assert fast.index.pool == 320 and len(fast.index.views) == 5 and fast.index.views != default.index.views
+    assert fast.set_pair_tokens == 96 < default.set_pair_tokens  # the demo pairs fewer insertions
     assert fast.index.neighbours == 0 < default.index.neighbours  # the demo's pool takes in no neighbours
     assert fast.set_negatives == 0 < default.set_negatives  # the demo's cover sets read the train images alone
     assert default.index.views == ["-scoring@120", "-key@120", "-text@120", "distinct@40", "distinct:embed@80"]
