@@ -36,7 +36,8 @@ DEMO_CATEGORIES = 8  # the demo searches the first 8 of its 16 categories (all 1
 DEFAULT_CONFIG = CONFIG_DIR / "default.json"
 # the demo's config does less of the costliest work than the defaults (64 tokens from each index view, the pairs over 96
 # insertion tokens, no neighbours, no extra negatives for the cover set) to fit its 10-minute bar on 2 cores: 8 min 51 s
-# cold on 2026-12-06's machine, where the defaults' pool took over 11 min (configs/fast.json)
+# cold on 2026-12-06's machine, where the previous demo config (80 tokens a view, 128 insertion tokens) took 11 min 05 s
+# (configs/fast.json)
 DEMO_CONFIG = CONFIG_DIR / "fast.json"
 
 
