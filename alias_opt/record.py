@@ -17,9 +17,9 @@ from alias_opt.eval.bootstrap import verdict_vs
 from alias_opt.eval.metrics import Thresholds, score_with_matches
 from alias_opt.eval.predict import predict
 from alias_opt.export import AliasMember, AliasRecord
-from alias_opt.search.alias_set import AliasSetResult
 from alias_opt.search.name_check import NameCheck
 from alias_opt.search.pipeline import SearchOutcome
+from alias_opt.search.set_result import AliasSetResult
 from sam3 import ImageFeatures, Sam3Backend
 
 
