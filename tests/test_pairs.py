@@ -330,3 +330,47 @@ def test_the_pairs_cover_set_is_chosen_with_the_name_checks_negatives(monkeypatc
     assert res.usage.forward == 4 + 1 * 2 + 3 * 6 + 3 * 6
     with pytest.raises(ValueError, match="set_negatives"):
         load_config(overrides={"set_negatives": -1})
+
+
+def _coco_ap50(tp, fp):
+    """COCO's 101-point AP, written the way pycocotools' accumulate is: hits before false positives at an
+    equal score (a stable sort), the precision envelope read at each recall point's first index."""
+    found = tp[tp > 0]
+    scores = np.concatenate([found, fp])
+    if scores.size == 0:
+        return 0.0
+    is_tp = np.concatenate([np.ones(found.size, bool), np.zeros(fp.size, bool)])[np.argsort(-scores, kind="mergesort")]
+    tps = np.cumsum(is_tp, dtype=np.float64)
+    precision = np.maximum.accumulate((tps / np.arange(1, is_tp.size + 1))[::-1])[::-1]
+    inds = np.searchsorted(tps / len(tp), np.linspace(0.0, 1.0, 101), side="left")
+    return float(precision[inds[inds < is_tp.size]].sum() / 101)
+
+
+@pytest.mark.parametrize("grid", [False, True])  # True: scores on a 0.1 grid, so ties everywhere
+def test_the_batched_pair_estimate_equals_cocos_ap_of_each_merged_pair(grid):
+    rng = np.random.default_rng(7 + grid)
+    for _ in range(40):
+        k, m = int(rng.integers(1, 25)), int(rng.integers(2, 7))
+        hits = []
+        for _ in range(m):
+            tp, fp = rng.random(k) * (rng.random(k) < 0.5), rng.random(int(rng.integers(0, 6)))
+            hits.append(pairs.Hits(*(np.round(x, 1) for x in (tp, fp))) if grid else pairs.Hits(tp, fp))
+        ref = [
+            _coco_ap50(np.maximum(a.tp, b.tp), np.concatenate([a.fp, b.fp]))
+            for i, a in enumerate(hits)
+            for b in hits[i + 1 :]
+        ]
+        est = pairs.pairs_ap50(hits)
+        assert est.shape == (m * (m - 1) // 2,)
+        assert est.tolist() == ref  # the same floats, not just close: ties stay ties
+        ranked = pairs.best_pairs({(i,): h for i, h in enumerate(hits)}, 3)
+        order = sorted(range(len(ref)), key=lambda r: (-ref[r], r))[:3]
+        assert [e for _, _, e in ranked] == [ref[r] for r in order]
+        assert [pairs.ap50(h.tp, h.fp) for h in hits] == [_coco_ap50(h.tp, h.fp) for h in hits]
+
+
+def test_the_batched_pair_estimate_handles_no_targets_and_one_prompt():
+    none = pairs.Hits(np.zeros(0), np.array([0.3]))
+    assert np.isnan(pairs.pairs_ap50([none, none])).all()
+    assert pairs.pairs_ap50([none]).size == 0
+    assert pairs.pairs_ap50([pairs.Hits(np.zeros(2), np.zeros(0))] * 2).tolist() == [0.0]
