@@ -43,17 +43,25 @@ def open_run(args: argparse.Namespace) -> tuple[SearchConfig, Sam3Backend, list]
     return cfg, backend, sets
 
 
+def run_records(run: Path, sets: list):
+    """The categories of a finished run that have a record.
+
+    Yields:
+        (target set, the category's first alias record)
+    """
+    for ts in sets:
+        path = run / "run" / "categories" / f"{ts.category_id}.json"
+        if path.exists():
+            yield ts, json.loads(path.read_text())["aliases"][0]
+
+
 def built_sets(run: Path, sets: list):
     """The categories of a finished run whose set search built two or more members.
 
     Yields:
         (target set, the category's first alias record, the built set's token-id tuples)
     """
-    for ts in sets:
-        path = run / "run" / "categories" / f"{ts.category_id}.json"
-        if not path.exists():
-            continue
-        rec = json.loads(path.read_text())["aliases"][0]
+    for ts, rec in run_records(run, sets):
         built = [tuple(b["token_ids"]) for b in (rec["extra"].get("alias_set_search") or {}).get("built", [])]
         if len(built) >= 2:
             yield ts, rec, built

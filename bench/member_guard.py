@@ -35,7 +35,7 @@ from alias_opt.eval.metrics import score_with_matches  # noqa: E402
 from alias_opt.eval.predict import predict  # noqa: E402
 from alias_opt.search.cover import merged  # noqa: E402
 from alias_opt.search.pipeline import search_seed  # noqa: E402
-from bench.finished_run import open_run, run_parser  # noqa: E402
+from bench.finished_run import open_run, run_parser, run_records  # noqa: E402
 
 
 def guard(members: list, preds: dict, images: list, level: float, seed: int) -> tuple[list, list[dict]]:
@@ -82,11 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg, backend, sets = open_run(args)
     tok = backend.tokenizer
     rows = []
-    for ts in sets:
-        path = args.run / "run" / "categories" / f"{ts.category_id}.json"
-        if not path.exists() or not ts.name:
+    for ts, rec in run_records(args.run, sets):
+        if not ts.name:
             continue
-        rec = json.loads(path.read_text())["aliases"][0]
         members = [tuple(m["token_ids"]) for m in rec.get("alias_set") or []]
         if len(members) < 2:
             continue

@@ -29,7 +29,7 @@ from alias_opt.discover import encode, train_images  # noqa: E402
 from alias_opt.eval.bootstrap import ap_from_matches  # noqa: E402
 from alias_opt.eval.metrics import coco_matches  # noqa: E402
 from alias_opt.eval.predict import predict  # noqa: E402
-from bench.finished_run import open_run, run_parser  # noqa: E402
+from bench.finished_run import open_run, run_parser, run_records  # noqa: E402
 from sam3.toy.vocab import PLURALS, TRAINED_WORDS  # noqa: E402
 
 TOY_WORDS = frozenset(TRAINED_WORDS) | frozenset(PLURALS.values())  # every word sam3-toy v2 was trained on
@@ -105,11 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg, backend, sets = open_run(args)
     tok = backend.tokenizer
     rows = []
-    for ts in sets:
-        path = args.run / "run" / "categories" / f"{ts.category_id}.json"
-        if not path.exists():
-            continue
-        rec = json.loads(path.read_text())["aliases"][0]
+    for ts, rec in run_records(args.run, sets):
         if len(rec.get("alias_set") or [1]) > 1:
             continue
         seq = list(rec["token_ids"])
