@@ -45,7 +45,7 @@ def guard(members: list, preds: dict, images: list, level: float, seed: int) -> 
         members: the set's token-id tuples; preds: each one's predictions on ``images``.
 
     Returns:
-        (the members left, one dict per step: the member's text-free index and its interval)
+        (the members left, one dict per step: the weakest member's token ids, its AP cost and interval low end)
     """
     left, steps = list(members), []
     while len(left) > 1:
