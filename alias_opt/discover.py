@@ -55,11 +55,12 @@ from alias_opt.export import (
 )
 from alias_opt.progress import RunProgress
 from alias_opt.record import category_record
-from alias_opt.search.alias_set import AliasSetResult, build_alias_set
+from alias_opt.search.alias_set import build_alias_set
 from alias_opt.search.cover import encode_targets
 from alias_opt.search.embeddings import VocabularyIndex
 from alias_opt.search.objective import Step
 from alias_opt.search.pipeline import SearchOutcome, search, search_seed
+from alias_opt.search.set_result import AliasSetResult
 from alias_opt.search.shortlist import build_indexes
 from alias_opt.search.strategies import get_strategy
 from sam3 import ImageFeatures, Sam3Backend
