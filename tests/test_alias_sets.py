@@ -161,6 +161,36 @@ def test_a_residual_member_better_alone_than_the_kept_set_is_the_answer(monkeypa
     assert off.kept and off.members == [(5,), (6,)] and off.first_single is None
 
 
+def test_a_member_that_replaces_the_answer_is_pruned_alone(monkeypatch):
+    """The residual search finds (6, 9): token 9 lifts B3 above (5,)'s junk, which counts beside (5,) (the
+    set's tidying keeps it) but not alone, where (6,) finds the same four targets. Once (6, 9) replaces
+    the answer alone, it is tidied against its own train AP: 9 goes (5454 "stars solid star", pruned
+    beside "star square", was the answer alone)."""
+    monkeypatch.setitem(PREDS, (5,), [pred((A1, 0.9)), pred((JUNK, 0.95)), pred(), pred((JUNK, 0.95))])
+    monkeypatch.setitem(PREDS, (6,), [pred((A1, 0.8)), pred((A2, 0.8), (B2, 0.8)), pred((B3, 0.8)), pred()])
+    monkeypatch.setitem(PREDS, (6, 9), [pred((A1, 0.8)), pred((A2, 0.8), (B2, 0.8)), pred((B3, 0.96)), pred()])
+    monkeypatch.setitem(PREDS, (9,), [pred(), pred(), pred(), pred()])
+
+    def predict(backend, feats, images, prompts, thresholds=None):
+        return [PREDS[tuple(p)] for p in prompts]
+
+    def search(backend, images, feats, name, cfg, seed, indexes=None, on_step=None):
+        return SimpleNamespace(reranked=[SimpleNamespace(token_ids=(6, 9))], candidates=[(6, 9)], usage=Usage())
+
+    monkeypatch.setattr(aset, "predict", predict)
+    monkeypatch.setattr(cover, "predict", predict)
+    monkeypatch.setattr(aset, "search", search)
+    first = _first(token_ids=(5,), candidates=[(5,)], splits=[], insertions=[])
+    cfg = load_config(overrides={"max_aliases": 3, "set_level": 0, "set_member_single": True})
+    res = aset.build_alias_set(None, IMAGES, _Feats(), None, cfg, 0, first)
+    assert res.built == [(5,), (6, 9)]  # beside (5,), dropping 9 costs ~0.08 train AP: kept
+    assert res.members == [(6,)] and res.first_single == (5,) and res.single_dropped == (9,)
+    assert res.metrics.ap == pytest.approx(1.0) and res.single_ap == pytest.approx(1.0)
+    assert res.to_dict(lambda s: f"t{s[0]}")["single_dropped"] == ["t9"]
+    off = aset.build_alias_set(None, IMAGES, _Feats(), None, replace(cfg, prune_tolerance=-1), 0, first)
+    assert off.members == [(6, 9)] and off.single_dropped == ()
+
+
 class _Feats:
     def select(self, index):
         return ("selected", tuple(index))

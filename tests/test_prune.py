@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from alias_opt.search.prune import has_inert_token, is_word, prune_inert, readability, restore_words
 
 RED, CIRCLE, HOST, FERT = 1, 2, 3, 4
@@ -64,6 +66,20 @@ def test_prune_keeps_the_names_tokens():
     r = prune_inert([small, purple, CIRCLE, HOST], score, tolerance=0.01, keep={purple, CIRCLE})
     assert r.seq == (small, purple, CIRCLE) and r.dropped == (HOST,)
     assert prune_inert([CIRCLE, HOST], score, keep={CIRCLE, HOST}).dropped == ()  # nothing left to drop
+
+
+def test_prune_keeps_a_name_token_once_per_copy_in_the_name():
+    """5454 "star solid star" for the name "star": the name holds "star" once, so its second copy is
+    pruned like any filler (the first is the annotator's word and stays)."""
+    solid = 7
+
+    def score(seqs):  # solid matters; a second star costs a little (it adds outlined stars back)
+        return [0.3 + 0.2 * (solid in s) - 0.02 * max(0, s.count(CIRCLE) - 1) for s in seqs]
+
+    r = prune_inert([CIRCLE, solid, CIRCLE], score, tolerance=0.01, keep=(CIRCLE,))
+    assert r.seq == (solid, CIRCLE) and r.dropped == (CIRCLE,) and r.score == pytest.approx(0.5)
+    assert prune_inert([CIRCLE, solid, CIRCLE], score, keep={CIRCLE}).seq == (solid, CIRCLE)  # a set: once each
+    assert prune_inert([CIRCLE, solid, CIRCLE], score, keep=(CIRCLE, CIRCLE)).dropped == ()  # the name has two
 
 
 def test_restore_puts_back_name_words_that_cost_nothing():

@@ -235,12 +235,15 @@ def build_alias_set(
         if s not in metrics:
             metrics[s] = merged_metrics([preds[s]], images, thresholds)
     kept, set_diff = set_wins(preds, single, chosen, set_metrics, metrics[single], images, cfg, seed, thresholds)
-    first_single = None
+    first_single, tidied_alone = None, None
     if cfg.set_member_single and len(chosen) > 1:  # every member earns its place, and the best alone is tried
         answer = chosen if kept else [single]
         better = best_member(answer, chosen, metrics, (set_metrics if kept else metrics[single]).ap, cfg.set_margin)
-        if better is not None:
-            first_single, single, kept = single, better, False
+        if better is not None:  # alone now, so tidied alone: a token it needed only beside the others goes
+            pick = metrics[better]
+            alone = tidy_addition(backend, feats, images, [], preds, better, pick, (), first, cfg, thresholds)
+            usage, metrics[alone.seq] = usage + Usage(forward=alone.forwards), alone.metrics
+            first_single, single, kept, tidied_alone = single, alone.seq, False, alone
     if kept and single in chosen:  # the single alias stays first where it is a member
         chosen = [single] + [s for s in chosen if s != single]
     members = chosen if kept else [single]
@@ -260,7 +263,7 @@ def build_alias_set(
         )
         usage = usage + Usage(forward=(len(members) + 1) * len(extra_negatives) if level else 0)  # 0: not checked
         if checked is not None and not checked.departs:
-            single, first_single, kept, members = name_seq, None, False, [name_seq]
+            single, first_single, tidied_alone, kept, members = name_seq, None, None, False, [name_seq]
     if negatives:  # the record's train metrics are on the train images alone, as the single alias's are
         images = images[:n_train]
         metrics = {s: merged_metrics([preds[s][:n_train]], images, thresholds) for s in {*members, single}}
@@ -287,6 +290,8 @@ def build_alias_set(
         rounds_skipped=skip,
         set_vs_single=set_diff,
         first_single=first_single,
+        single_added=tidied_alone.added if tidied_alone is not None else (),
+        single_dropped=tidied_alone.dropped if tidied_alone is not None else (),
         name_check=checked,
         rounds=rounds,
         searches=searches,

@@ -139,9 +139,10 @@ def predict_missing(backend, feats, images, seqs, preds: dict[Seq, Preds], thres
     return len(new) * len(images)
 
 
-def kept_tokens(first, cfg) -> set[int]:
-    """The tokens pruning never drops: the name's (``first.name_ids``), where ``cfg.prune_keep_name``."""
-    return set(first.name_ids or ()) if cfg.prune_keep_name else set()
+def kept_tokens(first, cfg) -> tuple[int, ...]:
+    """The tokens pruning never drops, as many times as the name holds them: the name's (``first.name_ids``),
+    where ``cfg.prune_keep_name``."""
+    return tuple(first.name_ids or ()) if cfg.prune_keep_name else ()
 
 
 def restored_words(first, cfg) -> tuple[int, ...]:

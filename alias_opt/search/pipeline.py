@@ -315,7 +315,7 @@ def _restore(ctx: SearchContext, best: RerankRow) -> tuple[RerankRow, tuple[int,
 def _prune(ctx: SearchContext, best: RerankRow) -> tuple[RerankRow, tuple[int, ...]]:
     """``best`` without its inert tokens (train AP, charged to the budget), and the tokens dropped."""
     train_ap = _train_ap(ctx)
-    keep = set(ctx.name_seq or ()) if ctx.cfg.prune_keep_name else set()
+    keep = tuple(ctx.name_seq or ()) if ctx.cfg.prune_keep_name else ()
     res = prune_inert(best.token_ids, train_ap, ctx.cfg.prune_tolerance, base=train_ap([best.token_ids])[0], keep=keep)
     if not res.dropped:
         return best, ()

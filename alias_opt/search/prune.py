@@ -41,20 +41,24 @@ def prune_inert(
     Each round scores every one-token deletion of the current sequence in one batch and removes
     the token whose deletion scores best, if that is within ``tolerance`` of the *starting* score
     (so dropping many tokens cannot add up to more than ``tolerance``). A sequence keeps at least
-    one token; tokens in ``keep`` (the category name's: the annotator's words) are never removed.
+    one token; the tokens of ``keep`` (the category name's: the annotator's words) are never removed,
+    as many times as ``keep`` holds them: a second copy of a kept token is pruned like any other
+    ("star solid star" for the name "star": dropping one "star" leaves "solid star").
 
     Args:
         seq: (L,) token ids.
         score_fn: batched train score, higher is better (e.g. train AP).
         tolerance: the largest score loss accepted against the starting score.
         base: the starting sequence's score, if already known.
-        keep: token ids never removed.
+        keep: token ids never removed (a sequence, such as the name's ids, or a set), with multiplicity.
     """
     cur = tuple(int(t) for t in seq)
     start = score_fn([cur])[0] if base is None else float(base)
     score, dropped = start, []
+    kept = Counter(int(t) for t in keep)
     while len(cur) > 1:
-        at = [i for i in range(len(cur)) if cur[i] not in keep]
+        have = Counter(cur)
+        at = [i for i in range(len(cur)) if have[cur[i]] > kept[cur[i]]]
         if not at:
             break
         cands = [cur[:i] + cur[i + 1 :] for i in at]

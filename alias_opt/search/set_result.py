@@ -90,6 +90,8 @@ class AliasSetResult:
         first_single: the first search's alias where a member of the built set alone replaced the answer
             (``best_member``, ``cfg.set_member_single``: it beat that alias, or did as well as the kept set);
             else None.
+        single_added, single_dropped: that member tidied alone (``tidy_addition`` against its own train AP,
+            not the set's): the name's tokens put back, the tokens dropped as inert ((), where none).
         set_vs_single: the built set's train AP minus the single alias's with its bootstrap interval (None
             if not checked: no set, not past ``margin``, or ``set_level`` 0).
         kept: the set beat the single alias by more than ``margin`` (``cfg.set_margin``) and by a paired
@@ -122,6 +124,8 @@ class AliasSetResult:
     rounds_skipped: str = ""
     set_vs_single: BootstrapDiff | None = None
     first_single: Seq | None = None
+    single_added: Seq = ()
+    single_dropped: Seq = ()
     name_check: NameCheck | None = None
     rounds: list[SetRound] = field(default_factory=list)
     searches: list[SearchOutcome] = field(default_factory=list)
@@ -150,6 +154,8 @@ class AliasSetResult:
             "rounds_skipped": self.rounds_skipped,
             "set_vs_single": None if self.set_vs_single is None else self.set_vs_single.to_dict(),
             "first_single": None if self.first_single is None else decode(self.first_single),
+            "single_added": [decode((t,)) for t in self.single_added],
+            "single_dropped": [decode((t,)) for t in self.single_dropped],
             "name_check": None if self.name_check is None else self.name_check.to_dict(decode),
             "rounds": [r.to_dict(decode) for r in self.rounds],
             **{f"set_{k}": v for k, v in self.usage.as_dict().items()},
