@@ -8,7 +8,8 @@ this reports (issue 20, item 5: readable aliases):
   records each drop);
 - *after, train* and *after, held out*: each token of the answer (two or more tokens) is dropped in turn
   and the shorter alias scored on the run's train and held-out images; a token is inert where dropping it
-  costs at most ``--tolerance`` AP;
+  costs at most ``--tolerance`` AP; *beyond the name* counts only tokens that are not the name's own words
+  (``name_words``), which pruning keeps by design (``prune_keep_name``);
 - *untrained*: answers holding a token that is none of sam3-toy v2's trained words (``sam3.toy.vocab``:
   a token whose embedding row the toy never trained, "thursdaymotivation"; a real SAM 3 has none).
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -52,6 +54,17 @@ def pruned_in_search(history: Iterable[str]) -> tuple[int, ...]:
     return ()
 
 
+def name_words(seq: Sequence[int], name_ids: Sequence[int]) -> list[bool]:
+    """Which of ``seq``'s tokens are the name's words, as pruning keeps them (``prune_keep_name``): each name
+    token as many times as the name holds it, first copies first."""
+    left = Counter(name_ids)
+    out = []
+    for t in seq:
+        out.append(left[t] > 0)
+        left[t] -= 1
+    return out
+
+
 def untrained(token_strings: Sequence[str], words: frozenset[str] = TOY_WORDS) -> list[str]:
     """The BPE strings of ``token_strings`` that are not a whole trained word (``</w>`` stripped)."""
     return [t for t in token_strings if not (t.endswith("</w>") and t[: -len("</w>")] in words)]
@@ -66,8 +79,8 @@ def summarize(rows: list[dict], tolerance: float) -> dict:
     def share(k: int) -> float | None:
         return round(k / len(rows), 3) if rows else None
 
-    def inert(r: dict, key: str) -> bool:
-        return any(t[key] <= tolerance for t in r.get("tokens", ()))
+    def inert(r: dict, key: str, names: bool = True) -> bool:
+        return any(t[key] <= tolerance and (names or not t.get("name_word")) for t in r.get("tokens", ()))
 
     before = sum(bool(r["pruned"]) for r in rows)
     after_train = sum(inert(r, "train_cost") for r in rows)
@@ -79,6 +92,8 @@ def summarize(rows: list[dict], tolerance: float) -> dict:
         "inert_before_pruning": before,
         "inert_after_train": after_train,
         "inert_after_held_out": after_held,
+        "inert_after_train_beyond_name": sum(inert(r, "train_cost", names=False) for r in rows),  # pruning's domain
+        "inert_after_held_out_beyond_name": sum(inert(r, "held_out_cost", names=False) for r in rows),
         "with_untrained_token": unt,
         "share_inert_before": share(before),
         "share_inert_after_train": share(after_train),
@@ -123,9 +138,11 @@ def main(argv: list[str] | None = None) -> int:
             tr = aps(backend, train_images(ts, cfg, cfg.seed), prompts)
             te = aps(backend, ts.test, prompts)
             row["train_ap"], row["held_out_ap"] = round(tr[0], 4), round(te[0], 4)
+            names = name_words(seq, tok.encode(rec["baseline_text"], special=False) if rec.get("baseline_text") else [])
             row["tokens"] = [
                 {
                     "token": tok.decode([t]),
+                    "name_word": names[i],  # the annotator's word: pruning keeps it (prune_keep_name)
                     "train_cost": round(tr[0] - tr[i + 1], 4),  # AP lost by dropping it
                     "held_out_cost": round(te[0] - te[i + 1], 4),
                 }
