@@ -68,6 +68,7 @@ def test_box_predictions_skip_the_pixel_decoder_and_keep_the_lean_detections(toy
     from alias_opt.eval.boxes import box_iou, predict_boxes
     from alias_opt.eval.predict import predict
     from alias_opt.search import cover
+    from sam3 import grounding
 
     backend, images, feats = toy_world
     prompts = [backend.tokenizer.encode(w, special=False) for w in ("red", "circle", "red circle")]
@@ -76,7 +77,7 @@ def test_box_predictions_skip_the_pixel_decoder_and_keep_the_lean_detections(toy
     def no_pixel_decoder(*args, **kwargs):
         raise AssertionError("the pixel decoder ran")
 
-    monkeypatch.setattr(backend, "_pixel_embed", no_pixel_decoder)
+    monkeypatch.setattr(grounding, "pixel_embed", no_pixel_decoder)
     boxes = predict_boxes(backend, feats, images, prompts, cover.COVER_MIN_SCORE)
     ious = []
     for bp, lp in zip(boxes, lean):
