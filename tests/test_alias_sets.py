@@ -141,15 +141,7 @@ def test_a_residual_member_better_alone_than_the_kept_set_is_the_answer(monkeypa
     monkeypatch.setitem(PREDS, (5,), [pred((A1, 0.9)), pred((JUNK, 0.95)), pred(), pred((JUNK, 0.95))])
     monkeypatch.setitem(PREDS, (6,), [pred((A1, 0.8)), pred((A2, 0.8), (B2, 0.8)), pred((B3, 0.8)), pred()])
 
-    def predict(backend, feats, images, prompts, thresholds=None):
-        return [PREDS[tuple(p)] for p in prompts]
-
-    def search(backend, images, feats, name, cfg, seed, indexes=None, on_step=None):
-        return SimpleNamespace(reranked=[SimpleNamespace(token_ids=(6,))], candidates=[(6,)], usage=Usage())
-
-    monkeypatch.setattr(aset, "predict", predict)
-    monkeypatch.setattr(cover, "predict", predict)
-    monkeypatch.setattr(aset, "search", search)
+    _fake_residual_search(monkeypatch, (6,))
     first = _first(token_ids=(5,), candidates=[(5,)], splits=[], insertions=[])
     on = load_config(overrides={"max_aliases": 3, "set_level": 0, "set_member_single": True})
     res = aset.build_alias_set(None, IMAGES, _Feats(), None, on, 0, first)
@@ -171,15 +163,7 @@ def test_a_member_that_replaces_the_answer_is_pruned_alone(monkeypatch):
     monkeypatch.setitem(PREDS, (6, 9), [pred((A1, 0.8)), pred((A2, 0.8), (B2, 0.8)), pred((B3, 0.96)), pred()])
     monkeypatch.setitem(PREDS, (9,), [pred(), pred(), pred(), pred()])
 
-    def predict(backend, feats, images, prompts, thresholds=None):
-        return [PREDS[tuple(p)] for p in prompts]
-
-    def search(backend, images, feats, name, cfg, seed, indexes=None, on_step=None):
-        return SimpleNamespace(reranked=[SimpleNamespace(token_ids=(6, 9))], candidates=[(6, 9)], usage=Usage())
-
-    monkeypatch.setattr(aset, "predict", predict)
-    monkeypatch.setattr(cover, "predict", predict)
-    monkeypatch.setattr(aset, "search", search)
+    _fake_residual_search(monkeypatch, (6, 9))
     first = _first(token_ids=(5,), candidates=[(5,)], splits=[], insertions=[])
     cfg = load_config(overrides={"max_aliases": 3, "set_level": 0, "set_member_single": True})
     res = aset.build_alias_set(None, IMAGES, _Feats(), None, cfg, 0, first)
@@ -189,6 +173,20 @@ def test_a_member_that_replaces_the_answer_is_pruned_alone(monkeypatch):
     assert res.to_dict(lambda s: f"t{s[0]}")["single_dropped"] == ["t9"]
     off = aset.build_alias_set(None, IMAGES, _Feats(), None, replace(cfg, prune_tolerance=-1), 0, first)
     assert off.members == [(6, 9)] and off.single_dropped == ()
+
+
+def _fake_residual_search(monkeypatch, found):
+    """``build_alias_set`` on ``PREDS``: predictions read from it, and every residual search finds ``found``."""
+
+    def predict(backend, feats, images, prompts, thresholds=None):
+        return [PREDS[tuple(p)] for p in prompts]
+
+    def search(backend, images, feats, name, cfg, seed, indexes=None, on_step=None):
+        return SimpleNamespace(reranked=[SimpleNamespace(token_ids=found)], candidates=[found], usage=Usage())
+
+    monkeypatch.setattr(aset, "predict", predict)
+    monkeypatch.setattr(cover, "predict", predict)
+    monkeypatch.setattr(aset, "search", search)
 
 
 class _Feats:
@@ -273,15 +271,7 @@ def test_a_set_addition_loses_its_inert_tokens(monkeypatch):
     monkeypatch.setitem(PREDS, (2, 9), PREDS[(2,)])
     monkeypatch.setitem(PREDS, (9,), [pred(), pred(), pred(), pred()])
 
-    def predict(backend, feats, images, prompts, thresholds=None):
-        return [PREDS[tuple(p)] for p in prompts]
-
-    def search(backend, images, feats, name, cfg, seed, indexes=None, on_step=None):
-        return SimpleNamespace(reranked=[SimpleNamespace(token_ids=(2, 9))], candidates=[(2, 9)], usage=Usage())
-
-    monkeypatch.setattr(aset, "predict", predict)
-    monkeypatch.setattr(cover, "predict", predict)
-    monkeypatch.setattr(aset, "search", search)
+    _fake_residual_search(monkeypatch, (2, 9))
     first = _first(token_ids=(1,), candidates=[(1,)], splits=[], insertions=[])
     cfg = load_config(overrides={"max_aliases": 2, "set_level": 0})
     res = aset.build_alias_set(None, IMAGES, _Feats(), None, cfg, 0, first)
