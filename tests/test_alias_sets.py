@@ -170,7 +170,7 @@ def test_a_member_that_replaces_the_answer_is_pruned_alone(monkeypatch):
     assert res.built == [(5,), (6, 9)]  # beside (5,), dropping 9 costs ~0.08 train AP: kept
     assert res.members == [(6,)] and res.first_single == (5,) and res.single_dropped == (9,)
     assert res.metrics.ap == pytest.approx(1.0) and res.single_ap == pytest.approx(1.0)
-    assert res.to_dict(lambda s: f"t{s[0]}")["single_dropped"] == ["t9"]
+    assert res.to_dict(lambda s: f"t{s[0]}")["single_dropped"] == [9]
     off = aset.build_alias_set(None, IMAGES, _Feats(), None, replace(cfg, prune_tolerance=-1), 0, first)
     assert off.members == [(6, 9)] and off.single_dropped == ()
 

@@ -154,8 +154,8 @@ class AliasSetResult:
             "rounds_skipped": self.rounds_skipped,
             "set_vs_single": None if self.set_vs_single is None else self.set_vs_single.to_dict(),
             "first_single": None if self.first_single is None else decode(self.first_single),
-            "single_added": [decode((t,)) for t in self.single_added],
-            "single_dropped": [decode((t,)) for t in self.single_dropped],
+            "single_added": list(self.single_added),  # token ids, as a round's "restored" and "pruned"
+            "single_dropped": list(self.single_dropped),
             "name_check": None if self.name_check is None else self.name_check.to_dict(decode),
             "rounds": [r.to_dict(decode) for r in self.rounds],
             **{f"set_{k}": v for k, v in self.usage.as_dict().items()},
