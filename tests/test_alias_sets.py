@@ -365,7 +365,7 @@ def test_cover_pool_takes_the_best_splits_by_train_ap(monkeypatch):
     three = {(3,): PREDS[(3,)], (2,): PREDS[(2,)], (1,): PREDS[(1,)]}
     assert cover.best_splits(three, IMAGES, 2) == [(2,), (1,)]  # equal APs: their order
     first = _first(token_ids=(4,), candidates=[(4,), (3,)], splits=[(3,), (2,), (1,)], insertions=[])
-    assert load_config().set_split == 0  # off by default (config.py says why)
+    assert load_config().set_split == 0  # off by default (config/search.py says why)
     cfg = load_config(overrides={"set_level": 0, "set_split": 2})
     res = aset.build_alias_set(None, IMAGES, _Feats(), "a or b", cfg, seed=0, first=first)
     assert res.split_pool == [(2,), (1,)]  # (3,) is already a candidate: not a split
