@@ -234,20 +234,32 @@ def test_extend_phase_scores_the_name_narrowed(tiny_backend, data):
     assert {(*name, t) for t in tokens} | {(t, *name) for t in tokens} <= scored
 
 
-def test_deeper_plan_extends_the_best_extension_by_its_bases_tokens():
+def test_deeper_plan_extends_each_bases_best_extension_by_its_tokens():
     from alias_opt.search.phases import deeper_plan
 
     plan = [((5, 6), [1, 2]), ((7,), [8, 9, 3])]
-    assert deeper_plan((8, 7), plan, 3) == [((8, 7), [9, 3])]  # "8" came from (7,)'s tokens: the rest follow
-    assert deeper_plan((5, 1, 6), plan, 4) == [((5, 1, 6), [2])]  # an insertion into the two-token name
-    assert deeper_plan((5, 1, 6), plan, 3) == []  # no room left
-    assert deeper_plan((4, 9), plan, 3) == [] and deeper_plan(None, plan, 3) == []  # no base's extension
+    assert deeper_plan([None, (8, 7)], plan, 3) == [((8, 7), [9, 3])]  # "8" came from (7,)'s tokens: the rest follow
+    assert deeper_plan([(5, 1, 6), None], plan, 4) == [((5, 1, 6), [2])]  # an insertion into the two-token name
+    assert deeper_plan([(5, 1, 6), (7, 9)], plan, 4) == [((5, 1, 6), [2]), ((7, 9), [8, 3])]  # every base its own
+    assert deeper_plan([(5, 1, 6), (7, 9)], plan, 3) == [((7, 9), [8, 3])]  # no room left after the name's
+    assert deeper_plan([(4, 9), (4, 9)], plan, 3) == [] and deeper_plan([None, None], plan, 3) == []  # no extension
+    assert deeper_plan([None, (7, 8), (7, 8)], [*plan, ((8,), [7, 1])], 3) == [((7, 8), [9, 3])]  # once only
+
+
+def test_best_extensions_are_each_bases_lowest_loss_scored_extension():
+    from alias_opt.search.phases import best_extensions
+
+    losses = {(1, 2): 0.9, (2, 1): 0.5, (3, 2): 0.2, (1, 3): 0.1, (4, 1): 0.3}
+    plan = [((1,), [2, 3]), ((2,), [3]), ((4,), [2])]
+    # (1, 3) is 1's best; (3, 2) is 2's (the only one scored); none of 4's extensions was scored
+    assert best_extensions(losses.get, plan) == [(1, 3), (3, 2), None]
+    assert best_extensions(losses.get, [((1,), [2])]) == [(2, 1)]  # prepended beats appended
 
 
 def test_extend_phase_at_depth_two_scores_the_best_pair_extended_again(tiny_backend, data):
     from alias_opt.search.phases import extend_phase, scan_phase
 
-    over = {**TINY, "max_len": 3, "extend_bases": 1, "scan_size": 4}
+    over = {**TINY, "max_len": 3, "extend_bases": 1, "deep_bases": 1, "scan_size": 4}
     one = _ctx(tiny_backend, data, cfg=_raw(load_config(overrides={**over, "extend_depth": 1})))
     scan_phase(one)
     first = extend_phase(one)
@@ -265,3 +277,27 @@ def test_extend_phase_at_depth_two_scores_the_best_pair_extended_again(tiny_back
     scan_phase(known)
     assert known.knows_name() and extend_phase(known).token_ids == first.token_ids
     assert known.obj.scored() - one.obj.scored() <= {known.name_seq}
+
+
+def test_extend_phase_at_depth_two_extends_every_bases_best_pair(tiny_backend, data):
+    """With ``deep_bases`` 2 the second best single is a base too and its own best pair is extended again,
+    even where the first base's pairs have lower losses."""
+    from alias_opt.search.phases import extend_phase, scan_phase
+
+    over = {**TINY, "max_len": 3, "extend_bases": 1, "scan_size": 4, "extend_depth": 2}
+    one = _ctx(tiny_backend, data, cfg=_raw(load_config(overrides={**over, "deep_bases": 1})))
+    scan_phase(one)
+    extend_phase(one)
+    two = _ctx(tiny_backend, data, cfg=_raw(load_config(overrides={**over, "deep_bases": 2})))
+    scan_phase(two)
+    extend_phase(two)
+    second = two.ranked_singles()[1]
+    extra = two.obj.scored() - one.obj.scored()
+    pairs = [q for q in extra if len(q) == 2]
+    triples = [q for q in extra if len(q) == 3]
+    assert pairs and all(second in q for q in pairs)  # the second base's extensions
+    assert triples and all(second in q for q in triples)  # ... and its best pair's, extended again
+    shared = set.intersection(*(set(q) for q in triples))
+    assert len(shared) == 2  # one pair, extended by its base's tokens
+    best = min((q for q in two.obj.scored() if len(q) == 2 and set(q) == shared), key=two.obj.loss_of)
+    assert two.obj.loss_of(best) is not None

@@ -106,6 +106,11 @@ class SearchConfig:
     # name the model does not know (known_name_ap) only. 2 by default: renamed (fast config) 3131 17/20 -> 19/20
     # and 5858 15/20 -> 18/20 at >= 0.9 x the oracle's AP, at ~64 x 3 more candidates per renamed category
     extend_depth: int = 2
+    # ... and there the best deep_bases singles (train AP) are extended, each base's best extension again (at
+    # least extend_bases): a chance token the toy never learned can be the best single and its pair the best
+    # pair ("hickman" -> "hickman filled", loss 0.75, while "purple" -> "small purple" 0.91 -> "small solid
+    # purple" 0.44, train AP 0.437 vs 0.399: renamed 5555 "mini full lavender")
+    deep_bases: int = 3
     # ... of the screened pool's first extend_pool tokens (0: all of it, the default: on renamed seed 3131
     # the size word "large" sat at ranks 183-267 of the ~250-token pool, "hollow" up to 224)
     extend_pool: int = 0
@@ -273,6 +278,8 @@ class SearchConfig:
                 "set_cluster_split must be >= 0 insertions per cluster (0: off) and set_cluster_precision in "
                 f"[0, 1]; got {self.set_cluster_split}, {self.set_cluster_precision}"
             )
+        if self.deep_bases < 1:
+            raise ValueError(f"deep_bases must be >= 1 single extended at depth 2; got {self.deep_bases}")
         if self.extend_depth not in (1, 2):
             raise ValueError(f"extend_depth must be 1 or 2 extension levels; got {self.extend_depth}")
         if self.set_pair_tokens < 0:

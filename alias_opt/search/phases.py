@@ -20,7 +20,7 @@ from dataclasses import replace
 import numpy as np
 
 from alias_opt.search.context import KeptSoft, SearchContext
-from alias_opt.search.discrete import extend_each, random_search, scan
+from alias_opt.search.discrete import extend_each, extensions, random_search, scan
 from alias_opt.search.evolution import Mutator, evolve, seed_population
 from alias_opt.search.gcg import gcg
 from alias_opt.search.meter import BACKWARD_COST, BudgetExhausted
@@ -124,13 +124,15 @@ def extend_phase(ctx: SearchContext) -> PhaseResult | None:
     ("red circle" -> "large red circle", "solid star" -> "solid blue star") is one candidate. The name is
     extended by the scanned shortlist (screened as qualifiers of the name), a single by the pool's tokens
     that best narrow it (``SearchContext.narrowing``; with ``extend_narrowing``, else the shortlist too);
-    with ``extend_depth`` 2 and a name the model does not know, the best extension is extended once more
-    (``deeper_plan``). None when ``extend_bases`` is 0."""
+    with ``extend_depth`` 2 and a name the model does not know, the best ``deep_bases`` singles are bases
+    and each base's best extension is extended once more (``deeper_plan``). None when ``extend_bases`` is 0."""
     s = ctx.cfg
     if not s.extend_bases:
         return None
     with ctx.share((1.0 if ctx.last else s.options.scan_share) * ctx.budget), stepwise(ctx.obj, "extend"):
-        singles = [(t,) for t in ctx.ranked_singles()[: s.extend_bases]]
+        deeper = s.extend_depth > 1 and not ctx.knows_name()
+        n_bases = max(s.extend_bases, s.deep_bases) if deeper else s.extend_bases
+        singles = [(t,) for t in ctx.ranked_singles()[:n_bases]]
         bases = name_first_bases(ctx.name_seq, singles, s.max_len)
         short = ctx.shortlist()[: s.scan_size]
         narrow = s.extend_narrowing
@@ -139,8 +141,7 @@ def extend_phase(ctx: SearchContext) -> PhaseResult | None:
         ]
         timer = PhaseTimer(ctx.obj, "extend")
         first = extend_each(ctx.obj, plan, ctx.filt)
-        deeper = s.extend_depth > 1 and not ctx.knows_name()
-        second = deeper_plan(first.token_ids, plan, s.max_len) if deeper else []
+        second = deeper_plan(best_extensions(ctx.obj.loss_of, plan), plan, s.max_len) if deeper else []
         if not second:
             return first
         with until_spent():
@@ -149,17 +150,37 @@ def extend_phase(ctx: SearchContext) -> PhaseResult | None:
     return None  # the share's budget was spent before a result
 
 
-def deeper_plan(best: Seq | None, plan: list[tuple[Seq, list[int]]], max_len: int) -> list[tuple[Seq, list[int]]]:
-    """The second extension level: the first level's best extension ``best`` extended again by the
-    tokens its base was extended with (already screened: no new narrowing), a three-word alias ("mini
-    framed tile") whose third word the first level could not add. [] where ``best`` is missing, is no
-    extension of a base in ``plan`` ((base, tokens) pairs) or has no room left under ``max_len``."""
-    if best is None or len(best) >= max_len:
-        return []
+def best_extensions(loss_of: Callable[[Seq], float | None], plan: list[tuple[Seq, list[int]]]) -> list[Seq | None]:
+    """Each base's best fully scored one-token extension by its own tokens (lowest ``loss_of``; the first made
+    on ties), in ``plan`` order; None for a base none of whose extensions was fully scored.
+
+    Args:
+        loss_of: a sequence's full-train loss, None where it was not fully scored (``Objective.loss_of``).
+        plan: (base, tokens) pairs, as ``extend_each`` reads them.
+    """
+    out: list[Seq | None] = []
     for base, tokens in plan:
-        if len(best) == len(base) + 1 and any(best[:i] + best[i + 1 :] == base for i in range(len(best))):
-            return [(best, [t for t in tokens if t not in best])]
-    return []
+        scored = [(v, c) for c in extensions([base], tokens) if (v := loss_of(c)) is not None]
+        out.append(min(scored, key=lambda vc: vc[0])[1] if scored else None)
+    return out
+
+
+def deeper_plan(
+    bests: list[Seq | None], plan: list[tuple[Seq, list[int]]], max_len: int
+) -> list[tuple[Seq, list[int]]]:
+    """The second extension level: each base's best extension (``bests``, in ``plan`` order: ``best_extensions``)
+    extended again by the tokens its base was extended with (already screened: no new narrowing), a
+    three-word alias ("mini framed tile") whose third word the first level could not add. Every base gets
+    its own: a base of chance tokens whose pair has the lowest loss ("hickman filled") must not keep the
+    third word from another ("small purple" -> "small solid purple", renamed 5555). A best that is missing,
+    is no one-token extension of its base, has no room left under ``max_len`` or came already is skipped."""
+    out: list[tuple[Seq, list[int]]] = []
+    for best, (base, tokens) in zip(bests, plan):
+        if best is None or len(best) >= max_len or len(best) != len(base) + 1 or any(best == b for b, _ in out):
+            continue
+        if any(best[:i] + best[i + 1 :] == base for i in range(len(best))):
+            out.append((best, [t for t in tokens if t not in best]))
+    return out
 
 
 def name_first_bases(name: Seq | None, singles: list[Seq], max_len: int) -> list[Seq]:
