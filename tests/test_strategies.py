@@ -212,7 +212,7 @@ def test_context_objective_starts_uncapped(tiny_backend, data):
 
 
 def test_extension_bases_put_the_name_first():
-    from alias_opt.search.phases import name_first_bases
+    from alias_opt.search.discrete import name_first_bases
 
     assert name_first_bases((5, 6), [(1,), (2,)], 3) == [(5, 6), (1,), (2,)]
     assert name_first_bases((5, 6), [(1,)], 2) == [(1,)]  # an extension of the name would be too long
@@ -235,7 +235,7 @@ def test_extend_phase_scores_the_name_narrowed(tiny_backend, data):
 
 
 def test_deeper_plan_extends_each_bases_best_extension_by_its_tokens():
-    from alias_opt.search.phases import deeper_plan
+    from alias_opt.search.discrete import deeper_plan
 
     plan = [((5, 6), [1, 2]), ((7,), [8, 9, 3])]
     assert deeper_plan([None, (8, 7)], plan, 3) == [((8, 7), [9, 3])]  # "8" came from (7,)'s tokens: the rest follow
@@ -247,7 +247,7 @@ def test_deeper_plan_extends_each_bases_best_extension_by_its_tokens():
 
 
 def test_best_extensions_are_each_bases_lowest_loss_scored_extension():
-    from alias_opt.search.phases import best_extensions
+    from alias_opt.search.discrete import best_extensions
 
     losses = {(1, 2): 0.9, (2, 1): 0.5, (3, 2): 0.2, (1, 3): 0.1, (4, 1): 0.3}
     plan = [((1,), [2, 3]), ((2,), [3]), ((4,), [2])]

@@ -15,7 +15,7 @@ tuple, screened on a few images before all.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -81,6 +81,46 @@ def extensions(bases: Sequence[Seq], tokens: Sequence[int]) -> list[Seq]:
     """
     out = [(*b[:i], int(t), *b[i:]) for b in bases for t in tokens for i in (len(b), 0, *range(1, len(b)))]
     return list(dict.fromkeys(out))
+
+
+def best_extensions(loss_of: Callable[[Seq], float | None], plan: list[tuple[Seq, list[int]]]) -> list[Seq | None]:
+    """Each base's best fully scored one-token extension by its own tokens (lowest ``loss_of``; the first made
+    on ties), in ``plan`` order; None for a base none of whose extensions was fully scored.
+
+    Args:
+        loss_of: a sequence's full-train loss, None where it was not fully scored (``Objective.loss_of``).
+        plan: (base, tokens) pairs, as ``extend_each`` reads them.
+    """
+    out: list[Seq | None] = []
+    for base, tokens in plan:
+        scored = [(v, c) for c in extensions([base], tokens) if (v := loss_of(c)) is not None]
+        out.append(min(scored, key=lambda vc: vc[0])[1] if scored else None)
+    return out
+
+
+def deeper_plan(
+    bests: list[Seq | None], plan: list[tuple[Seq, list[int]]], max_len: int
+) -> list[tuple[Seq, list[int]]]:
+    """The second extension level: each base's best extension (``bests``, in ``plan`` order: ``best_extensions``)
+    extended again by the tokens its base was extended with (already screened: no new narrowing), a
+    three-word alias ("mini framed tile") whose third word the first level could not add. Every base gets
+    its own: a base of chance tokens whose pair has the lowest loss ("hickman filled") must not keep the
+    third word from another ("small purple" -> "small solid purple", renamed 5555). A best that is missing,
+    is no one-token extension of its base, has no room left under ``max_len`` or came already is skipped."""
+    out: list[tuple[Seq, list[int]]] = []
+    for best, (base, tokens) in zip(bests, plan):
+        if best is None or len(best) >= max_len or len(best) != len(base) + 1 or any(best == b for b, _ in out):
+            continue
+        if any(best[:i] + best[i + 1 :] == base for i in range(len(best))):
+            out.append((best, [t for t in tokens if t not in best]))
+    return out
+
+
+def name_first_bases(name: Seq | None, singles: list[Seq], max_len: int) -> list[Seq]:
+    """Extension bases: the name first (if it exists and an extension of it fits ``max_len``), then the
+    singles; no repeats."""
+    bases = ([name] if name and len(name) < max_len else []) + list(singles)
+    return list(dict.fromkeys(bases))
 
 
 def extend(

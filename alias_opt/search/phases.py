@@ -20,7 +20,7 @@ from dataclasses import replace
 import numpy as np
 
 from alias_opt.search.context import KeptSoft, SearchContext
-from alias_opt.search.discrete import extend_each, extensions, random_search, scan
+from alias_opt.search.discrete import best_extensions, deeper_plan, extend_each, name_first_bases, random_search, scan
 from alias_opt.search.evolution import Mutator, evolve, seed_population
 from alias_opt.search.gcg import gcg
 from alias_opt.search.meter import BACKWARD_COST, BudgetExhausted
@@ -148,46 +148,6 @@ def extend_phase(ctx: SearchContext) -> PhaseResult | None:
             more = extend_each(ctx.obj, second, ctx.filt)
         return timer.result(first.candidates + (more.candidates if more else []), n=8)
     return None  # the share's budget was spent before a result
-
-
-def best_extensions(loss_of: Callable[[Seq], float | None], plan: list[tuple[Seq, list[int]]]) -> list[Seq | None]:
-    """Each base's best fully scored one-token extension by its own tokens (lowest ``loss_of``; the first made
-    on ties), in ``plan`` order; None for a base none of whose extensions was fully scored.
-
-    Args:
-        loss_of: a sequence's full-train loss, None where it was not fully scored (``Objective.loss_of``).
-        plan: (base, tokens) pairs, as ``extend_each`` reads them.
-    """
-    out: list[Seq | None] = []
-    for base, tokens in plan:
-        scored = [(v, c) for c in extensions([base], tokens) if (v := loss_of(c)) is not None]
-        out.append(min(scored, key=lambda vc: vc[0])[1] if scored else None)
-    return out
-
-
-def deeper_plan(
-    bests: list[Seq | None], plan: list[tuple[Seq, list[int]]], max_len: int
-) -> list[tuple[Seq, list[int]]]:
-    """The second extension level: each base's best extension (``bests``, in ``plan`` order: ``best_extensions``)
-    extended again by the tokens its base was extended with (already screened: no new narrowing), a
-    three-word alias ("mini framed tile") whose third word the first level could not add. Every base gets
-    its own: a base of chance tokens whose pair has the lowest loss ("hickman filled") must not keep the
-    third word from another ("small purple" -> "small solid purple", renamed 5555). A best that is missing,
-    is no one-token extension of its base, has no room left under ``max_len`` or came already is skipped."""
-    out: list[tuple[Seq, list[int]]] = []
-    for best, (base, tokens) in zip(bests, plan):
-        if best is None or len(best) >= max_len or len(best) != len(base) + 1 or any(best == b for b, _ in out):
-            continue
-        if any(best[:i] + best[i + 1 :] == base for i in range(len(best))):
-            out.append((best, [t for t in tokens if t not in best]))
-    return out
-
-
-def name_first_bases(name: Seq | None, singles: list[Seq], max_len: int) -> list[Seq]:
-    """Extension bases: the name first (if it exists and an extension of it fits ``max_len``), then the
-    singles; no repeats."""
-    bases = ([name] if name and len(name) < max_len else []) + list(singles)
-    return list(dict.fromkeys(bases))
 
 
 # ---------------------------------------------------------------------------------------- soft prompts
