@@ -112,7 +112,7 @@ class SearchConfig:
     # purple" 0.44, train AP 0.437 vs 0.399: renamed 5555 "mini full lavender"). On the seven renamed 5555
     # categories below 0.9 x the oracle's AP, 3 reach it ("giant framed azure wedge" -> "large hollow blue", 0.77
     # -> 0.99 x); fresh 5656's eight three- and four-word phrases: 1/8 -> 3/8 (five within 0.01 AP). The
-    # extension phase takes 45-115 s a renamed category, was ~22 s (5656: 69 min). 1: the single best base
+    # extension phase takes 31-115 s a renamed category, was 15-22 s (5656: 69 min). 1: the single best base
     deep_bases: int = 3
     # ... of the screened pool's first extend_pool tokens (0: all of it, the default: on renamed seed 3131
     # the size word "large" sat at ranks 183-267 of the ~250-token pool, "hollow" up to 224)
