@@ -238,28 +238,40 @@ def test_deeper_plan_extends_each_bases_best_extension_by_its_tokens():
     from alias_opt.search.discrete import deeper_plan
 
     plan = [((5, 6), [1, 2]), ((7,), [8, 9, 3])]
-    assert deeper_plan([None, (8, 7)], plan, 3) == [((8, 7), [9, 3])]  # "8" came from (7,)'s tokens: the rest follow
-    assert deeper_plan([(5, 1, 6), None], plan, 4) == [((5, 1, 6), [2])]  # an insertion into the two-token name
-    assert deeper_plan([(5, 1, 6), (7, 9)], plan, 4) == [((5, 1, 6), [2]), ((7, 9), [8, 3])]  # every base its own
-    assert deeper_plan([(5, 1, 6), (7, 9)], plan, 3) == [((7, 9), [8, 3])]  # no room left after the name's
-    assert deeper_plan([(4, 9), (4, 9)], plan, 3) == [] and deeper_plan([None, None], plan, 3) == []  # no extension
-    assert deeper_plan([None, (7, 8), (7, 8)], [*plan, ((8,), [7, 1])], 3) == [((7, 8), [9, 3])]  # once only
+    assert deeper_plan([[], [(8, 7)]], plan, 3) == [((8, 7), [9, 3])]  # "8" came from (7,)'s tokens: the rest follow
+    assert deeper_plan([[(5, 1, 6)], []], plan, 4) == [((5, 1, 6), [2])]  # an insertion into the two-token name
+    assert deeper_plan([[(5, 1, 6)], [(7, 9)]], plan, 4) == [((5, 1, 6), [2]), ((7, 9), [8, 3])]  # every base its own
+    assert deeper_plan([[(5, 1, 6)], [(7, 9)]], plan, 3) == [((7, 9), [8, 3])]  # no room left after the name's
+    assert deeper_plan([[(4, 9)], [(4, 9)]], plan, 3) == [] and deeper_plan([[], []], plan, 3) == []  # no extension
+    assert deeper_plan([[], [(7, 8)], [(7, 8)]], [*plan, ((8,), [7, 1])], 3) == [((7, 8), [9, 3])]  # once only
+    # a beam: every base's best first, then every base's second; a second that is no extension of its base is skipped
+    beam = [[(5, 1, 6), (5, 6, 2)], [(7, 9), (3, 7)], [(1, 8), (2, 5), (8, 4)]]
+    assert deeper_plan(beam, [*plan, ((8,), [1, 4])], 4) == [
+        ((5, 1, 6), [2]),
+        ((7, 9), [8, 3]),
+        ((1, 8), [4]),
+        ((5, 6, 2), [1]),
+        ((3, 7), [8, 9]),
+        ((8, 4), [1]),
+    ]
 
 
-def test_best_extensions_are_each_bases_lowest_loss_scored_extension():
+def test_best_extensions_are_each_bases_lowest_loss_scored_extensions():
     from alias_opt.search.discrete import best_extensions
 
     losses = {(1, 2): 0.9, (2, 1): 0.5, (3, 2): 0.2, (1, 3): 0.1, (4, 1): 0.3}
     plan = [((1,), [2, 3]), ((2,), [3]), ((4,), [2])]
     # (1, 3) is 1's best; (3, 2) is 2's (the only one scored); none of 4's extensions was scored
-    assert best_extensions(losses.get, plan) == [(1, 3), (3, 2), None]
-    assert best_extensions(losses.get, [((1,), [2])]) == [(2, 1)]  # prepended beats appended
+    assert best_extensions(losses.get, plan) == [[(1, 3)], [(3, 2)], []]
+    assert best_extensions(losses.get, [((1,), [2])]) == [[(2, 1)]]  # prepended beats appended
+    assert best_extensions(losses.get, plan, k=2) == [[(1, 3), (2, 1)], [(3, 2)], []]  # lowest loss first
+    assert best_extensions(losses.get, plan, k=9)[0] == [(1, 3), (2, 1), (1, 2)]
 
 
 def test_extend_phase_at_depth_two_scores_the_best_pair_extended_again(tiny_backend, data):
     from alias_opt.search.phases import extend_phase, scan_phase
 
-    over = {**TINY, "max_len": 3, "extend_bases": 1, "deep_bases": 1, "scan_size": 4}
+    over = {**TINY, "max_len": 3, "extend_bases": 1, "deep_bases": 1, "deep_beam": 1, "scan_size": 4}
     one = _ctx(tiny_backend, data, cfg=_raw(load_config(overrides={**over, "extend_depth": 1})))
     scan_phase(one)
     first = extend_phase(one)
@@ -284,7 +296,7 @@ def test_extend_phase_at_depth_two_extends_every_bases_best_pair(tiny_backend, d
     even where the first base's pairs have lower losses."""
     from alias_opt.search.phases import extend_phase, scan_phase
 
-    over = {**TINY, "max_len": 3, "extend_bases": 1, "scan_size": 4, "extend_depth": 2}
+    over = {**TINY, "max_len": 3, "extend_bases": 1, "scan_size": 4, "extend_depth": 2, "deep_beam": 1}
     one = _ctx(tiny_backend, data, cfg=_raw(load_config(overrides={**over, "deep_bases": 1})))
     scan_phase(one)
     extend_phase(one)
@@ -301,3 +313,24 @@ def test_extend_phase_at_depth_two_extends_every_bases_best_pair(tiny_backend, d
     assert len(shared) == 2  # one pair, extended by its base's tokens
     best = min((q for q in two.obj.scored() if len(q) == 2 and set(q) == shared), key=two.obj.loss_of)
     assert two.obj.loss_of(best) is not None
+
+
+def test_extend_phase_deep_beam_extends_each_bases_second_best_pair_too(tiny_backend, data):
+    """With ``deep_beam`` 2 a base's second best pair (by train loss) is extended again as well: the triples
+    beyond those of ``deep_beam`` 1 all hold it."""
+    from alias_opt.search.phases import extend_phase, scan_phase
+
+    over = {**TINY, "max_len": 3, "extend_bases": 1, "deep_bases": 1, "scan_size": 4, "extend_depth": 2}
+    one = _ctx(tiny_backend, data, cfg=_raw(load_config(overrides={**over, "deep_beam": 1})))
+    scan_phase(one)
+    extend_phase(one)
+    two = _ctx(tiny_backend, data, cfg=_raw(load_config(overrides={**over, "deep_beam": 2})))
+    scan_phase(two)
+    extend_phase(two)
+    base = two.ranked_singles()[0]
+    pairs = [q for q in two.obj.scored() if len(q) == 2 and base in q and two.obj.loss_of(q) is not None]
+    pairs.sort(key=two.obj.loss_of)
+    assert len(pairs) >= 2
+    extra = two.obj.scored() - one.obj.scored()
+    assert extra and all(len(q) == 3 for q in extra)  # no new singles or pairs: the same first level
+    assert all(any(q[:i] + q[i + 1 :] == pairs[1] for i in range(3)) for q in extra)  # the second pair, extended

@@ -114,6 +114,9 @@ class SearchConfig:
     # -> 0.99 x); fresh 5656's eight three- and four-word phrases: 1/8 -> 3/8 (five within 0.01 AP). The
     # extension phase takes 31-115 s a renamed category, was 15-22 s (5656: 69 min). 1: the single best base
     deep_bases: int = 3
+    # ... and each base's deep_beam best pairs (train loss) are extended again: a chance token's pair can be a
+    # base's best ("violet concession" 0.58, "tiny violet" 0.66 on renamed 5555 "mini full lavender")
+    deep_beam: int = 2
     # ... of the screened pool's first extend_pool tokens (0: all of it, the default: on renamed seed 3131
     # the size word "large" sat at ranks 183-267 of the ~250-token pool, "hollow" up to 224)
     extend_pool: int = 0
@@ -280,6 +283,10 @@ class SearchConfig:
             raise ValueError(
                 "set_cluster_split must be >= 0 insertions per cluster (0: off) and set_cluster_precision in "
                 f"[0, 1]; got {self.set_cluster_split}, {self.set_cluster_precision}"
+            )
+        if self.deep_beam < 1:
+            raise ValueError(
+                f"deep_beam must be >= 1 extension per base extended again at depth 2; got {self.deep_beam}"
             )
         if self.deep_bases < 1:
             raise ValueError(f"deep_bases must be >= 1 single extended at depth 2; got {self.deep_bases}")

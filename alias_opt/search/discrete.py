@@ -83,36 +83,41 @@ def extensions(bases: Sequence[Seq], tokens: Sequence[int]) -> list[Seq]:
     return list(dict.fromkeys(out))
 
 
-def best_extensions(loss_of: Callable[[Seq], float | None], plan: list[tuple[Seq, list[int]]]) -> list[Seq | None]:
-    """Each base's best fully scored one-token extension by its own tokens (lowest ``loss_of``; the first made
-    on ties), in ``plan`` order; None for a base none of whose extensions was fully scored.
+def best_extensions(
+    loss_of: Callable[[Seq], float | None], plan: list[tuple[Seq, list[int]]], k: int = 1
+) -> list[list[Seq]]:
+    """Each base's ``k`` best fully scored one-token extensions by its own tokens (lowest ``loss_of`` first; the
+    first made on ties), in ``plan`` order; an empty list for a base none of whose extensions was fully scored.
 
     Args:
         loss_of: a sequence's full-train loss, None where it was not fully scored (``Objective.loss_of``).
         plan: (base, tokens) pairs, as ``extend_each`` reads them.
+        k: extensions kept per base (the deeper level's beam).
     """
-    out: list[Seq | None] = []
+    out: list[list[Seq]] = []
     for base, tokens in plan:
         scored = [(v, c) for c in extensions([base], tokens) if (v := loss_of(c)) is not None]
-        out.append(min(scored, key=lambda vc: vc[0])[1] if scored else None)
+        out.append([c for _, c in sorted(scored, key=lambda vc: vc[0])[:k]])
     return out
 
 
-def deeper_plan(
-    bests: list[Seq | None], plan: list[tuple[Seq, list[int]]], max_len: int
-) -> list[tuple[Seq, list[int]]]:
-    """The second extension level: each base's best extension (``bests``, in ``plan`` order: ``best_extensions``)
-    extended again by the tokens its base was extended with (already screened: no new narrowing), a
-    three-word alias ("mini framed tile") whose third word the first level could not add. Every base gets
-    its own: a base of chance tokens whose pair has the lowest loss ("hickman filled") must not keep the
-    third word from another ("small purple" -> "small solid purple", renamed 5555). A best that is missing,
-    is no one-token extension of its base, has no room left under ``max_len`` or came already is skipped."""
+def deeper_plan(bests: list[list[Seq]], plan: list[tuple[Seq, list[int]]], max_len: int) -> list[tuple[Seq, list[int]]]:
+    """The second extension level: each base's best extensions (``bests``, in ``plan`` order:
+    ``best_extensions``) extended again by the tokens their base was extended with (already screened: no new
+    narrowing), a three-word alias ("mini framed tile") whose third word the first level could not add. Every
+    base gets its own: a base of chance tokens whose pair has the lowest loss ("hickman filled") must not keep
+    the third word from another ("small purple" -> "small solid purple", renamed 5555); and a base's second
+    best pair is extended too (its best, "violet concession", 0.58, is a chance token's; "tiny violet", 0.66).
+    An extension that is no one-token extension of its base, has no room left under ``max_len`` or came
+    already is skipped; order: each base's best first, then each base's second, ..."""
     out: list[tuple[Seq, list[int]]] = []
-    for best, (base, tokens) in zip(bests, plan):
-        if best is None or len(best) >= max_len or len(best) != len(base) + 1 or any(best == b for b, _ in out):
-            continue
-        if any(best[:i] + best[i + 1 :] == base for i in range(len(best))):
-            out.append((best, [t for t in tokens if t not in best]))
+    for rank in range(max((len(b) for b in bests), default=0)):
+        for ext, (base, tokens) in zip(bests, plan):
+            best = ext[rank] if rank < len(ext) else None
+            if best is None or len(best) >= max_len or len(best) != len(base) + 1 or any(best == b for b, _ in out):
+                continue
+            if any(best[:i] + best[i + 1 :] == base for i in range(len(best))):
+                out.append((best, [t for t in tokens if t not in best]))
     return out
 
 

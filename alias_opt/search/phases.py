@@ -125,7 +125,8 @@ def extend_phase(ctx: SearchContext) -> PhaseResult | None:
     extended by the scanned shortlist (screened as qualifiers of the name), a single by the pool's tokens
     that best narrow it (``SearchContext.narrowing``; with ``extend_narrowing``, else the shortlist too);
     with ``extend_depth`` 2 and a name the model does not know, the best ``deep_bases`` singles are bases
-    and each base's best extension is extended once more (``deeper_plan``). None when ``extend_bases`` is 0."""
+    and each base's ``deep_beam`` best extensions are extended once more (``deeper_plan``). None when
+    ``extend_bases`` is 0."""
     s = ctx.cfg
     if not s.extend_bases:
         return None
@@ -141,7 +142,8 @@ def extend_phase(ctx: SearchContext) -> PhaseResult | None:
         ]
         timer = PhaseTimer(ctx.obj, "extend")
         first = extend_each(ctx.obj, plan, ctx.filt)
-        second = deeper_plan(best_extensions(ctx.obj.loss_of, plan), plan, s.max_len) if deeper else []
+        bests = best_extensions(ctx.obj.loss_of, plan, s.deep_beam) if deeper else []
+        second = deeper_plan(bests, plan, s.max_len)
         if not second:
             return first
         with until_spent():
