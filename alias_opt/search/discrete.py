@@ -125,6 +125,28 @@ def deeper_plan(bests: list[list[Seq]], plan: list[tuple[Seq, list[int]]], max_l
     return out
 
 
+def hard_images(losses: np.ndarray, positive: np.ndarray, n: int) -> np.ndarray:
+    """The ``n`` train images where a sequence fails most, to screen its extensions on: its worst positives
+    (targets it misses) and its worst negatives (where it fires), half each (the odd one a positive), topped
+    up from the other kind where one runs short. Both kinds: on negatives alone a token that silences
+    everything would screen best.
+
+    Args:
+        losses: (n_images,) the sequence's loss on each image (``Objective.image_losses``).
+        positive: (n_images,) bool, whether each image holds a target.
+        n: images to pick.
+    Returns:
+        (min(n, n_images),) sorted image indices.
+    """
+    pos, neg = np.flatnonzero(positive), np.flatnonzero(~np.asarray(positive, dtype=bool))
+    pos = pos[np.argsort(-losses[pos], kind="stable")]  # worst first
+    neg = neg[np.argsort(-losses[neg], kind="stable")]
+    n_neg = min(len(neg), n // 2)
+    n_pos = min(len(pos), n - n_neg)
+    n_neg = min(len(neg), n - n_pos)
+    return np.sort(np.concatenate([pos[:n_pos], neg[:n_neg]]))
+
+
 def name_first_bases(name: Seq | None, singles: list[Seq], max_len: int) -> list[Seq]:
     """Extension bases: the name first (if it exists and an extension of it fits ``max_len``), then the
     singles; no repeats."""
@@ -140,13 +162,18 @@ def extend(
 
 
 def extend_each(
-    obj: Objective, plan: Sequence[tuple[Seq, Sequence[int]]], filt: CandidateFilter, n: int = 8
+    obj: Objective,
+    plan: Sequence[tuple[Seq, Sequence[int]]],
+    filt: CandidateFilter,
+    n: int = 8,
+    screen_idx: np.ndarray | None = None,
 ) -> PhaseResult:
-    """``extend`` with each base's own tokens: ``plan`` is (base, tokens) pairs, best base first."""
+    """``extend`` with each base's own tokens: ``plan`` is (base, tokens) pairs, best base first; screened on
+    ``screen_idx`` (default: the objective's screening images)."""
     timer = PhaseTimer(obj, "extend")
     cands = filt.accept(list(dict.fromkeys(c for b, toks in plan for c in extensions([b], toks))))
     with until_spent():
-        losses = obj.score(cands) if cands else np.zeros(0)
+        losses = obj.score(cands, screen_idx=screen_idx) if cands else np.zeros(0)
         obj.record("extend", 0, float(np.min(losses)) if len(losses) else float("inf"), scored=len(cands))
     return timer.result(cands, n=n)
 

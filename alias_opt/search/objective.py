@@ -249,10 +249,32 @@ class Objective:
         """Memoized losses on the screening images."""
         return self.losses(seqs, self.screen_idx, Split.SCREEN)
 
-    def score(self, seqs: Iterable[Sequence[int]], screen: bool = True, keep: float | None = None) -> np.ndarray:
+    def image_losses(self, seq: Seq) -> np.ndarray:
+        """(n_images,) ``seq``'s unweighted loss on each train image (a pair forward each; not memoized)."""
+        idx = self.scorer.all_idx
+        self.meter.require(len(idx))
+        with torch.no_grad():
+            text = self.backend.encode_text(self.backend.prompt_ids([list(seq)]))
+            pair, _ = self.scorer.pair_losses(text, idx)  # (1, n)
+        self.meter.add(forward=len(idx))
+        return pair[0].numpy()
+
+    @property
+    def positive(self) -> np.ndarray:
+        """(n_images,) bool: whether each train image holds a target."""
+        return self.scorer.positive
+
+    def score(
+        self,
+        seqs: Iterable[Sequence[int]],
+        screen: bool = True,
+        keep: float | None = None,
+        screen_idx: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Full-train loss of each sequence; ``inf`` for those screened out (or empty).
 
-        With ``screen``, sequences never scored before are first scored on the screening images;
+        With ``screen``, sequences never scored before are first scored on the screening images (``screen_idx``,
+        default the objective's own);
         the best ``keep`` fraction of them (default ``screen_keep``; at least one), and up to as many more that
         screen at least as well as the best sequence so far, are then scored on all train images. A sequence screened
         out once stays out (``inf``) unless scored with ``screen=False``. Updates ``best``.
@@ -265,9 +287,12 @@ class Objective:
             hits = sum(1 for s in valid if not self.memo.has(s) and self.memo.is_rejected(s))
             self.meter.add(memo_hits=hits)
             keep_n = math.ceil((self.screen_keep if keep is None else keep) * len(new))
-            if new and keep_n < len(new) and len(self.screen_idx) < self.n_images:
-                sl = self.screen_losses(new)
-                bar = self.screen_losses([self._best])[0] if self._best else -math.inf
+            own = screen_idx is None
+            idx = self.screen_idx if own else np.sort(np.asarray(screen_idx))
+            if new and keep_n < len(new) and len(idx) < self.n_images:
+                sl = self.screen_losses(new) if own else self.losses(new, idx)
+                best = [self._best] if self._best else []
+                bar = (self.screen_losses(best) if own else self.losses(best, idx))[0] if best else -math.inf
                 order = np.argsort(sl, kind="stable")
                 # the best fraction, plus up to as many more that screen at least as well as the best so far
                 survivors = {new[i] for i in order[:keep_n]} | {
