@@ -16,6 +16,7 @@ from alias_opt.search.discrete import (
     extend_each,
     extensions,
     gcg,
+    hard_images,
     random_search,
     sample_swaps,
     scan,
@@ -149,6 +150,32 @@ def test_memo_and_screening(obj):
     full = obj.losses(seqs)  # unscreened: the 6 dropped ones now get full scores
     assert np.allclose(full[np.isfinite(losses)], losses[np.isfinite(losses)])
     assert obj.best_loss == pytest.approx(float(np.min(losses)))
+
+
+def test_hard_images_are_a_sequences_worst_positives_and_negatives():
+    losses = np.array([0.1, 0.9, 0.5, 0.7, 0.2, 0.8])
+    positive = np.array([True, True, True, False, False, False])
+    assert hard_images(losses, positive, 4).tolist() == [1, 2, 3, 5]  # two worst of each kind
+    assert hard_images(losses, positive, 3).tolist() == [1, 2, 5]  # the odd one a positive
+    one_pos = np.array([True, False, False, False, False, False])
+    assert hard_images(losses, one_pos, 4).tolist() == [0, 1, 3, 5]  # negatives top up a short kind
+    assert hard_images(losses, positive, 9).tolist() == list(range(6))
+    assert hard_images(losses, ~one_pos, 2).tolist() == [0, 1]  # the one negative, the worst positive
+
+
+def test_screening_on_given_images_keeps_the_best_on_them(obj):
+    n = obj.n_images
+    seqs = [(340 + i,) for i in range(8)]
+    idx = np.array([n - 1, 0, 1])  # any order: screened sorted
+    per = obj.image_losses(seqs[0])
+    assert per.shape == (n,) and obj.usage().forward == n and obj.loss_of(seqs[0]) is None  # not memoized
+    on_idx = obj.losses(seqs, np.sort(idx))  # the same losses the screen reads (memoized under those images)
+    before = obj.usage().forward
+    losses = obj.score(seqs, screen_idx=idx)
+    assert obj.usage().forward - before == 2 * n  # screening was memoized: only the 2 survivors scored fully
+    kept = {seqs[i] for i in np.flatnonzero(np.isfinite(losses))}
+    assert kept == {seqs[i] for i in np.argsort(on_idx, kind="stable")[:2]}
+    assert all(obj.screen_loss_of(s) is None for s in seqs)  # the objective's own screening images untouched
 
 
 def test_scan_keep_scores_a_larger_share_on_all_images(obj, filt):
