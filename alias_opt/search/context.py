@@ -21,7 +21,8 @@ from alias_opt.eval.metrics import PromptMetrics
 from alias_opt.eval.predict import evaluate_prompts
 from alias_opt.search.discrete import extensions
 from alias_opt.search.embeddings import ProjectionIndex, VocabularyIndex
-from alias_opt.search.objective import Objective, PhaseResult, Seq, Step
+from alias_opt.search.objective import Objective, Seq, Step
+from alias_opt.search.phase_result import PhaseResult
 from alias_opt.search.projection import CandidateFilter
 from alias_opt.search.shortlist import (
     allowed_tokens,

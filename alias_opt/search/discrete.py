@@ -21,7 +21,8 @@ import numpy as np
 
 from alias_opt.search.evolution import Mutator, crossover, evolve, seed_population
 from alias_opt.search.gcg import gcg, sample_swaps, token_gradients, top_tokens
-from alias_opt.search.objective import Objective, PhaseResult, PhaseTimer, Seq, until_spent
+from alias_opt.search.objective import Objective, Seq
+from alias_opt.search.phase_result import PhaseResult, PhaseTimer, until_spent
 from alias_opt.search.projection import CandidateFilter, project_sequences, random_sequences
 
 __all__ = [

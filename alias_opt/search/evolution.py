@@ -18,7 +18,8 @@ import numpy as np
 from alias_opt.config import EvolutionConfig
 from alias_opt.search.embeddings import ProjectionIndex
 from alias_opt.search.gcg import token_gradients, top_tokens
-from alias_opt.search.objective import Objective, PhaseResult, PhaseTimer, Seq, until_spent
+from alias_opt.search.objective import Objective, Seq
+from alias_opt.search.phase_result import PhaseResult, PhaseTimer, until_spent
 from alias_opt.search.projection import CandidateFilter
 
 

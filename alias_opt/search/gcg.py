@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from alias_opt.config import GcgConfig
-from alias_opt.search.objective import Objective, PhaseResult, PhaseTimer, Seq, until_spent
+from alias_opt.search.objective import Objective, Seq
+from alias_opt.search.phase_result import PhaseResult, PhaseTimer, until_spent
 from alias_opt.search.projection import CandidateFilter, embed_prompts
 
 

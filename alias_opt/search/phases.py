@@ -32,7 +32,8 @@ from alias_opt.search.discrete import (
 from alias_opt.search.evolution import Mutator, evolve, seed_population
 from alias_opt.search.gcg import gcg
 from alias_opt.search.meter import BACKWARD_COST, BudgetExhausted
-from alias_opt.search.objective import PhaseResult, PhaseTimer, Seq, until_spent
+from alias_opt.search.objective import Seq
+from alias_opt.search.phase_result import PhaseResult, PhaseTimer, until_spent
 from alias_opt.search.projection import embed_prompts, random_sequences
 from alias_opt.search.soft_prompt import SoftResult, initial_sequences, optimize_soft, soft_metrics
 

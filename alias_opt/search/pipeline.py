@@ -35,7 +35,8 @@ from alias_opt.search.context import KeptSoft, SearchContext, known_name, make_c
 from alias_opt.search.embeddings import VocabularyIndex
 from alias_opt.search.meter import TracePoint, Usage
 from alias_opt.search.name_check import NameCheck, check_level, wide_name_check
-from alias_opt.search.objective import PhaseResult, Seq, Step, until_spent
+from alias_opt.search.objective import Seq, Step
+from alias_opt.search.phase_result import PhaseResult, until_spent
 from alias_opt.search.phases import PHASES
 from alias_opt.search.prune import prune_inert, readability, restore_words
 from alias_opt.search.soft_prompt import SoftResult

@@ -21,7 +21,8 @@ from alias_opt.config import SoftConfig
 from alias_opt.eval.metrics import DEFAULT_THRESHOLDS, PromptMetrics, Thresholds, score_predictions
 from alias_opt.eval.predict import predict_text
 from alias_opt.search.embeddings import ProjectionIndex
-from alias_opt.search.objective import Objective, PhaseResult, PhaseTimer, Seq, until_spent
+from alias_opt.search.objective import Objective, Seq
+from alias_opt.search.phase_result import PhaseResult, PhaseTimer, until_spent
 from alias_opt.search.projection import CandidateFilter, embed_prompts, project_sequences
 from sam3 import ImageFeatures, Sam3Backend
 
