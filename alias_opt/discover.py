@@ -37,7 +37,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from alias_opt.cli import pause_point
-from alias_opt.config import SearchConfig, setting_differences
+from alias_opt.config import SearchConfig
 from alias_opt.data.loader import CocoDataset, TargetImage, TargetSet
 from alias_opt.dist import DistContext, image_sharding, local_first
 from alias_opt.eval.metrics import Thresholds
@@ -47,14 +47,13 @@ from alias_opt.export import (
     AliasFile,
     AliasFileError,
     AliasRecord,
-    Provenance,
-    dataset_hash,
     read_aliases,
     write_aliases,
     write_json_atomic,
 )
 from alias_opt.progress import RunProgress
 from alias_opt.record import category_record
+from alias_opt.resume import check_resume, compatible, provenance
 from alias_opt.search.alias_set import build_alias_set
 from alias_opt.search.cover import encode_targets
 from alias_opt.search.embeddings import VocabularyIndex
@@ -217,71 +216,6 @@ def _save_soft(path: Path, soft) -> None:
 SHARD_MODES = ("categories", "images")  # how torchrun's ranks split a run (run(shard=...), main.py --shard)
 
 
-def _provenance(backend: Sam3Backend, model: str, ds: CocoDataset, cfg: SearchConfig, split_seed: int) -> Provenance:
-    return Provenance(
-        model_fingerprint=backend.fingerprint,
-        model_source=str(model),
-        dataset_path=str(ds.annotation_file),
-        dataset_hash=dataset_hash(ds.annotation_file),
-        split_seed=split_seed,
-        train_fraction=cfg.train_fraction,
-        max_negatives=cfg.max_negatives,
-        config=cfg.to_dict(),
-        seed=cfg.seed,
-    )
-
-
-_RESUME_KEYS = ("model_fingerprint", "dataset_hash", "split_seed", "train_fraction", "max_negatives", "seed")
-
-
-def _compatible(a: Provenance, b: Provenance) -> bool:
-    return all(getattr(a, k) == getattr(b, k) for k in _RESUME_KEYS) and a.config == b.config
-
-
-def provenance_differences(done: Provenance, now: Provenance) -> list[str]:
-    """What differs between a finished run's provenance and this run's, one ``key: X there, Y now`` each."""
-    diffs = [
-        f"{k}: {getattr(done, k)!r} there, {getattr(now, k)!r} now"
-        for k in _RESUME_KEYS
-        if getattr(done, k) != getattr(now, k)
-    ]
-    diffs += setting_differences(done.config, now.config, "config.")
-    return diffs
-
-
-class ResumeMismatch(ValueError):
-    """``--resume`` on an output folder whose finished categories were made with other settings."""
-
-
-def check_resume(out: Path, prov: Provenance) -> None:
-    """Refuse to resume into ``out`` when a finished category there (any category, not only the ones
-    asked for now) was made with other settings.
-
-    Raises:
-        ResumeMismatch: naming the folder, the checkpoints and each difference.
-    """
-    mismatched: list[tuple[Path, list[str]]] = []
-    for ckpt in sorted((out / "categories").glob("*.json")):
-        try:
-            done = read_aliases(ckpt)
-        except AliasFileError:
-            continue  # unreadable: redone with a warning in the loop
-        if not _compatible(done.provenance, prov):
-            mismatched.append((ckpt, provenance_differences(done.provenance, prov)))
-    if not mismatched:
-        return
-    diffs = mismatched[0][1]
-    names = ", ".join(p.stem for p, _ in mismatched[:8]) + (", ..." if len(mismatched) > 8 else "")
-    raise ResumeMismatch(
-        f"--resume: {len(mismatched)} finished categor{'y' if len(mismatched) == 1 else 'ies'} in {out} "
-        f"({names}) made with other settings:\n  "
-        + "\n  ".join(diffs[:20])
-        + (f"\n  ... and {len(diffs) - 20} more" if len(diffs) > 20 else "")
-        + "\nrun with the same settings (e.g. the same --config), pass --overwrite to redo them with these, "
-        "or choose a new --output"
-    )
-
-
 def run(
     dataset: str | Path,
     output: str | Path,
@@ -329,7 +263,7 @@ def run(
     if not sets:
         raise ValueError(f"no usable target set in {ds.annotation_file}")
     backend = backend or Sam3Backend.load(model, device=device, dtype=dtype)
-    prov = _provenance(backend, model, ds, cfg, cfg.seed)
+    prov = provenance(backend, model, ds, cfg, cfg.seed)
     if resume and not overwrite:  # refuse before anything is written
         check_resume(out, prov)
     with local_first(ctx):  # one rank per node fills the index cache, the others read it
@@ -346,7 +280,7 @@ def run(
             if resume and ckpt.is_file():
                 try:
                     done = read_aliases(ckpt)
-                    if _compatible(done.provenance, prov) and done.aliases:
+                    if compatible(done.provenance, prov) and done.aliases:
                         records[ts.category_id] = done.aliases[0]
                         prog.resumed()
                         bar.set_postfix_str(f"{ts.category_id}: resumed")

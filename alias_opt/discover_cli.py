@@ -162,10 +162,11 @@ def main(argv: list[str] | None = None, demo_dir: Path = DEMO_DIR) -> int:
 
     from alias_opt.config import load_config
     from alias_opt.data.loader import DatasetError
-    from alias_opt.discover import ResumeMismatch, run
+    from alias_opt.discover import run
     from alias_opt.dist import close, local_first, start
     from alias_opt.eval.summary import format_summary, format_table, summarize
     from alias_opt.progress import time_report
+    from alias_opt.resume import ResumeMismatch
     from sam3 import ModelSourceError
 
     overrides: dict = {}

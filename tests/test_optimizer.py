@@ -307,7 +307,7 @@ def test_resume_after_kill(world, index_dir, tmp_path):
 
 
 def test_resume_refuses_checkpoints_of_other_settings_unless_overwrite(world, tiny_backend, index_dir, tmp_path):
-    from alias_opt.discover import ResumeMismatch
+    from alias_opt.resume import ResumeMismatch
 
     data, cats = world
     out = tmp_path / "out"

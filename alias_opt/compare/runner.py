@@ -61,11 +61,11 @@ from alias_opt.compare.cells import (
 from alias_opt.compare.records import Cell, Results
 from alias_opt.compare.summary import summarize
 from alias_opt.config import CONFIG_DIR, SearchConfig, load_config, setting_differences
-from alias_opt.discover import ResumeMismatch
 from alias_opt.dist import DistContext, close, local_first, start
 from alias_opt.eval.metrics import Thresholds
 from alias_opt.export import tool_version, write_json_atomic
 from alias_opt.progress import RunProgress
+from alias_opt.resume import ResumeMismatch
 from alias_opt.search.shortlist import build_indexes
 from alias_opt.search.strategies import NAMES
 from sam3 import Sam3Backend
