@@ -38,7 +38,6 @@ from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput, box_
 
 from sam3.configs import named_config
 from sam3.tokenizer import ASSET_DIR, Sam3Tokenizer
-from sam3.toy import world
 from sam3.toy.attributes import AttrTraining
 from sam3.toy.batch import (  # noqa: F401  (re-exported: the step's data is part of train's interface)
     OBJECT_WORD,
@@ -55,7 +54,7 @@ from sam3.toy.batch import (  # noqa: F401  (re-exported: the step's data is par
 from sam3.toy.checkpoint import load_checkpoint, restore_run, save_checkpoint
 from sam3.toy.modeling import export_model, init_model, load_exported, tie_row_norms
 from sam3.toy.set_loss import LossWeights, aux_layer_loss, set_prediction_loss
-from sam3.toy.train_config import TrainConfig
+from sam3.toy.train_config import TrainConfig, apply_overrides
 
 CKPT_NAME = "checkpoint.pt"
 LOG_NAME = "train_log.jsonl"
@@ -310,41 +309,6 @@ def train(
 
 def _refuse(msg: str):
     raise ValueError(msg)
-
-
-def apply_overrides(cfg: TrainConfig, items: list[str], error) -> TrainConfig:
-    """``cfg`` with ``FIELD=VALUE`` overrides, each value parsed as its field's type."""
-    types = {f.name: type(getattr(cfg, f.name)) for f in fields(cfg)}
-    changes = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or key not in types:
-            error(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(types)}")
-        kind = types[key]
-        try:
-            changes[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
-        except ValueError:
-            error(f"--set {item!r}: {value!r} is not of type {kind.__name__}")
-    cfg = replace(cfg, **changes)
-    rest = 1.0 - (cfg.p_concept + cfg.p_colour + cfg.p_shape + cfg.p_object)
-    if rest < -1e-9:
-        error(f"prompt mix p_concept + p_colour + p_shape + p_object = {1 - rest:.3f} > 1")
-    if cfg.world not in ("v1", "v2"):
-        error(f"world={cfg.world!r}: must be v1 or v2")
-    mix_v2 = cfg.v2_p_positive + cfg.v2_p_hard + cfg.v2_p_generic + cfg.v2_p_distractor
-    if mix_v2 > 1 + 1e-9 or not 0.0 <= cfg.v2_p_near_miss <= 1.0:
-        error(f"world-v2 prompt mix sums to {mix_v2:.3f} > 1, or v2_p_near_miss={cfg.v2_p_near_miss} not in [0, 1]")
-    if not 1 <= cfg.world_max_concepts <= len(world.CONCEPTS):
-        error(f"world_max_concepts={cfg.world_max_concepts}: must be 1 to {len(world.CONCEPTS)} (the world's concepts)")
-    if cfg.attr_weight > 0 and cfg.freeze_vision:
-        error("attr_weight > 0 trains the vision encoder, which freeze_vision keeps fixed: set one of them")
-    if cfg.freeze_vision and cfg.freeze_backbone:
-        error("freeze_vision already freezes the backbone: set freeze_vision (ViT + neck) or freeze_backbone (ViT)")
-    if cfg.attr_weight < 0 or (cfg.attr_weight > 0 and cfg.world != "v2"):
-        error(f"attr_weight={cfg.attr_weight}: must be >= 0, and > 0 only with world=v2 (instances with attributes)")
-    if not 0.0 <= cfg.p_related_concept <= 1.0 or cfg.aux_weight < 0:
-        error(f"p_related_concept={cfg.p_related_concept} must be in [0, 1], aux_weight={cfg.aux_weight} >= 0")
-    return cfg
 
 
 def main(argv: list[str] | None = None) -> None:
