@@ -101,8 +101,8 @@ class SearchConfig:
     # ... a single by the screened pool's tokens that best narrow it beside it ("large" + "red"), not by the
     # shortlist: size and fill words screen badly alone and missed the shortlist of most renamed categories
     extend_narrowing: bool = True
-    # extension levels: 1 extends each base by one token; 2 also extends each base's best by its
-    # tokens once more (discrete.deeper_plan: the third word of a three-word concept, no new screening), for a
+    # extension levels: 1 extends each base by one token; 2 also extends each base's best by its tokens, then
+    # the other bases' (discrete.deeper_plan: the third word of a three-word concept, no new narrowing), for a
     # name the model does not know (known_name_ap) only. 2 by default: renamed (fast config) 3131 17/20 -> 19/20
     # and 5858 15/20 -> 18/20 at >= 0.9 x the oracle's AP, at ~64 x 3 more candidates per renamed category
     extend_depth: int = 2
@@ -114,10 +114,14 @@ class SearchConfig:
     # -> 0.99 x); fresh 5656's eight three- and four-word phrases: 1/8 -> 3/8 (five within 0.01 AP). The
     # extension phase takes 31-115 s a renamed category, was 15-22 s (5656: 69 min). 1: the single best base
     deep_bases: int = 3
-    # ... and each base's deep_beam best pairs (train loss) are extended again: a chance token's pair can be a
-    # base's best ("violet concession" 0.58, "tiny violet" 0.66 on renamed 5555 "mini full lavender")
+    # ... and each base's deep_beam best pairs (train loss) are extended again, each pair's extensions screened
+    # on the images where it fails most (discrete.hard_images): a chance token's pair can be a base's best
+    # ("violet concession" 0.58, "tiny violet" 0.66: renamed 5555 "mini full lavender" 0.85 -> 0.96 x the
+    # oracle), and on the six random screening images "scarlet hollow square" screened below a quarter of its
+    # pair's extensions (renamed 5656 "framed crimson tile" 0.74 -> 0.99 x). About doubles the extension
+    # phase: 83-108 s and 17-25 k forwards a renamed 5656 category, was 31-51 s and 8.4-12 k (2: since e36da27)
     deep_beam: int = 2
-    # ... of the screened pool's first extend_pool tokens (0: all of it, the default: on renamed seed 3131
+    # extension tokens: the screened pool's first extend_pool tokens (0: all of it, the default: on renamed seed 3131
     # the size word "large" sat at ranks 183-267 of the ~250-token pool, "hollow" up to 224)
     extend_pool: int = 0
     # alias sets (alias_opt.search.alias_set): up to max_aliases aliases whose detections are merged, for a
