@@ -292,18 +292,23 @@ def test_extend_phase_at_depth_two_scores_the_best_pair_extended_again(tiny_back
     assert known.obj.scored() - one.obj.scored() <= {known.name_seq}
 
 
+def _extended(tiny_backend, data, overrides: dict):
+    """A context after the scan and the extension phase under ``overrides``."""
+    from alias_opt.search.phases import extend_phase, scan_phase
+
+    ctx = _ctx(tiny_backend, data, cfg=_raw(load_config(overrides=overrides)))
+    scan_phase(ctx)
+    extend_phase(ctx)
+    return ctx
+
+
 def test_extend_phase_at_depth_two_extends_every_bases_best_pair(tiny_backend, data):
     """With ``deep_bases`` 2 the second best single is a base too and its own best pair is extended again,
     even where the first base's pairs have lower losses."""
-    from alias_opt.search.phases import extend_phase, scan_phase
 
     over = {**TINY, "max_len": 3, "extend_bases": 1, "scan_size": 4, "extend_depth": 2, "deep_beam": 1}
-    one = _ctx(tiny_backend, data, cfg=_raw(load_config(overrides={**over, "deep_bases": 1})))
-    scan_phase(one)
-    extend_phase(one)
-    two = _ctx(tiny_backend, data, cfg=_raw(load_config(overrides={**over, "deep_bases": 2})))
-    scan_phase(two)
-    extend_phase(two)
+    one = _extended(tiny_backend, data, {**over, "deep_bases": 1})
+    two = _extended(tiny_backend, data, {**over, "deep_bases": 2})
     second = two.ranked_singles()[1]
     extra = two.obj.scored() - one.obj.scored()
     pairs = [q for q in extra if len(q) == 2]
@@ -319,15 +324,10 @@ def test_extend_phase_at_depth_two_extends_every_bases_best_pair(tiny_backend, d
 def test_extend_phase_deep_beam_extends_each_bases_second_best_pair_too(tiny_backend, data):
     """With ``deep_beam`` 2 a base's second best pair (by train loss) is extended again as well: the triples
     beyond those of ``deep_beam`` 1 all hold it."""
-    from alias_opt.search.phases import extend_phase, scan_phase
 
     over = {**TINY, "max_len": 3, "extend_bases": 1, "deep_bases": 1, "scan_size": 4, "extend_depth": 2}
-    one = _ctx(tiny_backend, data, cfg=_raw(load_config(overrides={**over, "deep_beam": 1})))
-    scan_phase(one)
-    extend_phase(one)
-    two = _ctx(tiny_backend, data, cfg=_raw(load_config(overrides={**over, "deep_beam": 2})))
-    scan_phase(two)
-    extend_phase(two)
+    one = _extended(tiny_backend, data, {**over, "deep_beam": 1})
+    two = _extended(tiny_backend, data, {**over, "deep_beam": 2})
     base = two.ranked_singles()[0]
     pairs = [q for q in two.obj.scored() if len(q) == 2 and base in q and two.obj.loss_of(q) is not None]
     pairs.sort(key=two.obj.loss_of)
