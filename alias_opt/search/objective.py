@@ -283,12 +283,11 @@ class Objective:
             hits = sum(1 for s in valid if not self.memo.has(s) and self.memo.is_rejected(s))
             self.meter.add(memo_hits=hits)
             keep_n = math.ceil((self.screen_keep if keep is None else keep) * len(new))
-            own = screen_idx is None
-            idx = self.screen_idx if own else np.sort(np.asarray(screen_idx))
+            idx = self.screen_idx if screen_idx is None else np.sort(np.asarray(screen_idx))
+            subset = Split.SCREEN if screen_idx is None else None  # given images: memoized under their indices
             if new and keep_n < len(new) and len(idx) < self.n_images:
-                sl = self.screen_losses(new) if own else self.losses(new, idx)
-                best = [self._best] if self._best else []
-                bar = (self.screen_losses(best) if own else self.losses(best, idx))[0] if best else -math.inf
+                sl = self.losses(new, idx, subset)
+                bar = self.losses([self._best], idx, subset)[0] if self._best else -math.inf
                 order = np.argsort(sl, kind="stable")
                 # the best fraction, plus up to as many more that screen at least as well as the best so far
                 survivors = {new[i] for i in order[:keep_n]} | {
