@@ -238,22 +238,22 @@ def test_deeper_plan_extends_each_bases_best_extension_by_its_tokens():
     from alias_opt.search.discrete import deeper_plan
 
     plan = [((5, 6), [1, 2]), ((7,), [8, 9, 3])]
-    # "8" came from (7,)'s tokens: the rest of them follow, then the other base's
-    assert deeper_plan([[], [(8, 7)]], plan, 3) == [((8, 7), [9, 3, 1, 2])]
-    assert deeper_plan([[(5, 1, 6)], []], plan, 4) == [((5, 1, 6), [2, 8, 9, 3])]  # an insertion into the name
-    assert deeper_plan([[(5, 1, 6)], [(7, 9)]], plan, 4) == [((5, 1, 6), [2, 8, 9, 3]), ((7, 9), [8, 3, 1, 2])]
-    assert deeper_plan([[(5, 1, 6)], [(7, 9)]], plan, 3) == [((7, 9), [8, 3, 1, 2])]  # no room after the name's
+    # "8" came from (7,)'s tokens: the rest of them follow, not the other base's
+    assert deeper_plan([[], [(8, 7)]], plan, 3) == [((8, 7), [9, 3])]
+    assert deeper_plan([[(5, 1, 6)], []], plan, 4) == [((5, 1, 6), [2])]  # an insertion into the name
+    assert deeper_plan([[(5, 1, 6)], [(7, 9)]], plan, 4) == [((5, 1, 6), [2]), ((7, 9), [8, 3])]
+    assert deeper_plan([[(5, 1, 6)], [(7, 9)]], plan, 3) == [((7, 9), [8, 3])]  # no room after the name's
     assert deeper_plan([[(4, 9)], [(4, 9)]], plan, 3) == [] and deeper_plan([[], []], plan, 3) == []  # no extension
-    assert deeper_plan([[], [(7, 8)], [(7, 8)]], [*plan, ((8,), [7, 1])], 3) == [((7, 8), [9, 3, 1, 2])]  # once only
+    assert deeper_plan([[], [(7, 8)], [(7, 8)]], [*plan, ((8,), [7, 1])], 3) == [((7, 8), [9, 3])]  # once only
     # a beam: every base's best first, then every base's second; a second that is no extension of its base is skipped
     beam = [[(5, 1, 6), (5, 6, 2)], [(7, 9), (3, 7)], [(1, 8), (2, 5), (8, 4)]]
     assert deeper_plan(beam, [*plan, ((8,), [1, 4])], 4) == [
-        ((5, 1, 6), [2, 8, 9, 3, 4]),
-        ((7, 9), [8, 3, 1, 2, 4]),
-        ((1, 8), [4, 2, 9, 3]),
-        ((5, 6, 2), [1, 8, 9, 3, 4]),
-        ((3, 7), [8, 9, 1, 2, 4]),
-        ((8, 4), [1, 2, 9, 3]),
+        ((5, 1, 6), [2]),
+        ((7, 9), [8, 3]),
+        ((1, 8), [4]),
+        ((5, 6, 2), [1]),
+        ((3, 7), [8, 9]),
+        ((8, 4), [1]),
     ]
 
 

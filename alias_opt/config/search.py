@@ -101,8 +101,8 @@ class SearchConfig:
     # ... a single by the screened pool's tokens that best narrow it beside it ("large" + "red"), not by the
     # shortlist: size and fill words screen badly alone and missed the shortlist of most renamed categories
     extend_narrowing: bool = True
-    # extension levels: 1 extends each base by one token; 2 also extends each base's best by its tokens, then
-    # the other bases' (discrete.deeper_plan: the third word of a three-word concept, no new narrowing), for a
+    # extension levels: 1 extends each base by one token; 2 also extends each base's best by its own tokens
+    # (discrete.deeper_plan: the third word of a three-word concept, no new narrowing), for a
     # name the model does not know (known_name_ap) only. 2 by default: renamed (fast config) 3131 17/20 -> 19/20
     # and 5858 15/20 -> 18/20 at >= 0.9 x the oracle's AP, at ~64 x 3 more candidates per renamed category
     extend_depth: int = 2

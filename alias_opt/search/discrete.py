@@ -104,17 +104,15 @@ def best_extensions(
 
 def deeper_plan(bests: list[list[Seq]], plan: list[tuple[Seq, list[int]]], max_len: int) -> list[tuple[Seq, list[int]]]:
     """The second extension level: each base's best extensions (``bests``, in ``plan`` order:
-    ``best_extensions``) extended again by the tokens their base was extended with, then by every other base's
-    (already screened: no new narrowing), a three-word alias ("mini framed tile") whose third word the first
-    level could not add. A base's own list can miss the third word: the fill words narrow "squares" alone
-    worse than sizes and chance tokens ("hollow" ranks 72nd of its narrowers, 36th of "honda"'s; renamed
-    5656 "framed crimson tile", where "scarlet hollow square" has loss 0.51 and the best triple found 0.67).
-    Every base gets its own: a base of chance tokens whose pair has the lowest loss ("hickman filled") must
-    not keep the third word from another ("small purple" -> "small solid purple", renamed 5555); and a base's
-    second best pair is extended too (its best, "violet concession", 0.58, is a chance token's; "tiny violet",
-    0.66). An extension that is no one-token extension of its base, has no room left under ``max_len`` or
-    came already is skipped; order: each base's best first, then each base's second, ..."""
-    pooled = [t for _, tokens in plan for t in tokens]
+    ``best_extensions``) extended again by the tokens their base was extended with (already screened: no new
+    narrowing), a three-word alias ("mini framed tile") whose third word the first level could not add. Every
+    base gets its own: a base of chance tokens whose pair has the lowest loss ("hickman filled") must not keep
+    the third word from another ("small purple" -> "small solid purple", renamed 5555); and a base's second
+    best pair is extended too (its best, "violet concession", 0.58, is a chance token's; "tiny violet", 0.66).
+    Only the base's own tokens: adding every other base's as well tripled the fill-word triples scored on
+    renamed 5656 "framed crimson tile" and found the same best ("honda hollow scarlet", 0.442). An extension
+    that is no one-token extension of its base, has no room left under ``max_len`` or came already is skipped;
+    order: each base's best first, then each base's second, ..."""
     out: list[tuple[Seq, list[int]]] = []
     for rank in range(max((len(b) for b in bests), default=0)):
         for ext, (base, tokens) in zip(bests, plan):
@@ -122,7 +120,7 @@ def deeper_plan(bests: list[list[Seq]], plan: list[tuple[Seq, list[int]]], max_l
             if best is None or len(best) >= max_len or len(best) != len(base) + 1 or any(best == b for b, _ in out):
                 continue
             if any(best[:i] + best[i + 1 :] == base for i in range(len(best))):
-                out.append((best, [t for t in dict.fromkeys([*tokens, *pooled]) if t not in best]))
+                out.append((best, [t for t in tokens if t not in best]))
     return out
 
 
