@@ -178,6 +178,22 @@ def test_screening_on_given_images_keeps_the_best_on_them(obj):
     assert all(obj.screen_loss_of(s) is None for s in seqs)  # the objective's own screening images untouched
 
 
+def test_screening_on_given_images_adds_no_sequence_past_the_best_so_fars_bar(obj):
+    n = obj.n_images
+    seqs = [(360 + i,) for i in range(8)]
+    # the best so far, and the images where it fails most: it screens badly there
+    best = (359,)
+    obj.score([best], screen=False)
+    idx = hard_images(obj.image_losses(best), obj.positive, 3)
+    on_idx = obj.losses([*seqs, best], idx)
+    bar = on_idx[-1]
+    assert np.sort(on_idx[:-1])[2] <= bar  # on the own screen the third best would pass the bar too
+    before = obj.usage().forward
+    losses = obj.score(seqs, screen_idx=idx)
+    assert obj.usage().forward - before == 2 * n and np.isfinite(losses).sum() == 2  # the kept 25% only
+    assert {seqs[i] for i in np.flatnonzero(np.isfinite(losses))} == {seqs[i] for i in np.argsort(on_idx[:-1])[:2]}
+
+
 def test_scan_keep_scores_a_larger_share_on_all_images(obj, filt):
     n, screen = obj.n_images, len(obj.screen_idx)
     tokens = list(range(320, 328))

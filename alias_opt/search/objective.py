@@ -270,10 +270,13 @@ class Objective:
         """Full-train loss of each sequence; ``inf`` for those screened out (or empty).
 
         With ``screen``, sequences never scored before are first scored on the screening images (``screen_idx``,
-        default the objective's own);
-        the best ``keep`` fraction of them (default ``screen_keep``; at least one), and up to as many more that
-        screen at least as well as the best sequence so far, are then scored on all train images. A sequence screened
-        out once stays out (``inf``) unless scored with ``screen=False``. Updates ``best``.
+        default the objective's own); the best ``keep`` fraction of them (default ``screen_keep``; at least one),
+        and, on the objective's own screening images, up to as many more that screen at least as well as the best
+        sequence so far, are then scored on all train images. Not on given images: chosen where a sequence fails
+        (``hard_images``), they make every loss high and the best so far screens badly there, so up to half of a
+        pair's extensions passed its bar, while the pair's best extension ranked in the kept fraction on 24 of 25
+        pairs (renamed 5555, 5656, 5959; the 25th's was no better than its pair). A sequence screened out once
+        stays out (``inf``) unless scored with ``screen=False``. Updates ``best``.
         """
         seqs = [tuple(int(t) for t in s) for s in seqs]
         out = np.full(len(seqs), math.inf)
@@ -287,7 +290,8 @@ class Objective:
             subset = Split.SCREEN if screen_idx is None else None  # given images: memoized under their indices
             if new and keep_n < len(new) and len(idx) < self.n_images:
                 sl = self.losses(new, idx, subset)
-                bar = self.losses([self._best], idx, subset)[0] if self._best else -math.inf
+                own = screen_idx is None and self._best is not None
+                bar = self.losses([self._best], idx, subset)[0] if own else -math.inf
                 order = np.argsort(sl, kind="stable")
                 # the best fraction, plus up to as many more that screen at least as well as the best so far
                 survivors = {new[i] for i in order[:keep_n]} | {
