@@ -118,8 +118,9 @@ class SearchConfig:
     # on the images where it fails most (discrete.hard_images): a chance token's pair can be a base's best
     # ("violet concession" 0.58, "tiny violet" 0.66: renamed 5555 "mini full lavender" 0.85 -> 0.96 x the
     # oracle), and on the six random screening images "scarlet hollow square" screened below a quarter of its
-    # pair's extensions (renamed 5656 "framed crimson tile" 0.74 -> 0.99 x). About doubles the extension
-    # phase: 83-108 s and 17-25 k forwards a renamed 5656 category, was 31-51 s and 8.4-12 k (2: since e36da27)
+    # pair's extensions (renamed 5656 "framed crimson tile" 0.74 -> 0.99 x). Costs the extension phase 15-20 k
+    # forwards a renamed 5656 deep phrase, was 8.4-12 k with one pair a base (2: since e36da27; own tokens only
+    # since 8b7b916: 17-25 k with every base's, the same answers)
     deep_beam: int = 2
     # extension tokens: the screened pool's first extend_pool tokens (0: all of it, the default: on renamed seed 3131
     # the size word "large" sat at ranks 183-267 of the ~250-token pool, "hollow" up to 224)
