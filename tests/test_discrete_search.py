@@ -194,6 +194,16 @@ def test_screening_on_given_images_adds_no_sequence_past_the_best_so_fars_bar(ob
     assert {seqs[i] for i in np.flatnonzero(np.isfinite(losses))} == {seqs[i] for i in np.argsort(on_idx[:-1])[:2]}
 
 
+def test_extend_each_keeps_a_given_count_after_screening(obj, filt):
+    n, screen = obj.n_images, len(obj.screen_idx)
+    plan = [((320,), [7117, 1125, 539, 736])]
+    cands = filt.accept(extensions([(320,)], [7117, 1125, 539, 736]))
+    assert len(cands) == 8
+    extend_each(obj, plan, filt, keep_n=3)
+    assert obj.usage().forward == 8 * screen + 3 * n  # 3 of 8 in full, not the 25% share (2)
+    assert sum(obj.loss_of(c) is not None for c in cands) == 3
+
+
 def test_scan_keep_scores_a_larger_share_on_all_images(obj, filt):
     n, screen = obj.n_images, len(obj.screen_idx)
     tokens = list(range(320, 328))

@@ -201,6 +201,10 @@ def test_config_and_names(tmp_path):
         load_config(overrides={"strategy": "nope"})
     with pytest.raises(ValueError, match="index.neighbours and index.neighbour_heads must be >= 0"):
         load_config(overrides={"index": {"neighbours": -1}})
+    with pytest.raises(ValueError, match="deep_tokens must be 'base' or 'pool'"):
+        load_config(overrides={"deep_tokens": "all"})
+    with pytest.raises(ValueError, match="deep_keep >= 0"):
+        load_config(overrides={"deep_keep": -1})
     with pytest.raises(ValueError, match="budget must be >= 0"):
         run_pipeline(None, "random", -1)  # type: ignore[arg-type]
 
@@ -255,6 +259,16 @@ def test_deeper_plan_extends_each_bases_best_extension_by_its_tokens():
         ((3, 7), [8, 9]),
         ((8, 4), [1]),
     ]
+
+
+def test_deeper_plan_with_a_pool_extends_every_pair_by_all_of_it():
+    from alias_opt.search.discrete import deeper_plan
+
+    plan = [((5, 6), [1, 2]), ((7,), [8, 9, 3])]
+    pool = [9, 1, 4, 7, 8]
+    # every pair by the whole pool (its own tokens left out), in the pool's order; the skips as without it
+    assert deeper_plan([[(5, 1, 6)], [(7, 9)]], plan, 4, pool) == [((5, 1, 6), [9, 4, 7, 8]), ((7, 9), [1, 4, 8])]
+    assert deeper_plan([[(5, 1, 6)], [(7, 9)]], plan, 3, pool) == [((7, 9), [1, 4, 8])]
 
 
 def test_best_extensions_are_each_bases_lowest_loss_scored_extensions():
@@ -335,3 +349,24 @@ def test_extend_phase_deep_beam_extends_each_bases_second_best_pair_too(tiny_bac
     extra = two.obj.scored() - one.obj.scored()
     assert extra and all(len(q) == 3 for q in extra)  # no new singles or pairs: the same first level
     assert all(any(q[:i] + q[i + 1 :] == pairs[1] for i in range(3)) for q in extra)  # the second pair, extended
+
+
+def test_extend_phase_deep_tokens_pool_extends_the_pair_by_the_whole_pool(tiny_backend, data):
+    """With ``deep_tokens`` "pool" a pair's third word is drawn from the whole screened pool, not only its base's
+    narrowing tokens, and ``deep_keep`` of its extensions are scored in full."""
+    over = {**TINY, "max_len": 3, "extend_bases": 1, "deep_bases": 1, "deep_beam": 1, "scan_size": 4, "extend_depth": 2}
+
+    def thirds(ctx):
+        base = ctx.ranked_singles()[0]
+        own = set(ctx.narrowing((base,), 4))
+        name = ctx.name_seq  # the name's own one-token extensions are depth 1's
+        triples = [q for q in ctx.obj.scored() if len(q) == 3 and all(q[:i] + q[i + 1 :] != name for i in range(3))]
+        return triples, {t for q in triples for t in q} - own - {base}
+
+    base_ctx = _extended(tiny_backend, data, {**over, "deep_tokens": "base"})
+    pool_ctx = _extended(tiny_backend, data, {**over, "deep_tokens": "pool", "deep_keep": 3})
+    triples, outside = thirds(base_ctx)
+    assert triples and len(outside) <= 1  # the pair's own second word at most
+    triples, outside = thirds(pool_ctx)
+    assert len(outside) >= 3 and outside <= set(pool_ctx.pool())
+    assert sum(pool_ctx.obj.loss_of(q) is not None for q in triples) == 3  # deep_keep of them in full

@@ -122,6 +122,14 @@ class SearchConfig:
     # forwards a renamed 5656 deep phrase, was 8.4-12 k with one pair a base (2: since e36da27; own tokens only
     # since 8b7b916: 17-25 k with every base's, the same answers)
     deep_beam: int = 2
+    # a pair's third-word tokens: "base" (its base's narrowing tokens, ranked against the single) or "pool" (the
+    # whole screened pool, ~300 tokens: a size word narrows a shape alone badly, "small" 109th for "crosses", but
+    # beside the colour it is the missing word, "small crosses green" loss 0.756 against the best "base" triple's
+    # 0.812 on renamed 5656 "mini full emerald plus"; ~2 x the screening forwards a pair)
+    deep_tokens: str = "base"
+    # a pair's extensions scored on all train images after its hard screen (0: the screen_keep share; with
+    # deep_tokens "pool", 48 keeps the full scoring of "base" at 25% of its ~190)
+    deep_keep: int = 0
     # extension tokens: the screened pool's first extend_pool tokens (0: all of it, the default: on renamed seed 3131
     # the size word "large" sat at ranks 183-267 of the ~250-token pool, "hollow" up to 224)
     extend_pool: int = 0
@@ -292,6 +300,11 @@ class SearchConfig:
         if self.deep_beam < 1:
             raise ValueError(
                 f"deep_beam must be >= 1 extension per base extended again at depth 2; got {self.deep_beam}"
+            )
+        if self.deep_tokens not in ("base", "pool") or self.deep_keep < 0:
+            raise ValueError(
+                f"deep_tokens must be 'base' or 'pool' and deep_keep >= 0 extensions (0: the screen_keep share); "
+                f"got {self.deep_tokens!r}, {self.deep_keep}"
             )
         if self.deep_bases < 1:
             raise ValueError(f"deep_bases must be >= 1 single extended at depth 2; got {self.deep_bases}")

@@ -102,7 +102,9 @@ def best_extensions(
     return out
 
 
-def deeper_plan(bests: list[list[Seq]], plan: list[tuple[Seq, list[int]]], max_len: int) -> list[tuple[Seq, list[int]]]:
+def deeper_plan(
+    bests: list[list[Seq]], plan: list[tuple[Seq, list[int]]], max_len: int, pool: Sequence[int] | None = None
+) -> list[tuple[Seq, list[int]]]:
     """The second extension level: each base's best extensions (``bests``, in ``plan`` order:
     ``best_extensions``) extended again by the tokens their base was extended with (already screened: no new
     narrowing), a three-word alias ("mini framed tile") whose third word the first level could not add. Every
@@ -112,7 +114,11 @@ def deeper_plan(bests: list[list[Seq]], plan: list[tuple[Seq, list[int]]], max_l
     Only the base's own tokens: adding every other base's as well tripled the fill-word triples scored on
     renamed 5656 "framed crimson tile" and found the same best ("honda hollow scarlet", 0.442). An extension
     that is no one-token extension of its base, has no room left under ``max_len`` or came already is skipped;
-    order: each base's best first, then each base's second, ..."""
+    order: each base's best first, then each base's second, ... With ``pool``, every pair is extended by all of
+    its tokens instead (``deep_tokens`` "pool"): a base's tokens are ranked by how they narrow the base alone,
+    where a size word does badly ("small" ranks 109th for "crosses": "small crosses" is worse than "crosses"),
+    while beside the colour it is the missing word ("small crosses green", renamed 5656 "mini full emerald
+    plus")."""
     out: list[tuple[Seq, list[int]]] = []
     for rank in range(max((len(b) for b in bests), default=0)):
         for ext, (base, tokens) in zip(bests, plan):
@@ -120,7 +126,7 @@ def deeper_plan(bests: list[list[Seq]], plan: list[tuple[Seq, list[int]]], max_l
             if best is None or len(best) >= max_len or len(best) != len(base) + 1 or any(best == b for b, _ in out):
                 continue
             if any(best[:i] + best[i + 1 :] == base for i in range(len(best))):
-                out.append((best, [t for t in tokens if t not in best]))
+                out.append((best, [int(t) for t in (tokens if pool is None else pool) if t not in best]))
     return out
 
 
@@ -166,13 +172,16 @@ def extend_each(
     filt: CandidateFilter,
     n: int = 8,
     screen_idx: np.ndarray | None = None,
+    keep_n: int = 0,
 ) -> PhaseResult:
     """``extend`` with each base's own tokens: ``plan`` is (base, tokens) pairs, best base first; screened on
-    ``screen_idx`` (default: the objective's screening images)."""
+    ``screen_idx`` (default: the objective's screening images), the best ``keep_n`` then scored in full (0: the
+    objective's ``screen_keep`` share)."""
     timer = PhaseTimer(obj, "extend")
     cands = filt.accept(list(dict.fromkeys(c for b, toks in plan for c in extensions([b], toks))))
+    keep = min(1.0, keep_n / len(cands)) if keep_n and cands else None
     with until_spent():
-        losses = obj.score(cands, screen_idx=screen_idx) if cands else np.zeros(0)
+        losses = obj.score(cands, screen_idx=screen_idx, keep=keep) if cands else np.zeros(0)
         obj.record("extend", 0, float(np.min(losses)) if len(losses) else float("inf"), scored=len(cands))
     return timer.result(cands, n=n)
 

@@ -155,14 +155,14 @@ def extend_phase(ctx: SearchContext) -> PhaseResult | None:
         timer = PhaseTimer(ctx.obj, "extend")
         first = extend_each(ctx.obj, plan, ctx.filt)
         bests = best_extensions(ctx.obj.loss_of, plan, s.deep_beam) if deeper else []
-        second = deeper_plan(bests, plan, s.max_len)
+        second = deeper_plan(bests, plan, s.max_len, ctx.pool() if s.deep_tokens == "pool" else None)
         if not second:
             return first
         more: list[Seq] = []
         with until_spent():
             for entry in second:  # each pair's extensions screened apart, on the images where the pair fails
                 hard = hard_images(ctx.obj.image_losses(entry[0]), ctx.obj.positive, len(ctx.obj.screen_idx))
-                more += extend_each(ctx.obj, [entry], ctx.filt, screen_idx=hard).candidates
+                more += extend_each(ctx.obj, [entry], ctx.filt, screen_idx=hard, keep_n=s.deep_keep).candidates
         return timer.result(first.candidates + more, n=8)
     return None  # the share's budget was spent before a result
 
