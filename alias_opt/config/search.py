@@ -126,7 +126,7 @@ class SearchConfig:
     # whole screened pool, ~300 tokens: a size word narrows a shape alone badly, "small" 109th for "crosses", but
     # beside the colour it is the missing word, "small crosses green" loss 0.756 against the best "base" triple's
     # 0.812 on renamed 5656 "mini full emerald plus"). "pool" with deep_keep 48 lifted that category 0.56 -> 0.97 x
-    # the oracle and left two other misses as they were, at ~2.7 x the extension forwards (42-51 k): not the default
+    # the oracle and left two other misses as they were, at 2.6-3.2 x the extension forwards (42-51 k): not the default
     deep_tokens: str = "base"
     # a pair's extensions scored on all train images after its hard screen (0: the screen_keep share; with
     # deep_tokens "pool", 48 keeps the full scoring of "base" at 25% of its ~190)
