@@ -25,6 +25,7 @@ from alias_opt.search.discrete import (
     top_tokens,
 )
 from alias_opt.search.embeddings import ProjectionIndex
+from alias_opt.search.gcg import insertion_gradients, slot_insertions
 from alias_opt.search.projection import embed_prompts, project_sequences
 from tests.discovery_helpers import objective
 
@@ -239,6 +240,31 @@ def test_token_gradients_match_embedding_gradient(obj, lively_backend):
     obj.loss_grad(embeds, mask)
     ref = rows.grad @ E.T
     assert torch.allclose(g, ref, rtol=1e-3, atol=1e-6 + 1e-3 * float(ref.abs().max()))
+
+
+def test_slot_insertions_put_each_gaps_tokens_in_that_gap():
+    top = torch.tensor([[1, 2], [3, 6], [4, 4]])  # (L + 1, k) for seq (5, 6): before 5, between, after 6
+    assert slot_insertions((5, 6), top) == [(1, 5, 6), (2, 5, 6), (5, 3, 6), (5, 6, 6), (5, 6, 4)]
+    assert slot_insertions((5,), torch.tensor([[7], [8], [9]])) == [(7, 5), (5, 8)]  # rows past the gaps ignored
+
+
+def test_insertion_gradients_are_each_slots_gradient_against_the_table(obj, lively_backend):
+    """Gap i's row is the loss gradient at a slot (the allowed rows' mean) inserted there, dotted with every row."""
+    b = lively_backend
+    seq = (320, 736)
+    allowed = b.tokenizer.allowed_mask()
+    g = insertion_gradients(obj, seq, allowed)
+    assert g.shape == (3, b.vocab_size)
+    E = b.token_embeddings.detach().float()
+    for gap in (0, 1, 2):
+        slot = E[allowed].mean(0).clone().requires_grad_(True)
+        rows = [*E[list(seq[:gap])], slot, *E[list(seq[gap:])]]
+        embeds, mask = embed_prompts(E, b.tokenizer.sot_id, b.tokenizer.eot_id, [torch.stack(rows)])
+        obj.loss_grad(embeds, mask)
+        ref = slot.grad @ E.T
+        assert float(ref.abs().max()) > 0
+        assert torch.allclose(g[gap], ref, rtol=1e-3, atol=1e-6 + 1e-3 * float(ref.abs().max()))
+    assert not torch.allclose(g[0], g[2])  # the gaps differ
 
 
 def test_scan_gcg_evolution_improve(obj, filt, lively_backend):

@@ -205,6 +205,8 @@ def test_config_and_names(tmp_path):
         load_config(overrides={"deep_tokens": "all"})
     with pytest.raises(ValueError, match="deep_keep >= 0"):
         load_config(overrides={"deep_keep": -1})
+    with pytest.raises(ValueError, match="deep_grad must be >= 0"):
+        load_config(overrides={"deep_grad": -1})
     with pytest.raises(ValueError, match="budget must be >= 0"):
         run_pipeline(None, "random", -1)  # type: ignore[arg-type]
 
@@ -355,6 +357,7 @@ def test_extend_phase_deep_tokens_pool_extends_the_pair_by_the_whole_pool(tiny_b
     """With ``deep_tokens`` "pool" a pair's third word is drawn from the whole screened pool, not only its base's
     narrowing tokens, and ``deep_keep`` of its extensions are scored in full."""
     over = {**TINY, "max_len": 3, "extend_bases": 1, "deep_bases": 1, "deep_beam": 1, "scan_size": 4, "extend_depth": 2}
+    over["deep_grad"] = 0  # no gradient-proposed third words
 
     def thirds(ctx):
         base = ctx.ranked_singles()[0]
@@ -370,3 +373,24 @@ def test_extend_phase_deep_tokens_pool_extends_the_pair_by_the_whole_pool(tiny_b
     triples, outside = thirds(pool_ctx)
     assert len(outside) >= 3 and outside <= set(pool_ctx.pool())
     assert sum(pool_ctx.obj.loss_of(q) is not None for q in triples) == 3  # deep_keep of them in full
+
+
+def test_extend_phase_deep_grad_adds_the_gradients_insertions_to_each_pairs_screen(tiny_backend, data):
+    """With ``deep_grad`` k a pair's screened extensions also hold, per gap, the k tokens whose insertion the loss
+    gradient on the pair's hard images ranks best; without it none of those outside its base's tokens."""
+    from alias_opt.search.discrete import best_extensions, hard_images
+    from alias_opt.search.phases import gradient_insertions
+
+    over = {**TINY, "max_len": 3, "extend_bases": 1, "deep_bases": 1, "deep_beam": 1, "scan_size": 4, "extend_depth": 2}
+    off = _extended(tiny_backend, data, {**over, "deep_grad": 0})
+    on = _extended(tiny_backend, data, {**over, "deep_grad": 3})
+    base = on.ranked_singles()[0]
+    plan = [((base,), on.narrowing((base,), 4))]
+    pair = best_extensions(on.obj.loss_of, plan, 1)[0][0]
+    hard = hard_images(on.obj.image_losses(pair), on.obj.positive, len(on.obj.screen_idx))
+    proposed = set(on.filt.accept(gradient_insertions(on, pair, hard)))
+    assert 3 <= len(proposed) <= 9 and all(len(q) == 3 for q in proposed)
+    own = set(on.narrowing((base,), 4)) | set(pair)
+    new = {q for q in proposed if not set(q) <= own}  # beyond what the base's tokens make
+    assert new and new <= on.obj.scored()  # screened (at least) with the pair's own extensions
+    assert not new & off.obj.scored()

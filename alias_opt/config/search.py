@@ -131,6 +131,12 @@ class SearchConfig:
     # a pair's extensions scored on all train images after its hard screen (0: the screen_keep share; with
     # deep_tokens "pool", 48 keeps the full scoring of "base" at 25% of its ~190)
     deep_keep: int = 0
+    # ... plus, per gap of the pair, the deep_grad tokens of the whole allowed vocabulary whose insertion there
+    # lowers the loss most to first order (gcg.insertion_gradients on the pair's hard images), screened with the
+    # rest (0: off). On renamed 5656 "mini full emerald plus" the size word "small" ranks 3rd-9th of 49,406 tokens in
+    # front of "crosses green" (109th of the pool's as a narrower of "crosses"); 16 a gap found "small crosses green"
+    # (0.756; the best base triple 0.812) from 48 candidates, where the whole pool screened ~940 a pair
+    deep_grad: int = 16
     # extension tokens: the screened pool's first extend_pool tokens (0: all of it, the default: on renamed seed 3131
     # the size word "large" sat at ranks 183-267 of the ~250-token pool, "hollow" up to 224)
     extend_pool: int = 0
@@ -307,6 +313,8 @@ class SearchConfig:
                 f"deep_tokens must be 'base' or 'pool' and deep_keep >= 0 extensions (0: the screen_keep share); "
                 f"got {self.deep_tokens!r}, {self.deep_keep}"
             )
+        if self.deep_grad < 0:
+            raise ValueError(f"deep_grad must be >= 0 gradient-proposed tokens per gap (0: off); got {self.deep_grad}")
         if self.deep_bases < 1:
             raise ValueError(f"deep_bases must be >= 1 single extended at depth 2; got {self.deep_bases}")
         if self.extend_depth not in (1, 2):

@@ -173,12 +173,14 @@ def extend_each(
     n: int = 8,
     screen_idx: np.ndarray | None = None,
     keep_n: int = 0,
+    extra: Sequence[Seq] = (),
 ) -> PhaseResult:
     """``extend`` with each base's own tokens: ``plan`` is (base, tokens) pairs, best base first; screened on
     ``screen_idx`` (default: the objective's screening images), the best ``keep_n`` then scored in full (0: the
-    objective's ``screen_keep`` share)."""
+    objective's ``screen_keep`` share); ``extra`` candidates (``gcg.slot_insertions``) are screened with them."""
     timer = PhaseTimer(obj, "extend")
-    cands = filt.accept(list(dict.fromkeys(c for b, toks in plan for c in extensions([b], toks))))
+    made = [c for b, toks in plan for c in extensions([b], toks)] + [tuple(int(t) for t in c) for c in extra]
+    cands = filt.accept(list(dict.fromkeys(made)))
     keep = min(1.0, keep_n / len(cands)) if keep_n and cands else None
     with until_spent():
         losses = obj.score(cands, screen_idx=screen_idx, keep=keep) if cands else np.zeros(0)

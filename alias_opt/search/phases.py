@@ -30,7 +30,7 @@ from alias_opt.search.discrete import (
     scan,
 )
 from alias_opt.search.evolution import Mutator, evolve, seed_population
-from alias_opt.search.gcg import gcg
+from alias_opt.search.gcg import gcg, insertion_gradients, slot_insertions, top_tokens
 from alias_opt.search.meter import BACKWARD_COST, BudgetExhausted
 from alias_opt.search.objective import Seq
 from alias_opt.search.phase_result import PhaseResult, PhaseTimer, until_spent
@@ -137,7 +137,8 @@ def extend_phase(ctx: SearchContext) -> PhaseResult | None:
     and each base's ``deep_beam`` best extensions are extended once more (``deeper_plan``), each pair's
     extensions screened apart on the images where that pair fails most (``hard_images``): on the objective's
     six screening images "scarlet hollow square" screens at 0.96, below 25% of its pair's extensions, while its
-    full loss, 0.51, beats every triple kept (0.67; renamed 5656 "framed crimson tile"). None when
+    full loss, 0.51, beats every triple kept (0.67; renamed 5656 "framed crimson tile"); with ``deep_grad`` a
+    pair's insertions proposed by the loss gradient at a new slot are screened with them. None when
     ``extend_bases`` is 0."""
     s = ctx.cfg
     if not s.extend_bases:
@@ -162,9 +163,21 @@ def extend_phase(ctx: SearchContext) -> PhaseResult | None:
         with until_spent():
             for entry in second:  # each pair's extensions screened apart, on the images where the pair fails
                 hard = hard_images(ctx.obj.image_losses(entry[0]), ctx.obj.positive, len(ctx.obj.screen_idx))
-                more += extend_each(ctx.obj, [entry], ctx.filt, screen_idx=hard, keep_n=s.deep_keep).candidates
+                extra = gradient_insertions(ctx, entry[0], hard)
+                more += extend_each(
+                    ctx.obj, [entry], ctx.filt, screen_idx=hard, keep_n=s.deep_keep, extra=extra
+                ).candidates
         return timer.result(first.candidates + more, n=8)
     return None  # the share's budget was spent before a result
+
+
+def gradient_insertions(ctx: SearchContext, pair: Seq, hard: np.ndarray) -> list[Seq]:
+    """A depth-2 pair's ``deep_grad`` best insertions per gap by the loss gradient at a new slot, on the pair's
+    hard images (``gcg.insertion_gradients``); [] with ``deep_grad`` 0."""
+    if not ctx.cfg.deep_grad:
+        return []
+    scores = insertion_gradients(ctx.obj, pair, ctx.filt.allowed, hard)  # (len(pair) + 1, V)
+    return slot_insertions(pair, top_tokens(scores, ctx.filt.allowed, ctx.cfg.deep_grad))
 
 
 # ---------------------------------------------------------------------------------------- soft prompts
