@@ -137,7 +137,7 @@ class SearchConfig:
     # front of "crosses green" (109th of the pool's as a narrower of "crosses"). End to end, 16 a gap lifted that
     # category 0.56 -> 0.97 x the oracle ("small crosses green", as "pool" did) at +12% extension forwards (pool:
     # 2.6-3.2 x; two other 5656 misses unchanged, as with "pool"); on fresh 6060's nine deep renamed phrases it
-    # changed no verdict (6/9 both) at +12-15%. Shape words rank badly ("triangle" ~49,000th before "tangerine
+    # changed no verdict (6/9 both) at +8-15%. Shape words rank badly ("triangle" ~49,000th before "tangerine
     # hollow"): it finds qualifiers, not nouns
     deep_grad: int = 16
     # extension tokens: the screened pool's first extend_pool tokens (0: all of it, the default: on renamed seed 3131
