@@ -179,8 +179,7 @@ def extend_each(
     ``screen_idx`` (default: the objective's screening images), the best ``keep_n`` then scored in full (0: the
     objective's ``screen_keep`` share); ``extra`` candidates (``gcg.slot_insertions``) are screened with them."""
     timer = PhaseTimer(obj, "extend")
-    made = [c for b, toks in plan for c in extensions([b], toks)] + [tuple(int(t) for t in c) for c in extra]
-    cands = filt.accept(list(dict.fromkeys(made)))
+    cands = filt.accept(list(dict.fromkeys([c for b, toks in plan for c in extensions([b], toks)] + list(extra))))
     keep = min(1.0, keep_n / len(cands)) if keep_n and cands else None
     with until_spent():
         losses = obj.score(cands, screen_idx=screen_idx, keep=keep) if cands else np.zeros(0)
