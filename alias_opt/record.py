@@ -91,6 +91,7 @@ def category_record(
         "shortlist": d.shortlist[:32],
         "phases": [r.to_dict() for r in d.phases],
         "reranked": [r.to_dict(tok.decode(r.token_ids)) for r in d.reranked],
+        "synonym_tests": [t.to_dict(tok.decode(list(t.token_ids))) for t in d.synonym_tests],
         **counter,
         "wall_time": round(d.wall_time, 3),
         "ms_per_pair": round(1000 * d.wall_time / max(1, counter["cost"]), 3),

@@ -48,6 +48,14 @@ class SearchConfig:
     rerank: int = 3  # final candidates re-ranked by train-split AP (alias_opt.eval.metrics)
     rerank_tolerance: float = 0.01  # candidates within this train AP of the best: whole words, then the lowest loss win
     name_margin: float = 0.02  # the name stays the answer unless a candidate beats its train AP by more than this
+    # for a name the model does not know: within rerank_tolerance of the best train AP, the first re-ranked row
+    # (pruned; at most synonym_rows tested) whose every token keeps the train AP (within synonym_tolerance) when
+    # swapped for one of its `synonyms` nearest table rows (cosine) goes first: a word's meaning survives a
+    # synonym ("navy" -> "blue"), a chance fit does not ("phew" in "navy phew"; alias_opt.search.synonyms); such a
+    # name's re-ranking reads synonym_rows rows (rerank if more). 0: off
+    synonyms: int = 4
+    synonym_rows: int = 8
+    synonym_tolerance: float = 0.01
     # a name whose own train AP is below this is one the model does not know (renamed, jargon): no pairs of its
     # insertions are scored (nothing to split; on renamed they cost 35-90 s a category and never won), and
     # extend_depth applies to its search only (a known name is narrowed one word at a time)
@@ -248,6 +256,11 @@ class SearchConfig:
             raise ValueError(f"prune_tolerance must be in [0, 1] or -1 (off); got {self.prune_tolerance}")
         if self.restore_tolerance != -1 and not 0 <= self.restore_tolerance <= 1:
             raise ValueError(f"restore_tolerance must be in [0, 1] or -1 (off); got {self.restore_tolerance}")
+        if self.synonyms < 0 or self.synonym_rows < 0 or not 0 <= self.synonym_tolerance <= 1:
+            raise ValueError(
+                "synonyms and synonym_rows must be >= 0 (0: no synonym test) and synonym_tolerance in [0, 1]; got"
+                f" {self.synonyms}, {self.synonym_rows}, {self.synonym_tolerance}"
+            )
         if not 1 <= self.max_len <= 30:
             raise ValueError(f"max_len must be in 1..30 (context 32 = SOT + alias + EOT); got {self.max_len}")
         if self.index.space not in SPACES:

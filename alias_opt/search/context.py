@@ -86,6 +86,7 @@ class SearchContext:
     seed: int = 0
     extra_negatives: Sequence = ()
     _proj: ProjectionIndex | None = None
+    _synonyms: ProjectionIndex | None = None
     _shortlist: list[int] | None = None
     _pool: list[int] | None = None
     _vocab_order: list[int] | None = None
@@ -105,6 +106,13 @@ class SearchContext:
                 self.backend.token_embeddings, self.filt.allowed, self.cfg.index.projection_metric
             )
         return self._proj
+
+    @property
+    def synonym_index(self) -> ProjectionIndex:
+        """Cosine nearest-allowed-token index of the token table, for the synonym test (built on first use)."""
+        if self._synonyms is None:
+            self._synonyms = ProjectionIndex(self.backend.token_embeddings, self.filt.allowed, "cosine")
+        return self._synonyms
 
     def index(self, space: str) -> VocabularyIndex:
         """The vocabulary index of ``space`` (built, or read from its disk cache, on first use)."""

@@ -41,6 +41,7 @@ from alias_opt.search.phases import PHASES
 from alias_opt.search.prune import prune_inert, readability, restore_words
 from alias_opt.search.soft_prompt import SoftResult
 from alias_opt.search.strategies import get_strategy
+from alias_opt.search.synonyms import SynonymTest, synonym_first
 from sam3 import ImageFeatures, Sam3Backend
 
 
@@ -95,6 +96,8 @@ class SearchOutcome:
             unscreened), asked for by the first search of an alias set (``alias_opt.search.pairs``); else [].
         name_check: the re-ranking's winner checked against a known name (``alias_opt.search.name_check``;
             None where not checked: the name won, is unknown or absent, or ``name_level`` is 0).
+        synonym_tests: the re-ranked rows' synonym tests (each row pruned first), in order
+            (``alias_opt.search.synonyms``); a passing last one went first.
     """
 
     strategy: str
@@ -118,6 +121,7 @@ class SearchOutcome:
     splits: list[Seq] = field(default_factory=list)
     insertions: list[Seq] = field(default_factory=list)
     name_check: NameCheck | None = None
+    synonym_tests: list[SynonymTest] = field(default_factory=list)
 
 
 def search(
@@ -199,6 +203,8 @@ def run_pipeline(
     if budget:
         obj.set_budget(ctx.start + budget)
     rows, pool = _rerank(ctx)
+    tidy = (lambda r: _prune(ctx, r)[0] if len(r.token_ids) > 1 else r) if cfg.prune_tolerance >= 0 else (lambda r: r)
+    rows, synonym_tests = synonym_first(ctx, rows, _train_ap(ctx), tidy)  # unknown names: words over chance fits
     restored: tuple[int, ...] = ()
     restore = rows and cfg.restore_tolerance >= 0 and ctx.name_seq is not None and rows[0].token_ids != ctx.name_seq
     if restore and ctx.knows_name():
@@ -248,6 +254,7 @@ def run_pipeline(
         restored=restored,
         pruned=pruned,
         name_check=check,
+        synonym_tests=synonym_tests,
     )
 
 
@@ -350,11 +357,14 @@ def rerank_order(
 
 
 def _rerank(ctx: SearchContext) -> tuple[list[RerankRow], list[Seq]]:
-    """The best ``rerank`` candidates and the name, re-ranked by train AP (as many as the budget pays
-    for); returns the rows, best first, and the candidate pool by loss."""
+    """The best ``rerank`` candidates (``synonym_rows`` for a name the model does not know, if more) and the
+    name, re-ranked by train AP (as many as the budget pays for); returns the rows, best first, and the
+    candidate pool by loss."""
     obj, cfg = ctx.obj, ctx.cfg
     ranked = [sq for sq, _ in obj.ranked()]
-    pool = ranked[: max(1, cfg.rerank)]
+    # an unknown name's synonym test (alias_opt.search.synonyms) picks among synonym_rows rows, if more
+    n = cfg.rerank if not cfg.synonyms or ctx.knows_name() else max(cfg.rerank, cfg.synonym_rows)
+    pool = ranked[: max(1, n)]
     if ctx.name_seq is not None and obj.loss_of(ctx.name_seq) is not None and ctx.name_seq not in pool:
         pool.append(ctx.name_seq)
     if not pool and not ctx.budget:  # nothing scored (e.g. every candidate screened out): the best single

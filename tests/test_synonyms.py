@@ -1,0 +1,132 @@
+"""The synonym test (``alias_opt.search.synonyms``): its pure steps on tiny inputs, and on sam3-toy the pipeline's
+test of re-ranked rows against every token's nearest table rows, recomputed prompt by prompt."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from alias_opt.config import load_config
+from alias_opt.search.synonyms import SynonymTest, holds, meaningful_first, synonym_swaps
+
+
+def test_synonym_swaps_replace_one_position_at_a_time():
+    swaps = synonym_swaps((5, 6, 7), np.array([[1, 2], [3, 4], [8, 9]]))
+    assert swaps == [[(1, 6, 7), (2, 6, 7)], [(5, 3, 7), (5, 4, 7)], [(5, 6, 8), (5, 6, 9)]]
+    assert synonym_swaps((), np.zeros((0, 2), dtype=int)) == []
+
+
+def test_holds_needs_one_good_swap_at_every_position():
+    ok, best = holds(0.50, [[0.10, 0.495], [0.48, 0.51]], tolerance=0.01)
+    assert ok and best == [0.495, 0.51]
+    ok, best = holds(0.50, [[0.10, 0.495], [0.48, 0.20]], tolerance=0.01)  # the second token's best loses 0.02
+    assert not ok and best == [0.495, 0.48]
+    ok, _ = holds(0.50, [[0.10, 0.495], [0.48, 0.20]], tolerance=0.03)
+    assert ok
+    assert holds(0.5, [[-math.inf]], 0.01)[0] is False  # no swap scored (budget spent, not allowed)
+    assert holds(0.5, [], 0.01)[0] is False  # nothing to test
+
+
+def _rows(*aps):
+    return [SimpleNamespace(token_ids=(i,), train_ap=a, loss=float(i)) for i, a in enumerate(aps)]
+
+
+def _tester(passing, calls):
+    def test(seq):
+        calls.append(seq)
+        return SynonymTest(seq, 0.0, [0.0], seq in passing)
+
+    return test
+
+
+def test_meaningful_first_moves_the_first_passing_row_within_the_band():
+    rows = _rows(0.304, 0.301, 0.311, 0.200)  # re-ranked order: the rows' order is the tie-break's
+    calls: list = []
+    out, tests = meaningful_first(rows, _tester({(1,), (2,)}, calls), tolerance=0.01, limit=4)
+    assert [r.token_ids for r in out] == [(1,), (0,), (2,), (3,)]
+    assert calls == [(0,), (1,)] and [t.passed for t in tests] == [False, True]  # stops at the first pass
+
+
+def test_meaningful_first_leaves_rows_outside_the_band_and_respects_the_limit():
+    rows = _rows(0.30, 0.25, 0.31)
+    calls: list = []
+    out, tests = meaningful_first(rows, _tester({(1,)}, calls), tolerance=0.02, limit=4)
+    assert out == rows and calls == [(0,), (2,)]  # (1,) is 0.06 below the best: never tested
+    calls.clear()
+    out, _ = meaningful_first(_rows(0.30, 0.30, 0.30), _tester({(2,)}, calls), tolerance=0.01, limit=2)
+    assert [r.token_ids for r in out] == [(0,), (1,), (2,)] and calls == [(0,), (1,)]
+    calls.clear()
+    out, tests = meaningful_first(_rows(0.30, 0.29), _tester({(0,)}, calls), tolerance=0.01, limit=4)
+    assert [r.token_ids for r in out] == [(0,), (1,)] and len(tests) == 1  # the first passes: nothing moves
+    assert meaningful_first(rows, _tester(set(), calls), 0.01, 0) == (rows, [])
+    nan = _rows(float("nan"), 0.2)
+    out, tests = meaningful_first(nan, _tester({(1,)}, []), 0.01, 4)
+    assert [r.token_ids for r in out] == [(1,), (0,)] and len(tests) == 1  # a NaN AP is never tested
+
+
+def test_meaningful_first_tests_and_moves_each_row_as_tidy_leaves_it():
+    rows = _rows(0.30, 0.30)
+    pruned = SimpleNamespace(token_ids=(7,), train_ap=0.30, loss=5.0)
+    calls: list = []
+    out, _ = meaningful_first(rows, _tester({(7,)}, calls), 0.01, 4, tidy=lambda r: pruned if r is rows[1] else r)
+    assert calls == [(0,), (7,)] and out == [pruned, rows[0]]  # the pruned row goes first, its source is gone
+
+
+def test_config_refuses_negative_synonym_settings():
+    for over in ({"synonyms": -1}, {"synonym_rows": -1}, {"synonym_tolerance": 1.5}):
+        with pytest.raises(ValueError, match="synonyms and synonym_rows must be >= 0"):
+            load_config(overrides=over)
+
+
+@pytest.fixture(scope="module")
+def toy_ctx(tmp_path_factory):
+    from alias_opt.data.loader import CocoDataset
+    from sam3 import Sam3Backend
+    from sam3.loading import TOY_DIR
+    from tests.discovery_helpers import renamed_world
+
+    if not (TOY_DIR / "config.json").is_file():
+        pytest.skip("sam3-toy is not trained yet")
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    tmp = tmp_path_factory.mktemp("synonyms")
+    b = Sam3Backend.load("toy", device="cpu", cache_dir=tmp / "cache")
+    data, _ = renamed_world(tmp / "world", 20, images=60, seed=5)
+    ts = next(t for t in CocoDataset.open(data).target_sets(max_negatives=20) if t.name == "crimson disc")
+    feats = b.encode_images([im.image.load() for im in ts.train])
+    return b, ts, feats
+
+
+def test_synonym_first_on_the_toy_tests_every_token_against_its_table_neighbours(toy_ctx):
+    """Each tested row's best swaps are the train APs of real sequences: recomputed here one by one."""
+    from alias_opt.eval.predict import evaluate_prompts
+    from alias_opt.search.context import make_context
+    from alias_opt.search.pipeline import RerankRow, _train_ap
+    from alias_opt.search.synonyms import synonym_first
+
+    b, ts, feats = toy_ctx
+    cfg = load_config(overrides={"synonyms": 3, "synonym_rows": 2, "synonym_tolerance": 0.01})
+    ctx = make_context(b, ts.train, feats, ts.name, cfg, seed=0)
+    enc = b.tokenizer.encode
+    seqs = [tuple(enc(p, special=False)) for p in ("red circle", "circle red")]
+    ms = evaluate_prompts(b, ctx.obj.images, [list(s) for s in seqs], feats=feats)
+    rows = [RerankRow(s, m.ap, float(i), m) for i, (s, m) in enumerate(zip(seqs, ms))]
+    f0 = ctx.obj.usage().forward
+    out, tests = synonym_first(ctx, rows, _train_ap(ctx))
+    assert 1 <= len(tests) <= 2 and ctx.obj.usage().forward > f0  # the swaps' train APs are charged
+    t = tests[0]
+    nb = ctx.synonym_index.neighbours(list(t.token_ids), 3)  # (L, 3)
+    swapped = [s for row in synonym_swaps(t.token_ids, nb) for s in row]
+    ok = [s for s in swapped if ctx.filt(s) == s]
+    aps = dict(zip(ok, (m.ap for m in evaluate_prompts(b, ctx.obj.images, [list(s) for s in ok], feats=feats))))
+    want = [max((aps.get(s, -math.inf) for s in swapped[i * 3 : (i + 1) * 3]), default=-math.inf) for i in range(2)]
+    assert t.best_swaps == pytest.approx(want, abs=1e-9)
+    assert t.passed == all(w >= t.train_ap - 0.01 for w in want)
+    assert out[0].token_ids == next((x.token_ids for x in tests if x.passed), rows[0].token_ids)
+    off = make_context(b, ts.train, feats, ts.name, load_config(overrides={"synonyms": 0}), seed=0)
+    assert synonym_first(off, rows, _train_ap(off)) == (rows, [])
+    named = make_context(b, ts.train, feats, "red circle", cfg, seed=0)  # the name leads: nothing is tested
+    assert synonym_first(named, rows, _train_ap(named)) == (rows, [])
