@@ -44,3 +44,22 @@ def renamed_world(out: Path, n_categories: int, images: int = 24, seed: int = 5)
     ds = CocoDataset.open(out)
     cats = [ts.category_id for ts in ds.target_sets(max_negatives=4) if sum(t.is_positive for t in ts.train) >= 2]
     return out, cats[:n_categories]
+
+
+def toy_crimson_discs(tmp: Path):
+    """sam3-toy, the "crimson disc" target set of a 60-image renamed toy world (red circles under a name the
+    toy never learned; 20 negatives) and its train features; skips where sam3-toy is not trained."""
+    import pytest
+    import torch
+
+    from alias_opt.data.loader import CocoDataset
+    from sam3 import Sam3Backend
+    from sam3.loading import TOY_DIR
+
+    if not (TOY_DIR / "config.json").is_file():
+        pytest.skip("sam3-toy is not trained yet")
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    b = Sam3Backend.load("toy", device="cpu", cache_dir=tmp / "cache")
+    data, _ = renamed_world(tmp / "world", 20, images=60, seed=5)
+    ts = next(t for t in CocoDataset.open(data).target_sets(max_negatives=20) if t.name == "crimson disc")
+    return b, ts, b.encode_images([im.image.load() for im in ts.train])

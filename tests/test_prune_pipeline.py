@@ -5,30 +5,17 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
 from alias_opt.config import load_config
 from alias_opt.eval.predict import evaluate_prompts
 from alias_opt.search.context import make_context
 from alias_opt.search.pipeline import RerankRow, _prune, _restore
+from tests.discovery_helpers import toy_crimson_discs
 
 
 @pytest.fixture(scope="module")
 def toy_ctx(tmp_path_factory):
-    from alias_opt.data.loader import CocoDataset
-    from sam3 import Sam3Backend
-    from sam3.loading import TOY_DIR
-    from tests.discovery_helpers import renamed_world
-
-    if not (TOY_DIR / "config.json").is_file():
-        pytest.skip("sam3-toy is not trained yet")
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    tmp = tmp_path_factory.mktemp("prune")
-    b = Sam3Backend.load("toy", device="cpu", cache_dir=tmp / "cache")
-    data, cats = renamed_world(tmp / "world", 20, images=60, seed=5)
-    ts = next(t for t in CocoDataset.open(data).target_sets(max_negatives=20) if t.name == "crimson disc")
-    feats = b.encode_images([im.image.load() for im in ts.train])
-    return b, ts, feats
+    return toy_crimson_discs(tmp_path_factory.mktemp("prune"))
 
 
 def _row(ctx, seq):

@@ -8,10 +8,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 
 from alias_opt.config import load_config
 from alias_opt.search.synonyms import SynonymTest, holds, meaningful_first, synonym_swaps
+from tests.discovery_helpers import toy_crimson_discs
 
 
 def test_synonym_swaps_replace_one_position_at_a_time():
@@ -84,20 +84,7 @@ def test_config_refuses_negative_synonym_settings():
 
 @pytest.fixture(scope="module")
 def toy_ctx(tmp_path_factory):
-    from alias_opt.data.loader import CocoDataset
-    from sam3 import Sam3Backend
-    from sam3.loading import TOY_DIR
-    from tests.discovery_helpers import renamed_world
-
-    if not (TOY_DIR / "config.json").is_file():
-        pytest.skip("sam3-toy is not trained yet")
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    tmp = tmp_path_factory.mktemp("synonyms")
-    b = Sam3Backend.load("toy", device="cpu", cache_dir=tmp / "cache")
-    data, _ = renamed_world(tmp / "world", 20, images=60, seed=5)
-    ts = next(t for t in CocoDataset.open(data).target_sets(max_negatives=20) if t.name == "crimson disc")
-    feats = b.encode_images([im.image.load() for im in ts.train])
-    return b, ts, feats
+    return toy_crimson_discs(tmp_path_factory.mktemp("synonyms"))
 
 
 def test_synonym_first_on_the_toy_tests_every_token_against_its_table_neighbours(toy_ctx):
