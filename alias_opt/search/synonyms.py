@@ -157,5 +157,6 @@ def synonym_first(
 
     out, tests = meaningful_first(rows, test, cfg.rerank_tolerance, cfg.synonym_rows, tidy)
     if tests:
-        ctx.obj.record("synonyms", 0, out[0].loss, tested=len(tests), moved=out[0] is not rows[0])
+        # the tests stop at the first pass: a row below the first went first iff a later test passed
+        ctx.obj.record("synonyms", 0, out[0].loss, tested=len(tests), moved=len(tests) > 1 and tests[-1].passed)
     return out, tests
