@@ -69,11 +69,11 @@ def test_meaningful_first_leaves_rows_outside_the_band_and_respects_the_limit():
 
 
 def test_meaningful_first_tests_and_moves_each_row_as_tidy_leaves_it():
-    rows = _rows(0.30, 0.30)
+    rows = _rows(0.30, 0.30) + [SimpleNamespace(token_ids=(7,), train_ap=0.20, loss=6.0)]
     pruned = SimpleNamespace(token_ids=(7,), train_ap=0.30, loss=5.0)
     calls: list = []
     out, _ = meaningful_first(rows, _tester({(7,)}, calls), 0.01, 4, tidy=lambda r: pruned if r is rows[1] else r)
-    assert calls == [(0,), (7,)] and out == [pruned, rows[0]]  # the pruned row goes first, its source is gone
+    assert calls == [(0,), (7,)] and out == [pruned, rows[0]]  # the pruned row goes first; its source and repeat go
 
 
 def test_config_refuses_negative_synonym_settings():

@@ -95,7 +95,7 @@ def meaningful_first(
     """``rows`` with the first row that passes the synonym test moved to the front (as ``tidy`` leaves it), if it
     lies within ``tolerance`` of the best train AP; rows are tested in their order (the re-ranking's), each as
     ``tidy`` leaves it (the pipeline drops its inert tokens first), at most ``limit``; the first passing ends
-    the tests (the rows stand as they are where none passes).
+    the tests (the rows stand as they are where none passes); a row the tidied one repeats is dropped.
 
     Args:
         rows: the re-ranked rows, best first.
@@ -112,7 +112,7 @@ def meaningful_first(
         return rows, []
     top = max(aps)
     tests: list[SynonymTest] = []
-    for i, r in enumerate(rows):
+    for r in rows:
         if len(tests) >= limit:
             break
         if np.isnan(r.train_ap) or r.train_ap < top - tolerance:
@@ -121,7 +121,7 @@ def meaningful_first(
         t = test(tidied.token_ids)
         tests.append(t)
         if t.passed:
-            return [tidied] + rows[:i] + rows[i + 1 :], tests
+            return [tidied] + [x for x in rows if x is not r and x.token_ids != tidied.token_ids], tests
     return rows, tests
 
 
