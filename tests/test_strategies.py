@@ -24,6 +24,7 @@ TINY = {
     "max_len": 2,
     "scan_size": 12,
     "rerank": 2,
+    "synonym_rows": 2,  # an unknown name's re-ranking reads rerank rows too (the synonym test runs on them)
     "index": {"shortlist": 12, "probe_rounds": 1, "pool": 21, "neighbour_heads": 2},  # at most 8 neighbours join
     "soft": {"restarts": 2, "steps": 3, "batch_images": 4, "eval_every": 2},
     "gcg": {"steps": 2, "topk": 4, "candidates": 6},
