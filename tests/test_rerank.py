@@ -28,6 +28,14 @@ def test_best_train_ap_wins_and_ties_go_to_the_readable_then_the_lower_loss():
     assert order([row((5,), math.nan), row((6,), 0.0)]) == [(6,), (5,)]  # NaN ranks below 0
 
 
+def test_a_wide_ap_where_scored_is_what_the_rows_are_ranked_by():
+    rows = [row((5,), 0.31, loss=0.1), row((6,), 0.30, loss=0.2), row((7,), 0.20, loss=0.3)]
+    assert order(rows) == [(5,), (6,), (7,)]
+    rows[0].wide_ap, rows[1].wide_ap, rows[2].wide_ap = 0.24, 0.29, 0.28  # the extra negatives' false positives
+    assert order(rows) == [(6,), (7,), (5,)]  # (5,) led on train; (7,) is in the band, with a higher loss
+    assert rows[0].rank_ap == 0.24 and row((9,), 0.5).rank_ap == 0.5
+
+
 def test_the_name_stays_unless_clearly_beaten():
     close = [row((9,), 0.62), row(NAME, 0.60, loss=5.0)]
     assert order(close) == [NAME, (9,)]  # beaten by 0.02: not more than the margin

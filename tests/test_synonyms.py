@@ -4,12 +4,12 @@ test of re-ranked rows against every token's nearest table rows, recomputed prom
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from alias_opt.config import load_config
+from alias_opt.search.pipeline import RerankRow
 from alias_opt.search.synonyms import SynonymTest, holds, meaningful_first, synonym_swaps
 from tests.discovery_helpers import toy_crimson_discs
 
@@ -32,7 +32,7 @@ def test_holds_needs_one_good_swap_at_every_position():
 
 
 def _rows(*aps):
-    return [SimpleNamespace(token_ids=(i,), train_ap=a, loss=float(i)) for i, a in enumerate(aps)]
+    return [RerankRow((i,), a, float(i), None) for i, a in enumerate(aps)]
 
 
 def _tester(passing, calls):
@@ -69,11 +69,54 @@ def test_meaningful_first_leaves_rows_outside_the_band_and_respects_the_limit():
 
 
 def test_meaningful_first_tests_and_moves_each_row_as_tidy_leaves_it():
-    rows = _rows(0.30, 0.30) + [SimpleNamespace(token_ids=(7,), train_ap=0.20, loss=6.0)]
-    pruned = SimpleNamespace(token_ids=(7,), train_ap=0.30, loss=5.0)
+    rows = _rows(0.30, 0.30) + [RerankRow((7,), 0.20, 6.0, None)]
+    pruned = RerankRow((7,), 0.30, 5.0, None)
     calls: list = []
     out, _ = meaningful_first(rows, _tester({(7,)}, calls), 0.01, 4, tidy=lambda r: pruned if r is rows[1] else r)
     assert calls == [(0,), (7,)] and out == [pruned, rows[0]]  # the pruned row goes first; its source and repeat go
+
+
+def test_meaningful_first_reads_the_wide_ap_where_the_rows_have_one():
+    rows = [RerankRow((0,), 0.30, 0.0, None, wide_ap=0.27), RerankRow((1,), 0.30, 1.0, None, wide_ap=0.20)]
+    calls: list = []
+    out, tests = meaningful_first(rows, _tester({(1,)}, calls), tolerance=0.01, limit=4)
+    assert out == rows and calls == [(0,)]  # equal on train, but (1,) is 0.07 below on the wide AP: not tested
+    rows[1].wide_ap = 0.265
+    out, _ = meaningful_first(rows, _tester({(1,)}, calls), tolerance=0.01, limit=4)
+    assert [r.token_ids for r in out] == [(1,), (0,)]
+
+
+def test_wide_aps_score_the_train_images_with_the_extra_negatives_and_order_the_rerank(toy_ctx):
+    """``SearchContext.wide_aps`` is COCO AP over train + extra negatives (recomputed here), charged once per
+    sequence; with ``wide_rerank`` an unknown name's re-ranked rows carry it and are ordered by it."""
+    from alias_opt.eval.predict import evaluate_prompts
+    from alias_opt.search.context import make_context
+    from alias_opt.search.pipeline import _rerank
+
+    b, ts, feats = toy_ctx
+    extra = [im for im in ts.test if not im.is_positive][:5]
+    cfg = load_config(overrides={"wide_rerank": True, "rerank": 3, "synonym_rows": 3})
+    ctx = make_context(b, ts.train, feats, ts.name, cfg, seed=0, extra_negatives=extra)
+    enc = b.tokenizer.encode
+    seqs = [tuple(enc(p, special=False)) for p in ("red circle", "red", "circle")]
+    s0 = ctx.obj.spent
+    wide = ctx.wide_aps(seqs)
+    want = [m.ap for m in evaluate_prompts(b, [*ts.train, *extra], [list(s) for s in seqs])]
+    assert wide == pytest.approx(want, abs=1e-9)
+    assert ctx.obj.spent - s0 == 3 * (len(ts.train) + len(extra))
+    assert ctx.wide_aps(seqs[:1]) == wide[:1] and ctx.obj.spent - s0 == 3 * (len(ts.train) + len(extra))  # memo
+    assert make_context(b, ts.train, feats, ts.name, cfg, seed=0).wide_aps(seqs) == [None] * 3  # no negatives
+
+    ctx.obj.score(seqs, screen=False)
+    rows, _ = _rerank(ctx)
+    assert not ctx.knows_name() and {r.token_ids for r in rows} >= set(seqs)
+    assert all(r.wide_ap == pytest.approx(w, abs=1e-9) for r in rows for s, w in zip(seqs, wide) if r.token_ids == s)
+    assert rows[0].rank_ap >= max(r.rank_ap for r in rows) - cfg.rerank_tolerance  # ordered by the wide AP
+    plain = make_context(
+        b, ts.train, feats, ts.name, load_config(overrides={"rerank": 3}), seed=0, extra_negatives=extra
+    )
+    plain.obj.score(seqs, screen=False)
+    assert all(r.wide_ap is None for r in _rerank(plain)[0])  # off by default
 
 
 def test_config_refuses_negative_synonym_settings():
@@ -91,7 +134,7 @@ def test_synonym_first_on_the_toy_tests_every_token_against_its_table_neighbours
     """Each tested row's best swaps are the train APs of real sequences: recomputed here one by one."""
     from alias_opt.eval.predict import evaluate_prompts
     from alias_opt.search.context import make_context
-    from alias_opt.search.pipeline import RerankRow, _train_ap
+    from alias_opt.search.pipeline import _train_ap
     from alias_opt.search.synonyms import synonym_first
 
     b, ts, feats = toy_ctx

@@ -56,6 +56,12 @@ class SearchConfig:
     synonyms: int = 4
     synonym_rows: int = 8
     synonym_tolerance: float = 0.01
+    # for a name the model does not know: the re-ranked rows are ranked by AP over the train images and the
+    # name_negatives further images without the category (TargetSet.extra_negatives), not the train images
+    # alone: ~7 train negatives let a chance fit that fires elsewhere tie a phrase of words (probe, design 6060
+    # "framed azure spark": train "blue hollow star" 0.311, "navy phew" 0.304, "star blue" 0.301; with the 100
+    # negatives 0.288, 0.272, 0.237; held out 0.390, 0.303, 0.312). Costs (train + negatives) forwards per row
+    wide_rerank: bool = False
     # a name whose own train AP is below this is one the model does not know (renamed, jargon): no pairs of its
     # insertions are scored (nothing to split; on renamed they cost 35-90 s a category and never won), and
     # extend_depth applies to its search only (a known name is narrowed one word at a time)

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from alias_opt.config import SearchConfig
-from alias_opt.eval.metrics import PromptMetrics
-from alias_opt.eval.predict import evaluate_prompts
+from alias_opt.eval.metrics import PromptMetrics, score_predictions
+from alias_opt.eval.predict import evaluate_prompts, predict, predict_images
 from alias_opt.search.discrete import extensions
 from alias_opt.search.embeddings import ProjectionIndex, VocabularyIndex
 from alias_opt.search.objective import Objective, Seq, Step
@@ -91,6 +91,7 @@ class SearchContext:
     _pool: list[int] | None = None
     _vocab_order: list[int] | None = None
     _metrics: dict[Seq, PromptMetrics] = field(default_factory=dict)  # train metrics by sequence
+    _wide: dict[Seq, float] = field(default_factory=dict)  # AP over train + extra negatives by sequence
     _ranked: tuple[int, list[int]] | None = None  # (id of the scan result, its singles by train AP)
     _narrowing: dict[tuple[Seq, int], list[int]] = field(default_factory=dict)  # narrowing tokens by (base, head)
 
@@ -233,6 +234,26 @@ class SearchContext:
             self._metrics.update(zip(new[:k], metrics))
             obj.charge(k * obj.n_images)
         return [self._metrics.get(tuple(s)) for s in seqs]
+
+    def wide_aps(self, seqs: Sequence[Seq]) -> list[float | None]:
+        """COCO AP of ``seqs`` over the train images and the extra negatives (memoized; a new one costs a
+        forward per image of both, charged to the objective); None for those the budget cannot pay for, and
+        for all without extra negatives."""
+        obj, extra = self.obj, list(self.extra_negatives)
+        if not extra:
+            return [None for _ in seqs]
+        n = obj.n_images + len(extra)
+        new = [s for s in dict.fromkeys(tuple(s) for s in seqs) if s not in self._wide]
+        room = obj.remaining()
+        k = len(new) if not math.isfinite(room) else min(len(new), int(room // n))
+        if k > 0:
+            prompts = [list(s) for s in new[:k]]
+            train = predict(self.backend, obj.feats, obj.images, prompts)
+            more = predict_images(self.backend, extra, prompts)  # encoded a chunk at a time
+            images = [*obj.images, *extra]
+            self._wide.update((s, score_predictions([*a, *b], images).ap) for s, a, b in zip(new, train, more))
+            obj.charge(k * n)
+        return [self._wide.get(tuple(s)) for s in seqs]
 
     def knows_name(self) -> bool:
         """Whether the model knows the category name: its train AP (memoized; the re-ranking scores the

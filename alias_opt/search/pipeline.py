@@ -20,6 +20,7 @@ it) and the last phase restarts until the rest is spent.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import time
@@ -58,12 +59,20 @@ class RerankRow:
     train_ap: float  # its train-split COCO AP (NaN without positives)
     loss: float  # its full-train loss (inf if never fully scored)
     metrics: PromptMetrics  # its train metrics
+    wide_ap: float | None = None  # its AP over the train images and the extra negatives (wide_rerank), if scored
+
+    @property
+    def rank_ap(self) -> float:
+        """The AP the re-ranking orders by: the wide AP where scored, else the train AP."""
+        return self.train_ap if self.wide_ap is None else self.wide_ap
 
     def to_dict(self, text: str | None = None) -> dict:
         row: dict = {"token_ids": list(self.token_ids)}
         if text is not None:
             row["text"] = text
         row.update(train_ap=self.train_ap, loss=self.loss if math.isfinite(self.loss) else None)
+        if self.wide_ap is not None:
+            row["wide_ap"] = self.wide_ap
         return row
 
 
@@ -343,7 +352,7 @@ def rerank_order(
     A NaN train AP ranks as -1."""
 
     def ap(r: RerankRow) -> float:
-        return r.train_ap if not math.isnan(r.train_ap) else -1.0
+        return r.rank_ap if not math.isnan(r.rank_ap) else -1.0
 
     if not rows:
         return []
@@ -379,6 +388,10 @@ def _rerank(ctx: SearchContext) -> tuple[list[RerankRow], list[Seq]]:
         if m is not None:
             loss = obj.loss_of(p)
             rows.append(RerankRow(p, m.ap, math.inf if loss is None else loss, m))
+    if cfg.wide_rerank and not ctx.knows_name():  # ranked with the extra negatives, where all are paid for
+        wide = ctx.wide_aps([r.token_ids for r in rows])
+        if rows and all(w is not None for w in wide):
+            rows = [dataclasses.replace(r, wide_ap=w) for r, w in zip(rows, wide)]
     rows = rerank_order(
         rows,
         ctx.name_seq,

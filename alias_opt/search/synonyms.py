@@ -33,6 +33,10 @@ class Row(Protocol):
     train_ap: float
     loss: float
 
+    @property
+    def rank_ap(self) -> float:  # the AP the re-ranking ordered by (its train AP, or its wide AP)
+        ...
+
 
 @dataclass
 class SynonymTest:
@@ -93,9 +97,10 @@ def meaningful_first(
     tidy: Callable[[Row], Row] = lambda r: r,
 ) -> tuple[list[Row], list[SynonymTest]]:
     """``rows`` with the first row that passes the synonym test moved to the front (as ``tidy`` leaves it), if it
-    lies within ``tolerance`` of the best train AP; rows are tested in their order (the re-ranking's), each as
-    ``tidy`` leaves it (the pipeline drops its inert tokens first), at most ``limit``; the first passing ends
-    the tests (the rows stand as they are where none passes); a row the tidied one repeats is dropped.
+    lies within ``tolerance`` of the best ``rank_ap`` (the re-ranking's train AP, or its wide AP); rows are
+    tested in their order (the re-ranking's), each as ``tidy`` leaves it (the pipeline drops its inert tokens
+    first), at most ``limit``; the first passing ends the tests (the rows stand as they are where none passes);
+    a row the tidied one repeats is dropped.
 
     Args:
         rows: the re-ranked rows, best first.
@@ -107,7 +112,7 @@ def meaningful_first(
         (the rows, the tests run, in order).
     """
     rows = list(rows)
-    aps = [r.train_ap for r in rows if not np.isnan(r.train_ap)]
+    aps = [r.rank_ap for r in rows if not np.isnan(r.rank_ap)]
     if not rows or not aps or limit < 1:
         return rows, []
     top = max(aps)
@@ -115,7 +120,7 @@ def meaningful_first(
     for r in rows:
         if len(tests) >= limit:
             break
-        if np.isnan(r.train_ap) or r.train_ap < top - tolerance:
+        if np.isnan(r.rank_ap) or r.rank_ap < top - tolerance:
             continue
         tidied = tidy(r)
         t = test(tidied.token_ids)
