@@ -154,6 +154,13 @@ class SearchConfig:
     # changed no verdict (6/9 both) at +8-15%. Shape words rank badly ("triangle" ~49,000th before "tangerine
     # hollow"): it finds qualifiers, not nouns
     deep_grad: int = 16
+    # for a name the model does not know: each extension base's (and each depth-2 pair's) extend_ranked best
+    # extensions by train loss are ranked by train AP (paid once, memoized): the depth-2 beam takes the best by
+    # train AP, and the re-ranking also reads the synonym_rows best sequences by train AP so far. A chance token
+    # that lifts every score outranks the missing attribute word by loss: renamed 6363 "full wedge" (solid
+    # triangles), "kj pyramid" loss 0.709 train AP 0.458 held out 0.278, "pyramid solid" 0.802 0.506 0.371 (16th of
+    # "pyramid"'s extensions by loss); its 32 lowest-loss sequences were all "kj"/"indo" variants. 0: by loss alone
+    extend_ranked: int = 16
     # extension tokens: the screened pool's first extend_pool tokens (0: all of it, the default: on renamed seed 3131
     # the size word "large" sat at ranks 183-267 of the ~250-token pool, "hollow" up to 224)
     extend_pool: int = 0
@@ -334,6 +341,10 @@ class SearchConfig:
             raise ValueError(
                 f"deep_tokens must be 'base' or 'pool' and deep_keep >= 0 extensions (0: the screen_keep share); "
                 f"got {self.deep_tokens!r}, {self.deep_keep}"
+            )
+        if self.extend_ranked < 0:
+            raise ValueError(
+                f"extend_ranked must be >= 0 extensions per base (0: by loss alone); got {self.extend_ranked}"
             )
         if self.deep_grad < 0:
             raise ValueError(f"deep_grad must be >= 0 gradient-proposed tokens per gap (0: off); got {self.deep_grad}")

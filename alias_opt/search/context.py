@@ -235,6 +235,19 @@ class SearchContext:
             obj.charge(k * obj.n_images)
         return [self._metrics.get(tuple(s)) for s in seqs]
 
+    def train_aps(self, seqs: Sequence[Seq]) -> list[float]:
+        """The batched train AP of ``seqs`` (``train_metrics``: memoized, charged); -inf where a sequence fails
+        the filter (an edited alias must still round-trip) or the budget is spent, -1 where NaN."""
+        ok = [s for s in seqs if self.filt(s) == s]
+        metrics = dict(zip(ok, self.train_metrics(ok)))
+        return [-math.inf if metrics.get(s) is None else metric_ap(metrics[s]) for s in seqs]
+
+    def ap_ranked(self, n: int) -> list[Seq]:
+        """The ``n`` fully scored sequences (the name aside) with the best train AP paid for so far, best first
+        (nothing new is paid)."""
+        seqs = [s for s in self._metrics if s != self.name_seq and self.obj.loss_of(s) is not None]
+        return sorted(seqs, key=lambda s: -metric_ap(self._metrics[s]))[:n]
+
     def wide_aps(self, seqs: Sequence[Seq]) -> list[float | None]:
         """COCO AP of ``seqs`` over the train images and the extra negatives (memoized; a new one costs a
         forward per image of both, charged to the objective); None for those the budget cannot pay for, and

@@ -15,6 +15,7 @@ tuple, screened on a few images before all.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -102,6 +103,30 @@ def best_extensions(
     return out
 
 
+def by_ap(heads: list[list[Seq]], aps: Callable[[list[Seq]], list[float]], k: int) -> list[list[Seq]]:
+    """Each list of ``heads`` (a base's best extensions by loss) re-ordered by ``aps`` (best first; ties and
+    NaN keep the loss order, NaN last) and cut to ``k``.
+
+    Args:
+        heads: per base, its candidates best first by loss.
+        aps: the train AP of sequences (one call for all; -inf where not paid for).
+        k: candidates kept per base.
+    """
+    flat = [c for h in heads for c in h]
+    ap = dict(zip(flat, aps(flat))) if flat else {}
+
+    def key(c: Seq) -> float:
+        v = ap.get(c, -math.inf)
+        return -v if not math.isnan(v) else math.inf
+
+    return [sorted(h, key=key)[:k] for h in heads]
+
+
+def extends_once(seq: Seq, base: Seq) -> bool:
+    """Whether ``seq`` is ``base`` with one token inserted (anywhere)."""
+    return len(seq) == len(base) + 1 and any(seq[:i] + seq[i + 1 :] == tuple(base) for i in range(len(seq)))
+
+
 def deeper_plan(
     bests: list[list[Seq]], plan: list[tuple[Seq, list[int]]], max_len: int, pool: Sequence[int] | None = None
 ) -> list[tuple[Seq, list[int]]]:
@@ -125,7 +150,7 @@ def deeper_plan(
             best = ext[rank] if rank < len(ext) else None
             if best is None or len(best) >= max_len or len(best) != len(base) + 1 or any(best == b for b, _ in out):
                 continue
-            if any(best[:i] + best[i + 1 :] == base for i in range(len(best))):
+            if extends_once(best, base):
                 out.append((best, [int(t) for t in (tokens if pool is None else pool) if t not in best]))
     return out
 

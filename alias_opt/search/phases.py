@@ -22,8 +22,10 @@ import numpy as np
 from alias_opt.search.context import KeptSoft, SearchContext
 from alias_opt.search.discrete import (
     best_extensions,
+    by_ap,
     deeper_plan,
     extend_each,
+    extends_once,
     hard_images,
     name_first_bases,
     random_search,
@@ -155,7 +157,9 @@ def extend_phase(ctx: SearchContext) -> PhaseResult | None:
         ]
         timer = PhaseTimer(ctx.obj, "extend")
         first = extend_each(ctx.obj, plan, ctx.filt)
-        bests = best_extensions(ctx.obj.loss_of, plan, s.deep_beam) if deeper else []
+        ranked = s.extend_ranked if deeper else 0  # a base's best pairs by loss, ranked by train AP
+        bests = best_extensions(ctx.obj.loss_of, plan, max(s.deep_beam, ranked)) if deeper else []
+        bests = by_ap(bests, ctx.train_aps, s.deep_beam) if ranked else [b[: s.deep_beam] for b in bests]
         second = deeper_plan(bests, plan, s.max_len, ctx.pool() if s.deep_tokens == "pool" else None)
         if not second:
             return first
@@ -167,6 +171,9 @@ def extend_phase(ctx: SearchContext) -> PhaseResult | None:
                 more += extend_each(
                     ctx.obj, [entry], ctx.filt, screen_idx=hard, keep_n=s.deep_keep, extra=extra
                 ).candidates
+            if ranked:  # each pair's best triples by loss get their train AP (the re-ranking reads the best)
+                full = [sq for sq, _ in ctx.obj.ranked()]
+                ctx.train_aps([t for pair, _ in second for t in [c for c in full if extends_once(c, pair)][:ranked]])
         return timer.result(first.candidates + more, n=8)
     return None  # the share's budget was spent before a result
 

@@ -32,7 +32,7 @@ import torch
 from alias_opt.config import SearchConfig
 from alias_opt.eval.metrics import PromptMetrics
 from alias_opt.eval.predict import predict
-from alias_opt.search.context import KeptSoft, SearchContext, known_name, make_context, metric_ap
+from alias_opt.search.context import KeptSoft, SearchContext, known_name, make_context
 from alias_opt.search.embeddings import VocabularyIndex
 from alias_opt.search.meter import TracePoint, Usage
 from alias_opt.search.name_check import NameCheck, check_level, wide_name_check
@@ -293,12 +293,7 @@ def _train_ap(ctx: SearchContext) -> Callable[[list[Seq]], list[float]]:
     """The batched train AP of sequences (memoized, charged to the budget); -inf where a sequence fails the
     filter (an edited alias must still round-trip) or the budget is spent."""
 
-    def train_ap(seqs: list[Seq]) -> list[float]:
-        ok = [s for s in seqs if ctx.filt(s) == s]
-        metrics = dict(zip(ok, ctx.train_metrics(ok)))  # memoized; None where the budget is spent
-        return [-math.inf if metrics.get(s) is None else metric_ap(metrics[s]) for s in seqs]
-
-    return train_ap
+    return ctx.train_aps
 
 
 def _row(ctx: SearchContext, seq: Seq, phase: str, **info) -> RerankRow:
@@ -374,6 +369,8 @@ def _rerank(ctx: SearchContext) -> tuple[list[RerankRow], list[Seq]]:
     # an unknown name's synonym test (alias_opt.search.synonyms) picks among synonym_rows rows, if more
     n = cfg.rerank if not cfg.synonyms or ctx.knows_name() else max(cfg.rerank, cfg.synonym_rows)
     pool = ranked[: max(1, n)]
+    if cfg.extend_ranked and not ctx.knows_name():  # and the best by train AP so far (free: memoized)
+        pool += [s for s in ctx.ap_ranked(n) if s not in pool]
     if ctx.name_seq is not None and obj.loss_of(ctx.name_seq) is not None and ctx.name_seq not in pool:
         pool.append(ctx.name_seq)
     if not pool and not ctx.budget:  # nothing scored (e.g. every candidate screened out): the best single
