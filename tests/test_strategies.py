@@ -4,6 +4,7 @@ more than it; the hard budget cap, the pair meter, configs, and what makes each 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -395,3 +396,57 @@ def test_extend_phase_deep_grad_adds_the_gradients_insertions_to_each_pairs_scre
     new = {q for q in proposed if not set(q) <= own}  # beyond what the base's tokens make
     assert new and new <= on.obj.scored()  # screened (at least) with the pair's own extensions
     assert not new & off.obj.scored()
+
+
+def test_by_ap_reorders_each_bases_heads_by_train_ap_and_cuts_them():
+    from alias_opt.search.discrete import by_ap, extends_once
+
+    aps = {(1, 2): 0.30, (2, 1): 0.50, (1, 3): 0.45, (4, 2): float("nan"), (4, 5): 0.1}
+    heads = [[(1, 2), (2, 1), (1, 3)], [(4, 2), (4, 5)], []]  # each base's best by loss first
+    calls = []
+
+    def ap_of(seqs):
+        calls.append(list(seqs))
+        return [aps.get(s, float("-inf")) for s in seqs]
+
+    assert by_ap(heads, ap_of, 2) == [[(2, 1), (1, 3)], [(4, 5), (4, 2)], []]  # NaN last
+    assert len(calls) == 1 and calls[0] == [c for h in heads for c in h]  # one batched call
+    assert by_ap([[(7, 8), (8, 7)]], lambda s: [0.2, 0.2], 1) == [[(7, 8)]]  # ties keep the loss order
+    assert by_ap([[], []], ap_of, 1) == [[], []]
+    assert extends_once((5, 1, 6), (5, 6)) and extends_once((1, 5, 6), (5, 6)) and extends_once((5, 6, 1), (5, 6))
+    assert extends_once((1,), ()) and not extends_once((6, 5, 1), (5, 6)) and not extends_once((5, 6), (5, 6))
+
+
+def test_extend_ranked_extends_the_pair_with_the_best_train_ap_among_the_bases_best_by_loss(
+    tiny_backend, data, monkeypatch
+):
+    """With ``extend_ranked`` the depth-2 beam is the base's best pair by train AP among its K best by loss,
+    and each extended pair's K best triples by loss get a train AP (the re-ranking reads the best by AP). The
+    tiny model's APs are all 0, so a stand-in AP that disagrees with the loss drives the choice."""
+    from alias_opt.search.context import SearchContext
+    from alias_opt.search.discrete import extends_once
+
+    asked: list = []
+
+    def train_aps(self, seqs):  # the higher the loss, the better the AP
+        asked.extend(seqs)
+        return [-math.inf if self.obj.loss_of(q) is None else self.obj.loss_of(q) for q in seqs]
+
+    monkeypatch.setattr(SearchContext, "train_aps", train_aps)
+    over = {**TINY, "max_len": 3, "extend_bases": 1, "deep_bases": 1, "deep_beam": 1, "scan_size": 4}
+    ctx = _extended(tiny_backend, data, {**over, "extend_depth": 2, "extend_ranked": 4})
+    assert not ctx.knows_name()
+    base = (ctx.ranked_singles()[0],)
+    pairs = [q for q in ctx.obj.scored() if extends_once(q, base) and ctx.obj.loss_of(q) is not None]
+    head = sorted(pairs, key=lambda q: (ctx.obj.loss_of(q), pairs.index(q)))[:4]
+    assert set(head) <= set(asked)  # the K best pairs by loss were ranked by train AP
+    want = head[-1]  # the worst of the K by loss is the best by the stand-in AP
+    assert len(head) == 4 and ctx.obj.loss_of(head[-1]) > ctx.obj.loss_of(head[-2])
+    triples = [q for q in ctx.obj.scored() if len(q) == 3 and not extends_once(q, ctx.name_seq)]  # the name's aside
+    assert triples and all(extends_once(q, want) for q in triples)  # only the chosen pair was extended again
+    full = [q for q, _ in ctx.obj.ranked() if extends_once(q, want)][:4]
+    assert full and set(full) <= set(asked)  # its best triples by loss got a train AP
+    asked.clear()
+    plain = _extended(tiny_backend, data, {**over, "extend_depth": 2, "extend_ranked": 0})  # by loss alone
+    triples = [q for q in plain.obj.scored() if len(q) == 3 and not extends_once(q, plain.name_seq)]
+    assert triples and all(extends_once(q, head[0]) for q in triples) and not asked
