@@ -60,7 +60,9 @@ class SearchConfig:
     # name_negatives further images without the category (TargetSet.extra_negatives), not the train images
     # alone: ~7 train negatives let a chance fit that fires elsewhere tie a phrase of words (probe, design 6060
     # "framed azure spark": train "blue hollow star" 0.311, "navy phew" 0.304, "star blue" 0.301; with the 100
-    # negatives 0.288, 0.272, 0.237; held out 0.390, 0.303, 0.312). Costs (train + negatives) forwards per row
+    # negatives 0.288, 0.272, 0.237; held out 0.390, 0.303, 0.312). Costs (train + negatives) forwards per row.
+    # Off: over the recorded rows of 6363's categories 6-11 (results/s45/wide.py) it would have picked "kj
+    # pyramid" (wide 0.433, held out 0.278) over "pyramid" (0.405, 0.297), and nothing better elsewhere
     wide_rerank: bool = False
     # a name whose own train AP is below this is one the model does not know (renamed, jargon): no pairs of its
     # insertions are scored (nothing to split; on renamed they cost 35-90 s a category and never won), and
