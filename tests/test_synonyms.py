@@ -160,3 +160,27 @@ def test_synonym_first_on_the_toy_tests_every_token_against_its_table_neighbours
     assert synonym_first(off, rows, _train_ap(off)) == (rows, [])
     named = make_context(b, ts.train, feats, "red circle", cfg, seed=0)  # the name leads: nothing is tested
     assert synonym_first(named, rows, _train_ap(named)) == (rows, [])
+
+
+def test_extend_ranked_re_ranking_also_reads_the_best_by_train_ap_so_far(toy_ctx):
+    """With ``extend_ranked`` an unknown name's re-ranking reads the lowest losses and the best train APs paid for
+    so far (``SearchContext.ap_ranked``, memoized: no new forwards); without it, the lowest losses alone."""
+    from alias_opt.search.context import make_context
+    from alias_opt.search.pipeline import _rerank
+
+    b, ts, feats = toy_ctx
+    enc = b.tokenizer.encode
+    seqs = [tuple(enc(p, special=False)) for p in ("red circle", "red", "circle", "blue square")]
+    for k, want_more in ((4, True), (0, False)):
+        cfg = load_config(overrides={"extend_ranked": k, "rerank": 1, "synonym_rows": 1, "synonyms": 0})
+        ctx = make_context(b, ts.train, feats, ts.name, cfg, seed=0)
+        ctx.obj.score(seqs, screen=False)
+        by_loss = ctx.obj.ranked(1)[0][0]
+        others = [q for q in seqs if q != by_loss]  # their train APs paid for (as a phase would); by_loss's not
+        aps = ctx.train_aps(others)
+        best_ap = others[max(range(len(others)), key=lambda i: aps[i])]
+        assert ctx.ap_ranked(1) == [best_ap] and not ctx.knows_name()
+        spent = ctx.obj.spent
+        rows = {r.token_ids for r in _rerank(ctx)[0]}
+        assert by_loss in rows and (best_ap in rows) == want_more
+        assert ctx.obj.spent - spent == len(ts.train)  # only by_loss's train AP is new

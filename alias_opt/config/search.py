@@ -161,8 +161,11 @@ class SearchConfig:
     # train AP, and the re-ranking also reads the synonym_rows best sequences by train AP so far. A chance token
     # that lifts every score outranks the missing attribute word by loss: renamed 6363 "full wedge" (solid
     # triangles), "kj pyramid" loss 0.709 train AP 0.458 held out 0.278, "pyramid solid" 0.802 0.506 0.371 (16th of
-    # "pyramid"'s extensions by loss); its 32 lowest-loss sequences were all "kj"/"indo" variants. 0: by loss alone
-    extend_ranked: int = 16
+    # "pyramid"'s extensions by loss); its 32 lowest-loss sequences were all "kj"/"indo" variants. 0: by loss alone.
+    # Off by default: 16 lifted design 6363 "full wedge" 0.77 -> 0.95 x and 6060 "mini framed azure valentine"
+    # 0.60 -> 0.97 x the oracle, but on fresh 6464's nine deep phrases it reached 4/9 against 5/9 without it (mean
+    # held-out AP 0.368 against 0.382; the category lost is a set-stage find, "rose pyramid") at +7.8% forwards
+    extend_ranked: int = 0
     # extension tokens: the screened pool's first extend_pool tokens (0: all of it, the default: on renamed seed 3131
     # the size word "large" sat at ranks 183-267 of the ~250-token pool, "hollow" up to 224)
     extend_pool: int = 0
