@@ -134,7 +134,6 @@ def test_synonym_first_on_the_toy_tests_every_token_against_its_table_neighbours
     """Each tested row's best swaps are the train APs of real sequences: recomputed here one by one."""
     from alias_opt.eval.predict import evaluate_prompts
     from alias_opt.search.context import make_context
-    from alias_opt.search.pipeline import _train_ap
     from alias_opt.search.synonyms import synonym_first
 
     b, ts, feats = toy_ctx
@@ -145,7 +144,7 @@ def test_synonym_first_on_the_toy_tests_every_token_against_its_table_neighbours
     ms = evaluate_prompts(b, ctx.obj.images, [list(s) for s in seqs], feats=feats)
     rows = [RerankRow(s, m.ap, float(i), m) for i, (s, m) in enumerate(zip(seqs, ms))]
     f0 = ctx.obj.usage().forward
-    out, tests = synonym_first(ctx, rows, _train_ap(ctx))
+    out, tests = synonym_first(ctx, rows, ctx.train_aps)
     assert 1 <= len(tests) <= 2 and ctx.obj.usage().forward > f0  # the swaps' train APs are charged
     t = tests[0]
     nb = ctx.synonym_index.neighbours(list(t.token_ids), 3)  # (L, 3)
@@ -157,9 +156,9 @@ def test_synonym_first_on_the_toy_tests_every_token_against_its_table_neighbours
     assert t.passed == all(w >= t.train_ap - 0.01 for w in want)
     assert out[0].token_ids == next((x.token_ids for x in tests if x.passed), rows[0].token_ids)
     off = make_context(b, ts.train, feats, ts.name, load_config(overrides={"synonyms": 0}), seed=0)
-    assert synonym_first(off, rows, _train_ap(off)) == (rows, [])
+    assert synonym_first(off, rows, off.train_aps) == (rows, [])
     named = make_context(b, ts.train, feats, "red circle", cfg, seed=0)  # the name leads: nothing is tested
-    assert synonym_first(named, rows, _train_ap(named)) == (rows, [])
+    assert synonym_first(named, rows, named.train_aps) == (rows, [])
 
 
 def test_extend_ranked_re_ranking_also_reads_the_best_by_train_ap_so_far(toy_ctx):

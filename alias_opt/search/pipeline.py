@@ -213,7 +213,7 @@ def run_pipeline(
         obj.set_budget(ctx.start + budget)
     rows, pool = _rerank(ctx)
     tidy = (lambda r: _prune(ctx, r)[0] if len(r.token_ids) > 1 else r) if cfg.prune_tolerance >= 0 else (lambda r: r)
-    rows, synonym_tests = synonym_first(ctx, rows, _train_ap(ctx), tidy)  # unknown names: words over chance fits
+    rows, synonym_tests = synonym_first(ctx, rows, ctx.train_aps, tidy)  # unknown names: words over chance fits
     restored: tuple[int, ...] = ()
     restore = rows and cfg.restore_tolerance >= 0 and ctx.name_seq is not None and rows[0].token_ids != ctx.name_seq
     if restore and ctx.knows_name():
@@ -289,13 +289,6 @@ def _check_name(ctx: SearchContext, rows: Sequence[RerankRow]) -> NameCheck | No
     return check
 
 
-def _train_ap(ctx: SearchContext) -> Callable[[list[Seq]], list[float]]:
-    """The batched train AP of sequences (memoized, charged to the budget); -inf where a sequence fails the
-    filter (an edited alias must still round-trip) or the budget is spent."""
-
-    return ctx.train_aps
-
-
 def _row(ctx: SearchContext, seq: Seq, phase: str, **info) -> RerankRow:
     """The re-ranking row of an edited winner ``seq`` (its loss scored if new), recorded as ``phase``."""
     obj = ctx.obj
@@ -310,7 +303,7 @@ def _row(ctx: SearchContext, seq: Seq, phase: str, **info) -> RerankRow:
 
 def _restore(ctx: SearchContext, best: RerankRow) -> tuple[RerankRow, tuple[int, ...]]:
     """``best`` with the name's missing words put back (``restore_words``), and the tokens inserted."""
-    train_ap = _train_ap(ctx)
+    train_ap = ctx.train_aps
     res = restore_words(
         best.token_ids,
         ctx.name_seq or (),
@@ -326,7 +319,7 @@ def _restore(ctx: SearchContext, best: RerankRow) -> tuple[RerankRow, tuple[int,
 
 def _prune(ctx: SearchContext, best: RerankRow) -> tuple[RerankRow, tuple[int, ...]]:
     """``best`` without its inert tokens (train AP, charged to the budget), and the tokens dropped."""
-    train_ap = _train_ap(ctx)
+    train_ap = ctx.train_aps
     keep = tuple(ctx.name_seq or ()) if ctx.cfg.prune_keep_name else ()
     res = prune_inert(best.token_ids, train_ap, ctx.cfg.prune_tolerance, base=train_ap([best.token_ids])[0], keep=keep)
     if not res.dropped:
