@@ -148,9 +148,9 @@ def deeper_plan(
     for rank in range(max((len(b) for b in bests), default=0)):
         for ext, (base, tokens) in zip(bests, plan):
             best = ext[rank] if rank < len(ext) else None
-            if best is None or len(best) >= max_len or len(best) != len(base) + 1 or any(best == b for b, _ in out):
+            if best is None or len(best) >= max_len or any(best == b for b, _ in out):
                 continue
-            if extends_once(best, base):
+            if extends_once(best, base):  # a one-token extension of its own base
                 out.append((best, [int(t) for t in (tokens if pool is None else pool) if t not in best]))
     return out
 
