@@ -88,9 +88,9 @@ def train_images(ts: TargetSet, cfg: SearchConfig, split_seed: int) -> list[Targ
 
 
 def check_negatives(ts: TargetSet, cfg: SearchConfig) -> list[TargetImage]:
-    """The name check's (and the wide re-ranking's) further negatives: the first ``cfg.name_negatives`` of
-    ``ts.extra_negatives`` (``CocoDataset.target_sets(extra_negatives=cfg.name_negatives)`` draws them)."""
-    return ts.extra_negatives[: cfg.name_negatives] if cfg.name_level or cfg.wide_rerank else []
+    """The name check's (and the wide re-ranking's and the sharpening's) further negatives: the first
+    ``cfg.name_negatives`` of ``ts.extra_negatives`` (``CocoDataset.target_sets(extra_negatives=...)`` draws them)."""
+    return ts.extra_negatives[: cfg.name_negatives] if cfg.name_level or cfg.wide_rerank or cfg.sharpen else []
 
 
 def encode(backend: Sam3Backend, images: Sequence[TargetImage]) -> ImageFeatures:

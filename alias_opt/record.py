@@ -92,6 +92,7 @@ def category_record(
         "phases": [r.to_dict() for r in d.phases],
         "reranked": [r.to_dict(tok.decode(r.token_ids)) for r in d.reranked],
         "synonym_tests": [t.to_dict(tok.decode(list(t.token_ids))) for t in d.synonym_tests],
+        **({"sharpen": d.sharpening.to_dict(lambda s: tok.decode(list(s)))} if d.sharpening else {}),
         **counter,
         "wall_time": round(d.wall_time, 3),
         "ms_per_pair": round(1000 * d.wall_time / max(1, counter["cost"]), 3),

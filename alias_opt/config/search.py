@@ -64,6 +64,18 @@ class SearchConfig:
     # Off: over the recorded rows of 6363's categories 6-11 (results/s45/wide.py) it would have picked "kj
     # pyramid" (wide 0.433, held out 0.278) over "pyramid" (0.405, 0.297), and nothing better elsewhere
     wide_rerank: bool = False
+    # for a name the model does not know, after the pruning: the winner gains the pool token (every position) that
+    # best sharpens it against the name check's extra negatives (alias_opt.search.sharpen): mined where the winner
+    # fires most (sharpen_negatives of them), screened with as many train positives (sharpen_keep tokens go on), and
+    # kept where its AP over the train images and all the extra negatives beats the winner's by more than
+    # sharpen_margin at a train-AP cost of at most prune_tolerance; again while shorter than max_len. ~20 train
+    # images rarely hold the near neighbours that ask for a size word: design 6464 "giant framed golden" (large
+    # hollow yellow) train "hollow lemon" 0.617 "huge hollow lemon" 0.628, with the 100 extra negatives 0.523 and
+    # 0.628, held out 0.559 and 0.631 (results/s46/wide2.py)
+    sharpen: bool = True
+    sharpen_negatives: int = 8
+    sharpen_keep: int = 8
+    sharpen_margin: float = 0.02
     # a name whose own train AP is below this is one the model does not know (renamed, jargon): no pairs of its
     # insertions are scored (nothing to split; on renamed they cost 35-90 s a category and never won), and
     # extend_depth applies to its search only (a known name is narrowed one word at a time)
@@ -346,6 +358,11 @@ class SearchConfig:
             raise ValueError(
                 f"deep_tokens must be 'base' or 'pool' and deep_keep >= 0 extensions (0: the screen_keep share); "
                 f"got {self.deep_tokens!r}, {self.deep_keep}"
+            )
+        if self.sharpen_negatives < 1 or self.sharpen_keep < 1 or not 0 <= self.sharpen_margin < 1:
+            raise ValueError(
+                f"sharpen_negatives and sharpen_keep must be >= 1 and sharpen_margin in [0, 1) (sharpen: false turns "
+                f"it off); got {self.sharpen_negatives}, {self.sharpen_keep}, {self.sharpen_margin}"
             )
         if self.extend_ranked < 0:
             raise ValueError(

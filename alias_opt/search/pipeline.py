@@ -13,7 +13,9 @@ Then, for a name the model knows, the name's words the winner lacks are put back
 ``restore_tolerance`` of train AP (``restore_words``: a small train split cannot tell "huge teal" from "huge teal
 cross", the annotator's word can), and the winner's inert tokens are dropped (``prune_inert``: each
 removal may cost at most ``prune_tolerance`` of train AP against the winner's), so every token of an
-alias earns its place (the name's own tokens are kept: ``prune_keep_name``).
+alias earns its place (the name's own tokens are kept: ``prune_keep_name``). For a name the model does not know,
+the winner is then sharpened on the extra negatives (``alias_opt.search.sharpen``: the size word ~20 train images
+cannot ask for).
 Under a budget the re-ranking's forwards are kept back from the phases (unless they would take half of
 it) and the last phase restarts until the rest is spent.
 """
@@ -40,6 +42,7 @@ from alias_opt.search.objective import Seq, Step
 from alias_opt.search.phase_result import PhaseResult, until_spent
 from alias_opt.search.phases import PHASES
 from alias_opt.search.prune import prune_inert, readability, restore_words
+from alias_opt.search.sharpen import Sharpening, sharpen
 from alias_opt.search.soft_prompt import SoftResult
 from alias_opt.search.strategies import get_strategy
 from alias_opt.search.synonyms import SynonymTest, synonym_first
@@ -107,6 +110,8 @@ class SearchOutcome:
             None where not checked: the name won, is unknown or absent, or ``name_level`` is 0).
         synonym_tests: the re-ranked rows' synonym tests (each row pruned first), in order
             (``alias_opt.search.synonyms``); a passing last one went first.
+        sharpening: the winner sharpened on the extra negatives (``alias_opt.search.sharpen``; None where it
+            did not apply: a known name, or none given).
     """
 
     strategy: str
@@ -131,6 +136,7 @@ class SearchOutcome:
     insertions: list[Seq] = field(default_factory=list)
     name_check: NameCheck | None = None
     synonym_tests: list[SynonymTest] = field(default_factory=list)
+    sharpening: Sharpening | None = None
 
 
 def search(
@@ -225,6 +231,10 @@ def run_pipeline(
         row, pruned = _prune(ctx, rows[0])
         if pruned:
             rows = [row] + [r for r in rows if r.token_ids != row.token_ids]
+    sharp = sharpen(ctx, rows[0].token_ids) if rows and rows[0].token_ids != ctx.name_seq else None
+    if sharp is not None and sharp.seq != rows[0].token_ids:  # an unknown name: sharpened on the extra negatives
+        row = _row(ctx, sharp.seq, "sharpened", added=list(sharp.added))
+        rows = [row] + [r for r in rows if r.token_ids != row.token_ids]
     check = _check_name(ctx, rows)
     if check is not None and not check.departs:  # not clearly better than a known name: the name stays
         rows.insert(0, rows.pop(next(i for i, r in enumerate(rows) if r.token_ids == ctx.name_seq)))
@@ -264,6 +274,7 @@ def run_pipeline(
         pruned=pruned,
         name_check=check,
         synonym_tests=synonym_tests,
+        sharpening=sharp,
     )
 
 
