@@ -39,6 +39,7 @@ from alias_opt.eval.metrics import DEFAULT_THRESHOLDS, ImagePredictions, score_p
 from alias_opt.eval.predict import predict
 from alias_opt.search.discrete import extensions
 from alias_opt.search.objective import Seq
+from sam3 import ImageFeatures
 
 if TYPE_CHECKING:
     from alias_opt.search.context import SearchContext
@@ -178,7 +179,7 @@ def sharpen(ctx: SearchContext, seq: Seq) -> Sharpening | None:
         pool = [t for t in ctx.pool() if t not in base]
         firsts = {t: s for t in pool if (s := ctx.filt((t, *base))) is not None}
         screen_images = [train[i] for i in pos] + [extra[i] for i in hard]
-        screen_feats = type(xfeats).concat([obj.feats.select(pos), xfeats.select(hard)])
+        screen_feats = ImageFeatures.concat([obj.feats.select(pos), xfeats.select(hard)])
         cost = len(firsts) * len(screen_images)
         if not firsts or obj.remaining() < cost + cfg.sharpen_keep * (len(base) + 1) * (len(train) + len(extra)):
             break
