@@ -55,6 +55,8 @@ def test_config_refuses_bad_sharpen_settings():
     for over in ({"sharpen_negatives": 0}, {"sharpen_keep": 0}, {"sharpen_margin": -0.1}):
         with pytest.raises(ValueError, match="sharpen_negatives and sharpen_keep"):
             load_config(overrides=over)
+    with pytest.raises(ValueError, match="sharpen_max_len must be in 0..30"):
+        load_config(overrides={"sharpen_max_len": 31})
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +74,8 @@ def test_sharpen_on_the_toy_narrows_a_broad_winner_against_the_extra_negatives(t
 
     b, ts, feats = toy_ctx
     extra = [im for im in ts.test if not im.is_positive][:12]
-    cfg = load_config(overrides={"sharpen_negatives": 6, "sharpen_keep": 3})
+    over = {"sharpen_negatives": 6, "sharpen_keep": 3, "sharpen_max_len": 2}
+    cfg = load_config(overrides=over)
     ctx = make_context(b, ts.train, feats, ts.name, cfg, seed=0, extra_negatives=extra)
     assert not ctx.knows_name()
     enc = b.tokenizer.encode
@@ -98,6 +101,11 @@ def test_sharpen_on_the_toy_narrows_a_broad_winner_against_the_extra_negatives(t
     assert sharpen(make_context(b, ts.train, feats, ts.name, cfg, seed=0), circle) is None  # no extra negatives
     off = load_config(overrides={"sharpen": False})
     assert sharpen(make_context(b, ts.train, feats, ts.name, off, seed=0, extra_negatives=extra), circle) is None
-    short = load_config(overrides={"max_len": 1})
+    short = load_config(overrides={"max_len": 1, "sharpen_max_len": 0})  # 0: the search's max_len
     assert sharpen(make_context(b, ts.train, feats, ts.name, short, seed=0, extra_negatives=extra), circle) is None
+    one = load_config(overrides={**over, "max_len": 1})
+    past = make_context(b, ts.train, feats, ts.name, one, seed=0, extra_negatives=extra)
+    past.pool = lambda: pool
+    grown = sharpen(past, circle)  # one token past the search's max_len, as far as sharpen_max_len (2)
+    assert grown is not None and len(grown.seq) == 2 and grown.rounds[0].pick == r.pick
     assert math.isfinite(sh.rounds[-1].base_wide)

@@ -68,15 +68,20 @@ class SearchConfig:
     # best sharpens it against the name check's extra negatives (alias_opt.search.sharpen): mined where the winner
     # fires most (sharpen_negatives of them), screened with as many train positives (sharpen_keep tokens go on), and
     # kept where its AP over the train images and all the extra negatives beats the winner's by more than
-    # sharpen_margin at a train-AP cost of at most prune_tolerance; again while shorter than max_len. ~20 train
-    # images rarely hold the near neighbours that ask for a size word: design 6464 "giant framed golden" (large
+    # sharpen_margin at a train-AP cost of at most prune_tolerance; again while shorter than sharpen_max_len. ~20
+    # train images rarely hold the near neighbours that ask for a size word: design 6464 "giant framed golden" (large
     # hollow yellow) train "hollow lemon" 0.617 "huge hollow lemon" 0.628, with the 100 extra negatives 0.523 and
-    # 0.628, held out 0.559 and 0.631 (results/s46/wide2.py). Costs 7-10 k forwards where the winner is shorter than
-    # max_len (mostly the pool screen), about +12-20% a renamed category; false: off
+    # 0.628, held out 0.559 and 0.631 (results/s46/wide2.py). Costs 7-10 k forwards a round (mostly the pool
+    # screen), about +12-20% a renamed category; false: off
     sharpen: bool = True
     sharpen_negatives: int = 8
     sharpen_keep: int = 8
     sharpen_margin: float = 0.02
+    # the longest alias sharpening builds (0: max_len). One past max_len by default: the search stops at three
+    # tokens for its cost, and a four-attribute concept's three-token winner lacks one the extra negatives ask for
+    # (design 6666 "giant framed azure disc", large hollow blue circles: "huge navy circle" train 0.517, wide 0.436,
+    # held out 0.430; "huge hollow navy circle" 0.527, 0.527, 0.458; oracle 0.485; results/s47/wide_6666.txt)
+    sharpen_max_len: int = 4
     # a name whose own train AP is below this is one the model does not know (renamed, jargon): no pairs of its
     # insertions are scored (nothing to split; on renamed they cost 35-90 s a category and never won), and
     # extend_depth applies to its search only (a known name is narrowed one word at a time)
@@ -365,6 +370,8 @@ class SearchConfig:
                 f"sharpen_negatives and sharpen_keep must be >= 1 and sharpen_margin in [0, 1) (sharpen: false turns "
                 f"it off); got {self.sharpen_negatives}, {self.sharpen_keep}, {self.sharpen_margin}"
             )
+        if not 0 <= self.sharpen_max_len <= 30:
+            raise ValueError(f"sharpen_max_len must be in 0..30 tokens (0: max_len); got {self.sharpen_max_len}")
         if self.extend_ranked < 0:
             raise ValueError(
                 f"extend_ranked must be >= 0 extensions per base (0: by loss alone); got {self.extend_ranked}"

@@ -60,6 +60,12 @@ class CandidateFilter:
         self._memo[seq] = out
         return out
 
+    def with_max_len(self, max_len: int) -> CandidateFilter:
+        """This filter (itself where ``max_len`` is its own) with another longest alias."""
+        if max_len == self.max_len:
+            return self
+        return CandidateFilter(self.tokenizer, self.allowed, max_len, self.roundtrip)
+
     def accept(self, seqs: Iterable[Iterable[int]]) -> list[Seq]:
         """Accepted forms of ``seqs``, deduplicated, in order."""
         out = (self(s) for s in seqs)

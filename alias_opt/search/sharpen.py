@@ -10,7 +10,8 @@ check's 100 further images without the category (``TargetSet.extra_negatives``, 
 not tie: 0.254 against 0.298, and 0.523 against 0.628; held out 0.208 against 0.293, 0.559 against 0.631.
 
 For a name the model does not know (the search's own answer is all there is), while the winner is shorter than
-``max_len``, each round:
+``sharpen_max_len`` (one past the search's ``max_len`` by default: a four-attribute concept's three-token winner
+lacks the fourth), each round:
 
 1. ``hard_negatives``: the ``sharpen_negatives`` extra negatives where the winner fires highest (a detection
    above the score threshold: a false positive). None: the winner is sharp already; stop.
@@ -149,7 +150,7 @@ def pick(
 
 def sharpen(ctx: SearchContext, seq: Seq) -> Sharpening | None:
     """``seq`` sharpened on the extra negatives (see the module doc); None where it does not apply (off, a name
-    the model knows, no extra negatives, ``seq`` at ``max_len``).
+    the model knows, no extra negatives, ``seq`` at ``sharpen_max_len``).
 
     Args:
         ctx: the search context (its objective's train images, filter, pool and extra negatives).
@@ -157,7 +158,8 @@ def sharpen(ctx: SearchContext, seq: Seq) -> Sharpening | None:
     """
     cfg, obj = ctx.cfg, ctx.obj
     extra = list(ctx.extra_negatives)
-    if not cfg.sharpen or not extra or len(seq) >= cfg.max_len or ctx.knows_name():
+    limit = cfg.sharpen_max_len or cfg.max_len
+    if not cfg.sharpen or not extra or len(seq) >= limit or ctx.knows_name():
         return None
     if obj.remaining() < obj.n_images + len(extra):  # the budget cannot pay for the winner's own predictions
         return None
@@ -165,9 +167,10 @@ def sharpen(ctx: SearchContext, seq: Seq) -> Sharpening | None:
     xfeats = ctx.backend.encode_images([im.image.load() for im in extra])
     train = list(obj.images)
     pos = [i for i, im in enumerate(train) if im.is_positive][: cfg.sharpen_negatives]  # the screen's positives
+    filt = ctx.filt.with_max_len(limit)
     out = Sharpening(tuple(seq), [], 0)
     base_preds = _preds(ctx, xfeats, extra, [seq], out)[0]
-    while len(out.seq) < cfg.max_len:
+    while len(out.seq) < limit:
         base = out.seq
         tr, xb = base_preds
         base_train, base_wide = score_predictions(tr, train, th).ap, score_predictions([*tr, *xb], train + extra, th).ap
@@ -177,7 +180,7 @@ def sharpen(ctx: SearchContext, seq: Seq) -> Sharpening | None:
         if not hard:
             break
         pool = [t for t in ctx.pool() if t not in base]
-        firsts = {t: s for t in pool if (s := ctx.filt((t, *base))) is not None}
+        firsts = {t: s for t in pool if (s := filt((t, *base))) is not None}
         screen_images = [train[i] for i in pos] + [extra[i] for i in hard]
         screen_feats = ImageFeatures.concat([obj.feats.select(pos), xfeats.select(hard)])
         cost = len(firsts) * len(screen_images)
@@ -188,7 +191,7 @@ def sharpen(ctx: SearchContext, seq: Seq) -> Sharpening | None:
         out.forwards += cost
         aps = [score_predictions(p, screen_images, th).ap for p in screened]
         keep = best_tokens(list(firsts), aps, cfg.sharpen_keep)
-        cands = [c for c in ctx.filt.accept(extensions([base], keep)) if c != base]
+        cands = [c for c in filt.accept(extensions([base], keep)) if c != base]
         rnd.tokens, rnd.tried = len(firsts), len(cands)
         preds = _preds(ctx, xfeats, extra, cands, out)
         rows = [
