@@ -71,8 +71,8 @@ class SearchConfig:
     # sharpen_margin at a train-AP cost of at most prune_tolerance; again while shorter than sharpen_max_len. ~20
     # train images rarely hold the near neighbours that ask for a size word: design 6464 "giant framed golden" (large
     # hollow yellow) train "hollow lemon" 0.617 "huge hollow lemon" 0.628, with the 100 extra negatives 0.523 and
-    # 0.628, held out 0.559 and 0.631 (results/s46/wide2.py). Costs 7-10 k forwards a round (mostly the pool
-    # screen), about +12-20% a renamed category; false: off
+    # 0.628, held out 0.559 and 0.631 (results/s46/wide2.py). Costs 6-10 k forwards a round (mostly the pool
+    # screen), 10-31% of a renamed category's forwards on fresh 6767, where it moved no verdict (README); false: off
     sharpen: bool = True
     sharpen_negatives: int = 8
     sharpen_keep: int = 8
