@@ -166,6 +166,43 @@ def test_pooled_shortlist_takes_in_the_neighbours_of_its_best_tokens(tiny_backen
     assert best == sorted(best)  # one ranking of the views' tokens and the neighbours
 
 
+def test_pooled_shortlist_gate_admits_the_rest_of_the_pools_neighbours_that_screen_well(tiny_backend, index_dir):
+    """With ``gate`` the nearest tokens of the pool past its ``heads`` best are screened too, and exactly those
+    screening at least as well as the views' pool's ``gate``-th token join (beside the heads' neighbours)."""
+    from alias_opt.search.embeddings import ProjectionIndex
+    from alias_opt.search.memo import Split
+    from alias_opt.search.projection import CandidateFilter
+    from alias_opt.search.shortlist import allowed_tokens, build_indexes, head_neighbours, pooled_shortlist
+    from tests.discovery_helpers import objective
+
+    cfg = _cfg(index_dir)
+    filt = CandidateFilter(tiny_backend.tokenizer, allowed_tokens(tiny_backend, cfg, None), 3)
+    name = tuple(tiny_backend.tokenizer.encode("square", special=False))
+    indexes, views = build_indexes(tiny_backend, cfg), cfg.index.views
+    proj = ProjectionIndex(tiny_backend.token_embeddings, filt.allowed)
+    near = lambda ids: proj.neighbours(ids, 3)  # noqa: E731
+
+    def best(obj, t):
+        return min(obj.screen_loss_of((t,)), obj.screen_loss_of((t, *name)))
+
+    obj = objective(tiny_backend, screen_images=4)
+    plain = pooled_shortlist(obj, indexes, filt, 500, [(), name], views, 21, name)
+    gate = 8
+    bar = sorted(best(obj, t) for t in plain)[gate - 1]
+    heads = pooled_shortlist(obj, indexes, filt, 500, [(), name], views, 21, name, near, heads=2)
+    obj = objective(tiny_backend, screen_images=4)
+    gated = pooled_shortlist(obj, indexes, filt, 500, [(), name], views, 21, name, near, heads=2, gate=gate)
+    tail = {s[0] for s in filt.accept([(t,) for t in head_neighbours(heads, near(plain[2:]))]) if len(s) == 1}
+    tail -= set(heads)  # one-token canonical forms, new to the pool
+    screened = set(obj.memo.sequences(Split.SCREEN))
+    assert tail and all((t,) in screened and (t, *name) in screened for t in tail)  # all paid for
+    joined = set(gated) - set(heads)
+    assert joined == {t for t in tail if best(obj, t) <= bar}
+    assert 0 < len(joined) < len(tail)  # the gate admits some and refuses others
+    assert set(heads) <= set(gated) and len(gated) == len(set(gated))
+    assert [best(obj, t) for t in gated] == sorted(best(obj, t) for t in gated)
+
+
 def test_context_splits_are_the_best_insertions_into_the_name(tiny_backend, index_dir):
     """``SearchContext.splits``: one pooled token inserted into the name at every position, the n best by
     screening loss; none without a name."""

@@ -26,7 +26,8 @@ TINY = {
     "scan_size": 12,
     "rerank": 2,
     "synonym_rows": 2,  # an unknown name's re-ranking reads rerank rows too (the synonym test runs on them)
-    "index": {"shortlist": 12, "probe_rounds": 1, "pool": 21, "neighbour_heads": 2},  # at most 8 neighbours join
+    # at most 8 neighbours join (no gate: the rest of the pool's would spend the budget in screening)
+    "index": {"shortlist": 12, "probe_rounds": 1, "pool": 21, "neighbour_heads": 2, "neighbour_gate": 0},
     "soft": {"restarts": 2, "steps": 3, "batch_images": 4, "eval_every": 2},
     "gcg": {"steps": 2, "topk": 4, "candidates": 6},
     "evolution": {"population": 8, "generations": 2, "shortlist_pairs": 3},
@@ -201,8 +202,10 @@ def test_config_and_names(tmp_path):
         load_config(overrides={"maxlen": 3})
     with pytest.raises(ValueError, match="unknown strategy 'nope'"):
         load_config(overrides={"strategy": "nope"})
-    with pytest.raises(ValueError, match="index.neighbours and index.neighbour_heads must be >= 0"):
+    with pytest.raises(ValueError, match="index.neighbour_heads and index.neighbour_gate must be >= 0"):
         load_config(overrides={"index": {"neighbours": -1}})
+    with pytest.raises(ValueError, match="got 4, 32 and -1"):
+        load_config(overrides={"index": {"neighbour_gate": -1}})
     with pytest.raises(ValueError, match="deep_tokens must be 'base' or 'pool'"):
         load_config(overrides={"deep_tokens": "all"})
     with pytest.raises(ValueError, match="deep_keep >= 0"):

@@ -62,6 +62,15 @@ class IndexConfig:
     # the answer "triangle encryption" on train, 0.464 vs 0.397 AP)
     neighbours: int = 4  # nearest tokens of each head that join the pool (0: off)
     neighbour_heads: int = 32  # the screened pool's best tokens whose neighbours join it
+    # the neighbours of the rest of the screened pool are screened as well and join where they screen at least as
+    # well as the pool's neighbour_gate-th token (0: off). The best heads are mostly chance tokens whose neighbours
+    # are chance tokens; a word's neighbours are words: renamed 6666 "giant lavender spark" (large purple stars)
+    # had no purple word in its pool of 354, while "purple" (beside "rose", "blue", "navy" at pool ranks 136, 341,
+    # 342) screens 26th. On 60 categories of renamed design runs 6363, 6464, 6666 (results/s48/recall_probe.py and
+    # recall_sim.py) the pools held 145 of 147 attribute values, 147 with 64 (both misses purple), one more token a
+    # pool on average; ungated, the ~500 neighbours crowd size and fill words out of the pool's 480 (122 of 147).
+    # Costs ~500 more screened tokens (~6 k forwards, ~10% of a category).
+    neighbour_gate: int = 64
     projection_metric: str = "l2"  # l2 | cosine: nearest-token projection of soft embeddings
     cache_dir: str | None = None  # default $SAM3_ALIAS_INDEX_CACHE or ~/.cache/sam3-alias/index
 

@@ -309,10 +309,11 @@ class SearchConfig:
                     f"index view {view!r}: use SPACE, -SPACE, distinct or distinct:SPACE with {SPACES}"
                     " (or distinct:embed: the token-embedding table's most distinct rows)"
                 )
-        if self.index.neighbours < 0 or self.index.neighbour_heads < 0:
+        if self.index.neighbours < 0 or self.index.neighbour_heads < 0 or self.index.neighbour_gate < 0:
             raise ValueError(
-                "index.neighbours and index.neighbour_heads must be >= 0 (0: no neighbours join the pool); got"
-                f" {self.index.neighbours} and {self.index.neighbour_heads}"
+                "index.neighbours, index.neighbour_heads and index.neighbour_gate must be >= 0 (0: no neighbours join"
+                f" the pool; gate 0: only the heads'); got {self.index.neighbours}, {self.index.neighbour_heads} and"
+                f" {self.index.neighbour_gate}"
             )
         if self.index.projection_metric not in ("l2", "cosine"):
             raise ValueError(f"index.projection_metric must be l2 or cosine; got {self.index.projection_metric!r}")

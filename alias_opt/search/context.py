@@ -143,6 +143,7 @@ class SearchContext:
                     qualify=self.name_seq if ix.screen_with_name else None,
                     neighbours=(lambda ids: self.proj.neighbours(ids, ix.neighbours)) if ix.neighbours else None,
                     heads=ix.neighbour_heads,
+                    gate=ix.neighbour_gate,
                 )
                 self._shortlist = self._pool[: ix.shortlist]
             else:

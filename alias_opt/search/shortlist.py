@@ -95,6 +95,7 @@ def pooled_shortlist(
     qualify: Seq | None = None,
     neighbours: Callable[[Sequence[int]], np.ndarray] | None = None,
     heads: int = 0,
+    gate: int = 0,
 ) -> list[int]:
     """A shortlist screened by the model itself from a pool drawn from several index views.
 
@@ -107,6 +108,8 @@ def pooled_shortlist(
     scored placed before it (``qualifier_losses``) and ranks by the better of its two losses. With ``neighbours``
     (token ids (H,) -> their nearest tokens (H, n): ``ProjectionIndex.neighbours``) the nearest tokens of the
     screened pool's best ``heads`` join it (``head_neighbours``), screened the same way, and all rank together.
+    With ``gate`` as well, the nearest tokens of the rest of the pool are screened too and join where they screen
+    at least as well as the pool's ``gate``-th token: a word no view holds whose neighbours rank low.
     """
 
     def screened(tokens: Sequence[int]) -> np.ndarray:
@@ -119,11 +122,17 @@ def pooled_shortlist(
     losses = screened(tokens)
     if neighbours is not None and heads > 0 and tokens:
         ranked = [tokens[i] for i in np.argsort(losses, kind="stable")]
-        near = filt.accept([(t,) for t in head_neighbours(ranked, neighbours(ranked[:heads]))])  # canonical forms
-        have = set(tokens)
-        near = [s[0] for s in near if len(s) == 1 and s[0] not in have]
-        if near:
-            tokens, losses = tokens + near, np.concatenate([losses, screened(near)])
+        near = neighbours(ranked if gate > 0 else ranked[:heads])  # (H, n)
+        bar = float(np.sort(losses)[min(gate, len(losses)) - 1]) if gate > 0 else float("inf")
+        for rows, cut in ((near[:heads], float("inf")), (near[heads:], bar)):
+            new = filt.accept([(t,) for t in head_neighbours(tokens, rows)])  # canonical forms
+            have = set(tokens)
+            new = [s[0] for s in dict.fromkeys(new) if len(s) == 1 and s[0] not in have]
+            if new:
+                new_losses = screened(new)
+                keep = new_losses <= cut
+                tokens = tokens + [t for t, ok in zip(new, keep) if ok]
+                losses = np.concatenate([losses, new_losses[keep]])
     return [tokens[i] for i in np.argsort(losses, kind="stable")[:k]]
 
 
