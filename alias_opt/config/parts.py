@@ -69,7 +69,8 @@ class IndexConfig:
     # 342) screens 26th. On 60 categories of renamed design runs 6363, 6464, 6666 (results/s48/recall_probe.py and
     # recall_sim.py) the pools held 145 of 147 attribute values, 147 with 64 (both misses purple), one more token a
     # pool on average; ungated, the ~500 neighbours crowd size and fill words out of the pool's 480 (122 of 147).
-    # Costs ~500 more screened tokens (~6 k forwards, ~10% of a category).
+    # Costs 500-900 more screened tokens (6-10 k forwards, 7-19% of a category). Fresh 6969 "full lavender disc":
+    # no purple word in the pool without it, "purple" 1st with it (answer "purple cooper circles solid", 1.03 x).
     neighbour_gate: int = 64
     projection_metric: str = "l2"  # l2 | cosine: nearest-token projection of soft embeddings
     cache_dir: str | None = None  # default $SAM3_ALIAS_INDEX_CACHE or ~/.cache/sam3-alias/index
