@@ -4,7 +4,7 @@ The search tries only tokens of the screened shortlist pool (``alias_opt.search.
 ``index.neighbours`` the nearest tokens (``ProjectionIndex.neighbours``) of its best ``index.neighbour_heads`` join
 it, screened the same way; with ``index.neighbour_gate`` the rest of the pool's neighbours are screened too and join
 where they screen within the pool's best ``neighbour_gate``. For each category of finished world-v2 runs this builds
-the pool per (heads, neighbours, gate) setting exactly as discovery does (``pooled_shortlist``, cut to
+the pool per (heads, neighbours, gate) setting exactly as discovery does (``SearchContext.screened_pool``, cut to
 ``max(index.pool, index.shortlist)``; screening is memoised, so each token is paid once) and reports how many tokens
 join (tokens the first setting's pool lacks), how many sequences were screened (cumulative over the settings in the
 given order: list them cheapest first), and, of the attribute values the category's exact phrase adds to its name (a
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,6 @@ sys.path.insert(0, str(REPO))
 
 from alias_opt.config import load_config  # noqa: E402
 from alias_opt.search.memo import Split  # noqa: E402
-from alias_opt.search.shortlist import pooled_shortlist, view_spaces  # noqa: E402
 from bench.pool_depth import category_contexts, runs_parser  # noqa: E402
 from sam3 import Sam3Backend  # noqa: E402
 from sam3.toy import vocab  # noqa: E402
@@ -67,14 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         groups = [{tok.encode(w, special=False)[0] for w in vocab.WORDS[av]} for av in values]
         row = {"run": run.name, "category": ts.category_id, "name": ts.name}
         row["values"] = [f"{a}={v}" for a, v in values]
-        indexes = {s: ctx.index(s) for s in view_spaces(cfg)}
-        qualify = ctx.name_seq if ix.screen_with_name else None
         base, start = None, len(ctx.obj.memo.sequences(Split.SCREEN))
         for heads, k, gate in grid:
-            pool = pooled_shortlist(
-                ctx.obj, indexes, ctx.filt, max(ix.pool, ix.shortlist), ctx.probes(), ix.views, ix.pool, qualify,
-                (lambda ids, k=k, proj=ctx.proj: proj.neighbours(ids, k)) if k else None, heads, gate,
-            )  # fmt: skip
+            pool = ctx.screened_pool(replace(ix, neighbours=k, neighbour_heads=heads, neighbour_gate=gate))
             base = set(pool) if base is None else base
             row[label(heads, k, gate)] = {
                 "pool_size": len(pool),

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from alias_opt.config import SearchConfig
+from alias_opt.config import IndexConfig, SearchConfig
 from alias_opt.eval.metrics import PromptMetrics, score_predictions
 from alias_opt.eval.predict import evaluate_prompts, predict, predict_images
 from alias_opt.search.discrete import extensions
@@ -131,20 +131,7 @@ class SearchContext:
         if self._shortlist is None:
             ix = self.cfg.index
             if ix.views:
-                indexes = {s: self.index(s) for s in view_spaces(self.cfg)}  # index.space first
-                self._pool = pooled_shortlist(  # the whole screened pool, best first (kept for ``splits``)
-                    self.obj,
-                    indexes,
-                    self.filt,
-                    max(ix.pool, ix.shortlist),
-                    self.probes(),
-                    ix.views,
-                    ix.pool,
-                    qualify=self.name_seq if ix.screen_with_name else None,
-                    neighbours=(lambda ids: self.proj.neighbours(ids, ix.neighbours)) if ix.neighbours else None,
-                    heads=ix.neighbour_heads,
-                    gate=ix.neighbour_gate,
-                )
+                self._pool = self.screened_pool(ix)  # the whole screened pool, best first (kept for ``splits``)
                 self._shortlist = self._pool[: ix.shortlist]
             else:
                 self._shortlist = build_shortlist(
@@ -157,6 +144,25 @@ class SearchContext:
                     ix.two_sided,
                 )
         return self._shortlist
+
+    def screened_pool(self, ix: IndexConfig) -> list[int]:
+        """The pool ``index.views`` give, screened by the model and grown by its tokens' neighbours as ``ix`` says
+        (``pooled_shortlist``), best first; ``shortlist`` keeps the config's, ``bench/pool_neighbours.py`` compares
+        others (screening is memoised, so a token is paid once across them)."""
+        indexes = {s: self.index(s) for s in view_spaces(self.cfg)}  # index.space first
+        return pooled_shortlist(
+            self.obj,
+            indexes,
+            self.filt,
+            max(ix.pool, ix.shortlist),
+            self.probes(),
+            ix.views,
+            ix.pool,
+            qualify=self.name_seq if ix.screen_with_name else None,
+            neighbours=(lambda ids: self.proj.neighbours(ids, ix.neighbours)) if ix.neighbours else None,
+            heads=ix.neighbour_heads,
+            gate=ix.neighbour_gate,
+        )
 
     def built_shortlist(self) -> list[int]:
         """The shortlist if a phase built one, else [] (builds nothing)."""

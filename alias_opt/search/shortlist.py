@@ -127,7 +127,7 @@ def pooled_shortlist(
         for rows, cut in ((near[:heads], float("inf")), (near[heads:], bar)):
             new = filt.accept([(t,) for t in head_neighbours(tokens, rows)])  # canonical forms
             have = set(tokens)
-            new = [s[0] for s in dict.fromkeys(new) if len(s) == 1 and s[0] not in have]
+            new = [s[0] for s in new if len(s) == 1 and s[0] not in have]
             if new:
                 new_losses = screened(new)
                 keep = new_losses <= cut
