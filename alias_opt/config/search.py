@@ -82,6 +82,12 @@ class SearchConfig:
     # (design 6666 "giant framed azure disc", large hollow blue circles: "huge navy circle" train 0.517, wide 0.436,
     # held out 0.430; "huge hollow navy circle" 0.527, 0.527, 0.458; oracle 0.485; results/s47/wide_6666.txt)
     sharpen_max_len: int = 4
+    # before those rounds: each chance token of the winner (its best synonym swap loses more than
+    # synonym_tolerance; needs synonyms) replaced by pool tokens: the sharpen_replace best by screening loss get
+    # their train AP, the sharpen_keep best of those their wide AP, and the best wide AP at or above the winner's
+    # (train within prune_tolerance) whose new token passes the synonym test replaces it. Fresh 6969 "framed azure
+    # tile": "navy honda empty" -> "navy square empty", held out 0.466 -> 0.526 (exact phrase 0.523). 0: off
+    sharpen_replace: int = 16
     # a name whose own train AP is below this is one the model does not know (renamed, jargon): no pairs of its
     # insertions are scored (nothing to split; on renamed they cost 35-90 s a category and never won), and
     # extend_depth applies to its search only (a known name is narrowed one word at a time)
@@ -371,6 +377,8 @@ class SearchConfig:
                 f"sharpen_negatives and sharpen_keep must be >= 1 and sharpen_margin in [0, 1) (sharpen: false turns "
                 f"it off); got {self.sharpen_negatives}, {self.sharpen_keep}, {self.sharpen_margin}"
             )
+        if self.sharpen_replace < 0:
+            raise ValueError(f"sharpen_replace must be >= 0 replacements (0: off); got {self.sharpen_replace}")
         if not 0 <= self.sharpen_max_len <= 30:
             raise ValueError(f"sharpen_max_len must be in 0..30 tokens (0: max_len); got {self.sharpen_max_len}")
         if self.extend_ranked < 0:

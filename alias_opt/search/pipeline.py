@@ -14,8 +14,8 @@ Then, for a name the model knows, the name's words the winner lacks are put back
 cross", the annotator's word can), and the winner's inert tokens are dropped (``prune_inert``: each
 removal may cost at most ``prune_tolerance`` of train AP against the winner's), so every token of an
 alias earns its place (the name's own tokens are kept: ``prune_keep_name``). For a name the model does not know,
-the winner is then sharpened on the extra negatives (``alias_opt.search.sharpen``: the size word ~20 train images
-cannot ask for).
+the winner is then sharpened on the extra negatives (``alias_opt.search.sharpen``: a chance token replaced by a
+word, then the size word ~20 train images cannot ask for).
 Under a budget the re-ranking's forwards are kept back from the phases (unless they would take half of
 it) and the last phase restarts until the rest is spent.
 """

@@ -23,8 +23,22 @@ lacks the fourth), each round:
    than ``sharpen_margin`` and loses at most ``prune_tolerance`` of its train AP (``pick``); else stop.
 
 A chance token may kill the winner's false positives and its true ones with them: the train positives in step 2,
-and the train AP in step 3, turn those down. Every forward is charged to the objective; where the budget cannot
-pay for a round, no round runs.
+and the train AP in step 3, turn those down.
+
+Before those rounds, with ``sharpen_replace``, one *replace* round swaps a chance token for a word. A winner often
+holds an untrained row of the toy's table that the train split rewards and that takes the slot a word needs: fresh
+6969 "framed azure tile" (hollow blue squares) -> "navy honda empty", train AP 0.336, held out 0.466 against the
+exact phrase's 0.523; inserting "square" beside "honda" does not help ("navy honda empty square" 0.314), replacing
+it does ("navy square empty" 0.353, held out 0.526). The synonym test tells the chance tokens (``chance_positions``:
+the best of a token's ``synonyms`` table neighbours in its place loses more than ``synonym_tolerance``); every pool
+token in each one's place (``replacements``) is screened by loss, the ``sharpen_replace`` best get their train AP,
+the ``sharpen_keep`` best of those their wide AP, and among those that keep the winner's wide AP and its train AP
+within ``prune_tolerance``, best wide AP first, the first whose new token passes the synonym test in its place
+replaces the winner (a chance token for another is no gain: on 6969 "amber valentine" "orange brokerage" ->
+"orange 🎧" gained wide AP and lost held-out AP).
+
+Every forward is charged to the objective (``Sharpening.forwards``); where the budget cannot pay for a round, no
+round runs.
 """
 
 from __future__ import annotations
@@ -40,6 +54,7 @@ from alias_opt.eval.metrics import DEFAULT_THRESHOLDS, ImagePredictions, score_p
 from alias_opt.eval.predict import predict
 from alias_opt.search.discrete import extensions
 from alias_opt.search.objective import Seq
+from alias_opt.search.synonyms import holds, synonym_swaps
 from sam3 import ImageFeatures
 
 if TYPE_CHECKING:
@@ -55,6 +70,8 @@ class SharpenRound:
         hard: extra negatives the base fired on (above the score threshold) among those mined.
         tokens: pool tokens screened; tried: insertions scored wide.
         base_wide, base_train: the base's wide and train AP; wide, train: the pick's (NaN without a pick).
+        kind: "insert" (a token added) or "replace" (a chance token replaced; ``hard`` 0, ``tokens`` the
+            replacements screened, ``tried`` those scored wide).
     """
 
     base: Seq
@@ -66,9 +83,10 @@ class SharpenRound:
     base_train: float
     wide: float = math.nan
     train: float = math.nan
+    kind: str = "insert"
 
     def to_dict(self, decode) -> dict:
-        row = {"base": decode(self.base), "pick": None if self.pick is None else decode(self.pick)}
+        row = {"kind": self.kind, "base": decode(self.base), "pick": None if self.pick is None else decode(self.pick)}
         row.update(hard=self.hard, tokens=self.tokens, tried=self.tried, base_wide=self.base_wide)
         row.update(base_train=self.base_train, wide=_num(self.wide), train=_num(self.train))
         return row
@@ -148,6 +166,38 @@ def pick(
     return max(ok, key=lambda r: r[1]) if ok else None
 
 
+def chance_positions(base: float, best_swaps: Sequence[float], tolerance: float) -> list[int]:
+    """The positions whose best synonym swap loses more than ``tolerance`` of ``base``: chance tokens.
+
+    Args:
+        base: the sequence's train AP; best_swaps: (L,) per position the best swap's train AP (``holds``).
+    """
+    return [i for i, b in enumerate(best_swaps) if b < base - tolerance]
+
+
+def replacements(seq: Seq, positions: Sequence[int], tokens: Sequence[int]) -> list[Seq]:
+    """``seq`` with the token at each of ``positions`` replaced by each of ``tokens`` (none already in ``seq``),
+    position by position.
+
+    Args:
+        seq: (L,) token ids; positions: indices into ``seq``; tokens: (T,) candidate ids.
+    Returns:
+        up to len(positions) x T sequences of length L.
+    """
+    return [(*seq[:i], int(t), *seq[i + 1 :]) for i in positions for t in tokens if t not in seq]
+
+
+def word_first(rows: Sequence[tuple[Seq, float, float]], base_wide: float, base_train: float, tolerance: float):
+    """The rows that keep ``base_wide`` and ``base_train`` within ``tolerance``, best wide AP first (ties: the
+    rows' order): the replace round's candidates, to be synonym-tested in that order.
+
+    Args:
+        rows: (sequence, wide AP, train AP) each.
+    """
+    ok = [r for r in rows if r[1] >= base_wide and r[2] >= base_train - tolerance]
+    return sorted(ok, key=lambda r: -r[1])
+
+
 def sharpen(ctx: SearchContext, seq: Seq) -> Sharpening | None:
     """``seq`` sharpened on the extra negatives (see the module doc); None where it does not apply (off, a name
     the model knows, no extra negatives, ``seq`` at ``sharpen_max_len``).
@@ -157,9 +207,11 @@ def sharpen(ctx: SearchContext, seq: Seq) -> Sharpening | None:
         seq: the winner after the re-ranking, the synonym test and the pruning.
     """
     cfg, obj = ctx.cfg, ctx.obj
+    spent = obj.spent
     extra = list(ctx.extra_negatives)
     limit = cfg.sharpen_max_len or cfg.max_len
-    if not cfg.sharpen or not extra or len(seq) >= limit or ctx.knows_name():
+    replace = cfg.sharpen_replace > 0 and cfg.synonyms > 0
+    if not cfg.sharpen or not extra or (len(seq) >= limit and not replace) or ctx.knows_name():
         return None
     if obj.remaining() < obj.n_images + len(extra):  # the budget cannot pay for the winner's own predictions
         return None
@@ -169,7 +221,9 @@ def sharpen(ctx: SearchContext, seq: Seq) -> Sharpening | None:
     pos = [i for i, im in enumerate(train) if im.is_positive][: cfg.sharpen_negatives]  # the screen's positives
     filt = ctx.filt.with_max_len(limit)
     out = Sharpening(tuple(seq), [], 0)
-    base_preds = _preds(ctx, xfeats, extra, [seq], out)[0]
+    base_preds = _preds(ctx, xfeats, extra, [seq])[0]
+    if replace:
+        base_preds = _replace_round(ctx, out, base_preds, xfeats, extra)
     while len(out.seq) < limit:
         base = out.seq
         tr, xb = base_preds
@@ -188,12 +242,11 @@ def sharpen(ctx: SearchContext, seq: Seq) -> Sharpening | None:
             break
         screened = predict(ctx.backend, screen_feats, screen_images, [list(s) for s in firsts.values()], th)
         obj.charge(cost)
-        out.forwards += cost
         aps = [score_predictions(p, screen_images, th).ap for p in screened]
         keep = best_tokens(list(firsts), aps, cfg.sharpen_keep)
         cands = [c for c in filt.accept(extensions([base], keep)) if c != base]
         rnd.tokens, rnd.tried = len(firsts), len(cands)
-        preds = _preds(ctx, xfeats, extra, cands, out)
+        preds = _preds(ctx, xfeats, extra, cands)
         rows = [
             (c, score_predictions([*a, *b], train + extra, th).ap, score_predictions(a, train, th).ap)
             for c, (a, b) in zip(cands, preds)
@@ -204,10 +257,57 @@ def sharpen(ctx: SearchContext, seq: Seq) -> Sharpening | None:
         rnd.pick, rnd.wide, rnd.train = best
         out.seq, base_preds = best[0], preds[cands.index(best[0])]
         obj.record("sharpen", 0, math.inf, wide_ap=rnd.wide, base_wide_ap=base_wide, hard=len(hard), tried=len(cands))
+    out.forwards = obj.spent - spent  # everything paid here (the replace round's train APs and screen too)
     return out
 
 
-def _preds(ctx: SearchContext, xfeats, extra, seqs: Sequence[Seq], out: Sharpening):
+def _replace_round(ctx: SearchContext, out: Sharpening, base_preds, xfeats, extra):
+    """The replace round (module doc): ``out.seq``'s chance tokens, each replaced by pool words; returns the
+    predictions of the (possibly new) ``out.seq`` on the train images and the extra negatives."""
+    cfg, obj, th = ctx.cfg, ctx.obj, DEFAULT_THRESHOLDS
+    seq, k, train = out.seq, cfg.synonyms, list(obj.images)
+    tr, xb = base_preds
+    base_train, base_wide = score_predictions(tr, train, th).ap, score_predictions([*tr, *xb], train + extra, th).ap
+    rnd = SharpenRound(seq, None, 0, 0, 0, base_wide, base_train, kind="replace")
+    out.rounds.append(rnd)
+
+    def best_swaps(s: Seq) -> tuple[float, list[float]]:  # train AP and per position the best synonym swap's
+        swaps = synonym_swaps(s, ctx.synonym_index.neighbours(list(s), k))  # L lists of k
+        aps = ctx.train_aps([x for row in swaps for x in row])
+        ap = ctx.train_aps([s])[0]
+        return ap, holds(ap, [aps[i * k : (i + 1) * k] for i in range(len(s))], cfg.synonym_tolerance)[1]
+
+    if obj.remaining() < len(seq) * k * obj.n_images:
+        return base_preds
+    chance = chance_positions(*best_swaps(seq), cfg.synonym_tolerance)
+    if not chance:
+        return base_preds
+    cands = ctx.filt.accept(replacements(seq, chance, ctx.pool()))
+    n_keep = min(cfg.sharpen_keep, cfg.sharpen_replace)
+    cost = len(cands) * len(obj.screen_idx) + cfg.sharpen_replace * obj.n_images
+    if not cands or obj.remaining() < cost + n_keep * (obj.n_images + len(extra) + k * obj.n_images):
+        return base_preds
+    screen = obj.screen_losses(cands)  # (C,)
+    top = [cands[i] for i in np.argsort(screen, kind="stable")[: cfg.sharpen_replace] if np.isfinite(screen[i])]
+    keep = [top[i] for i in np.argsort(-np.asarray(ctx.train_aps(top)), kind="stable")[:n_keep]]
+    rnd.tokens, rnd.tried = len(cands), len(keep)
+    preds = _preds(ctx, xfeats, extra, keep)
+    rows = [
+        (c, score_predictions([*a, *b], train + extra, th).ap, score_predictions(a, train, th).ap)
+        for c, (a, b) in zip(keep, preds)
+    ]
+    for c, wide, tr_ap in word_first(rows, base_wide, base_train, cfg.prune_tolerance):
+        pos = next(i for i in chance if c[i] != seq[i])
+        ap, swaps = best_swaps(c)
+        if pos not in chance_positions(ap, swaps, cfg.synonym_tolerance):  # the new token is a word here
+            rnd.pick, rnd.wide, rnd.train = c, wide, tr_ap
+            out.seq = c
+            obj.record("sharpen", 0, math.inf, wide_ap=wide, base_wide_ap=base_wide, replaced=len(chance))
+            return preds[keep.index(c)]
+    return base_preds
+
+
+def _preds(ctx: SearchContext, xfeats, extra, seqs: Sequence[Seq]):
     """Each of ``seqs``' predictions on the train images and on the extra negatives (charged)."""
     obj = ctx.obj
     if not seqs:
@@ -217,5 +317,4 @@ def _preds(ctx: SearchContext, xfeats, extra, seqs: Sequence[Seq], out: Sharpeni
     xb = predict(ctx.backend, xfeats, extra, prompts)
     n = len(seqs) * (obj.n_images + len(extra))
     obj.charge(n)
-    out.forwards += n
     return list(zip(tr, xb))
