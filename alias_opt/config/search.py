@@ -85,7 +85,7 @@ class SearchConfig:
     # before those rounds: each chance token of the winner (its best synonym swap loses more than
     # synonym_tolerance; needs synonyms) replaced by pool tokens: the sharpen_replace best by screening loss get
     # their train AP, the sharpen_keep best of those their wide AP, and the best wide AP at or above the winner's
-    # (train within prune_tolerance) whose new token passes the synonym test replaces it. Fresh 6969 "framed azure
+    # (train within prune_tolerance) whose new token passes the synonym test replaces it. Design 6969 "framed azure
     # tile": "navy honda empty" -> "navy square empty", held out 0.466 -> 0.526 (exact phrase 0.523). 0: off
     sharpen_replace: int = 16
     # a name whose own train AP is below this is one the model does not know (renamed, jargon): no pairs of its

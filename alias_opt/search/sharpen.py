@@ -26,7 +26,7 @@ A chance token may kill the winner's false positives and its true ones with them
 and the train AP in step 3, turn those down.
 
 Before those rounds, with ``sharpen_replace``, one *replace* round swaps a chance token for a word. A winner often
-holds an untrained row of the toy's table that the train split rewards and that takes the slot a word needs: fresh
+holds an untrained row of the toy's table that the train split rewards and that takes the slot a word needs: on
 6969 "framed azure tile" (hollow blue squares) -> "navy honda empty", train AP 0.336, held out 0.466 against the
 exact phrase's 0.523; inserting "square" beside "honda" does not help ("navy honda empty square" 0.314), replacing
 it does ("navy square empty" 0.353, held out 0.526). The synonym test tells the chance tokens (``chance_positions``:
@@ -200,7 +200,7 @@ def word_first(rows: Sequence[tuple[Seq, float, float]], base_wide: float, base_
 
 def sharpen(ctx: SearchContext, seq: Seq) -> Sharpening | None:
     """``seq`` sharpened on the extra negatives (see the module doc); None where it does not apply (off, a name
-    the model knows, no extra negatives, ``seq`` at ``sharpen_max_len``).
+    the model knows, no extra negatives, ``seq`` at ``sharpen_max_len`` with no replace round).
 
     Args:
         ctx: the search context (its objective's train images, filter, pool and extra negatives).
