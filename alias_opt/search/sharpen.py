@@ -54,7 +54,7 @@ from alias_opt.eval.metrics import DEFAULT_THRESHOLDS, ImagePredictions, score_p
 from alias_opt.eval.predict import predict
 from alias_opt.search.discrete import extensions
 from alias_opt.search.objective import Seq
-from alias_opt.search.synonyms import holds, synonym_swaps
+from alias_opt.search.synonyms import synonym_test
 from sam3 import ImageFeatures
 
 if TYPE_CHECKING:
@@ -271,15 +271,10 @@ def _replace_round(ctx: SearchContext, out: Sharpening, base_preds, xfeats, extr
     rnd = SharpenRound(seq, None, 0, 0, 0, base_wide, base_train, kind="replace")
     out.rounds.append(rnd)
 
-    def best_swaps(s: Seq) -> tuple[float, list[float]]:  # train AP and per position the best synonym swap's
-        swaps = synonym_swaps(s, ctx.synonym_index.neighbours(list(s), k))  # L lists of k
-        aps = ctx.train_aps([x for row in swaps for x in row])
-        ap = ctx.train_aps([s])[0]
-        return ap, holds(ap, [aps[i * k : (i + 1) * k] for i in range(len(s))], cfg.synonym_tolerance)[1]
-
     if obj.remaining() < len(seq) * k * obj.n_images:
         return base_preds
-    chance = chance_positions(*best_swaps(seq), cfg.synonym_tolerance)
+    t = synonym_test(ctx, seq, ctx.train_aps)
+    chance = chance_positions(t.train_ap, t.best_swaps, cfg.synonym_tolerance)
     if not chance:
         return base_preds
     cands = ctx.filt.accept(replacements(seq, chance, ctx.pool()))
@@ -298,8 +293,8 @@ def _replace_round(ctx: SearchContext, out: Sharpening, base_preds, xfeats, extr
     ]
     for c, wide, tr_ap in word_first(rows, base_wide, base_train, cfg.prune_tolerance):
         pos = next(i for i in chance if c[i] != seq[i])
-        ap, swaps = best_swaps(c)
-        if pos not in chance_positions(ap, swaps, cfg.synonym_tolerance):  # the new token is a word here
+        t = synonym_test(ctx, c, ctx.train_aps)
+        if pos not in chance_positions(t.train_ap, t.best_swaps, cfg.synonym_tolerance):  # a word in its place
             rnd.pick, rnd.wide, rnd.train = c, wide, tr_ap
             out.seq = c
             obj.record("sharpen", 0, math.inf, wide_ap=wide, base_wide_ap=base_wide, replaced=len(chance))

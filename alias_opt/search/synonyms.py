@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -130,6 +131,23 @@ def meaningful_first(
     return rows, tests
 
 
+def synonym_test(ctx: SearchContext, seq: Seq, train_ap: Callable[[list[Seq]], list[float]]) -> SynonymTest:
+    """``seq``'s synonym test: each token swapped for its ``synonyms`` nearest rows of the table (cosine), the best
+    swap per position against ``seq``'s train AP within ``synonym_tolerance``.
+
+    Args:
+        ctx: the search context (its config and cosine index of the table).
+        seq: (L,) token ids.
+        train_ap: the memoized, budget-charged train AP of sequences.
+    """
+    k, tol = ctx.cfg.synonyms, ctx.cfg.synonym_tolerance
+    swaps = synonym_swaps(seq, ctx.synonym_index.neighbours(list(seq), k))  # L lists of k
+    aps = train_ap([s for row in swaps for s in row])
+    base = train_ap([seq])[0]
+    passed, best = holds(base, [aps[i * k : (i + 1) * k] for i in range(len(seq))], tol)
+    return SynonymTest(seq, base, best, passed)
+
+
 def synonym_first(
     ctx: SearchContext,
     rows: Sequence[Row],
@@ -149,17 +167,10 @@ def synonym_first(
     Returns:
         (the rows, the tests run).
     """
-    cfg, k = ctx.cfg, ctx.cfg.synonyms
-    if not k or not rows or rows[0].token_ids == ctx.name_seq or ctx.knows_name():
+    cfg = ctx.cfg
+    if not cfg.synonyms or not rows or rows[0].token_ids == ctx.name_seq or ctx.knows_name():
         return list(rows), []
-
-    def test(seq: Seq) -> SynonymTest:
-        swaps = synonym_swaps(seq, ctx.synonym_index.neighbours(list(seq), k))  # L lists of k
-        aps = train_ap([s for row in swaps for s in row])
-        base = train_ap([seq])[0]
-        passed, best = holds(base, [aps[i * k : (i + 1) * k] for i in range(len(seq))], cfg.synonym_tolerance)
-        return SynonymTest(seq, base, best, passed)
-
+    test = partial(synonym_test, ctx, train_ap=train_ap)
     out, tests = meaningful_first(rows, test, cfg.rerank_tolerance, cfg.synonym_rows, tidy)
     if tests:
         # the tests stop at the first pass: a row below the first went first iff a later test passed
