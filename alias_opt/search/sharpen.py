@@ -226,9 +226,8 @@ def sharpen(ctx: SearchContext, seq: Seq) -> Sharpening | None:
         base_preds = _replace_round(ctx, out, base_preds, xfeats, extra)
     while len(out.seq) < limit:
         base = out.seq
-        tr, xb = base_preds
-        base_train, base_wide = score_predictions(tr, train, th).ap, score_predictions([*tr, *xb], train + extra, th).ap
-        hard = hard_negatives(max_scores(xb), cfg.sharpen_negatives, th.score)
+        base_wide, base_train = _wide_train(base_preds, train, extra)
+        hard = hard_negatives(max_scores(base_preds[1]), cfg.sharpen_negatives, th.score)
         rnd = SharpenRound(base, None, len(hard), 0, 0, base_wide, base_train)
         out.rounds.append(rnd)
         if not hard:
@@ -247,10 +246,7 @@ def sharpen(ctx: SearchContext, seq: Seq) -> Sharpening | None:
         cands = [c for c in filt.accept(extensions([base], keep)) if c != base]
         rnd.tokens, rnd.tried = len(firsts), len(cands)
         preds = _preds(ctx, xfeats, extra, cands)
-        rows = [
-            (c, score_predictions([*a, *b], train + extra, th).ap, score_predictions(a, train, th).ap)
-            for c, (a, b) in zip(cands, preds)
-        ]
+        rows = [(c, *_wide_train(p, train, extra)) for c, p in zip(cands, preds)]
         best = pick(base_wide, base_train, rows, cfg.sharpen_margin, cfg.prune_tolerance)
         if best is None:
             break
@@ -264,10 +260,9 @@ def sharpen(ctx: SearchContext, seq: Seq) -> Sharpening | None:
 def _replace_round(ctx: SearchContext, out: Sharpening, base_preds, xfeats, extra):
     """The replace round (module doc): ``out.seq``'s chance tokens, each replaced by pool words; returns the
     predictions of the (possibly new) ``out.seq`` on the train images and the extra negatives."""
-    cfg, obj, th = ctx.cfg, ctx.obj, DEFAULT_THRESHOLDS
+    cfg, obj = ctx.cfg, ctx.obj
     seq, k, train = out.seq, cfg.synonyms, list(obj.images)
-    tr, xb = base_preds
-    base_train, base_wide = score_predictions(tr, train, th).ap, score_predictions([*tr, *xb], train + extra, th).ap
+    base_wide, base_train = _wide_train(base_preds, train, extra)
     rnd = SharpenRound(seq, None, 0, 0, 0, base_wide, base_train, kind="replace")
     out.rounds.append(rnd)
 
@@ -287,10 +282,7 @@ def _replace_round(ctx: SearchContext, out: Sharpening, base_preds, xfeats, extr
     keep = [top[i] for i in np.argsort(-np.asarray(ctx.train_aps(top)), kind="stable")[:n_keep]]
     rnd.tokens, rnd.tried = len(cands), len(keep)
     preds = _preds(ctx, xfeats, extra, keep)
-    rows = [
-        (c, score_predictions([*a, *b], train + extra, th).ap, score_predictions(a, train, th).ap)
-        for c, (a, b) in zip(keep, preds)
-    ]
+    rows = [(c, *_wide_train(p, train, extra)) for c, p in zip(keep, preds)]
     for c, wide, tr_ap in word_first(rows, base_wide, base_train, cfg.prune_tolerance):
         pos = next(i for i in chance if c[i] != seq[i])
         t = synonym_test(ctx, c, ctx.train_aps)
@@ -300,6 +292,13 @@ def _replace_round(ctx: SearchContext, out: Sharpening, base_preds, xfeats, extr
             obj.record("sharpen", 0, math.inf, wide_ap=wide, base_wide_ap=base_wide, replaced=len(chance))
             return preds[keep.index(c)]
     return base_preds
+
+
+def _wide_train(preds, train, extra) -> tuple[float, float]:
+    """A sequence's (wide AP, train AP) from its (train, extra-negative) predictions (``_preds``)."""
+    tr, xb = preds
+    th = DEFAULT_THRESHOLDS
+    return score_predictions([*tr, *xb], [*train, *extra], th).ap, score_predictions(tr, train, th).ap
 
 
 def _preds(ctx: SearchContext, xfeats, extra, seqs: Sequence[Seq]):
