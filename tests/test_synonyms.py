@@ -76,6 +76,21 @@ def test_meaningful_first_tests_and_moves_each_row_as_tidy_leaves_it():
     assert calls == [(0,), (7,)] and out == [pruned, rows[0]]  # the pruned row goes first; its source and repeat go
 
 
+def test_meaningful_first_tests_each_tidied_row_once_and_counts_it_once():
+    """Rows that tidy to one row (seed 7070 "framed plus": eight re-ranked rows all pruned to "cross loaded") are
+    tested once; the repeats do not use up the limit, so the next distinct row is still tested."""
+    rows = _rows(0.30, 0.30, 0.30, 0.30)
+    same = RerankRow((9,), 0.30, 0.0, None)
+    tidy = lambda r: same if r.token_ids < (3,) else r  # noqa: E731
+    calls: list = []
+    out, tests = meaningful_first(rows, _tester({(3,)}, calls), 0.01, 2, tidy=tidy)
+    assert calls == [(9,), (3,)] and [t.token_ids for t in tests] == [(9,), (3,)]
+    assert out[0] is rows[3]
+    calls.clear()
+    out, tests = meaningful_first(rows, _tester(set(), calls), 0.01, 1, tidy=tidy)
+    assert calls == [(9,)] and len(tests) == 1 and out == rows  # the limit still counts distinct rows
+
+
 def test_meaningful_first_reads_the_wide_ap_where_the_rows_have_one():
     rows = [RerankRow((0,), 0.30, 0.0, None, wide_ap=0.27), RerankRow((1,), 0.30, 1.0, None, wide_ap=0.20)]
     calls: list = []

@@ -100,8 +100,9 @@ def meaningful_first(
     """``rows`` with the first row that passes the synonym test moved to the front (as ``tidy`` leaves it), if it
     lies within ``tolerance`` of the best ``rank_ap`` (the re-ranking's train AP, or its wide AP); rows are
     tested in their order (the re-ranking's), each as ``tidy`` leaves it (the pipeline drops its inert tokens
-    first), at most ``limit``; the first passing ends the tests (the rows stand as they are where none passes);
-    a row the tidied one repeats is dropped.
+    first), at most ``limit`` distinct tidied rows (a row that tidies to one already tested is skipped, not
+    counted); the first passing ends the tests (the rows stand as they are where none passes); a row the tidied
+    one repeats is dropped.
 
     Args:
         rows: the re-ranked rows, best first.
@@ -124,6 +125,8 @@ def meaningful_first(
         if np.isnan(r.rank_ap) or r.rank_ap < top - tolerance:
             continue
         tidied = tidy(r)
+        if any(t.token_ids == tidied.token_ids for t in tests):
+            continue  # tidied to a row already tested (and failed): not tested again, not counted
         t = test(tidied.token_ids)
         tests.append(t)
         if t.passed:
