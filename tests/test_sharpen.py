@@ -20,6 +20,7 @@ from alias_opt.search.sharpen import (
     max_scores,
     pick,
     replacements,
+    screen_picks,
     word_first,
 )
 from tests.discovery_helpers import toy_crimson_discs
@@ -64,6 +65,17 @@ def test_replacements_swap_one_position_at_a_time_for_tokens_not_in_the_sequence
     assert replacements((5, 6, 7), [1], [8, 5, 9]) == [(5, 8, 7), (5, 9, 7)]  # 5 is in the sequence already
     assert replacements((5, 6), [0, 1], [8]) == [(8, 6), (5, 8)]
     assert replacements((5, 6), [], [8]) == []
+
+
+def test_screen_picks_take_the_best_by_loss_then_the_best_by_ap_not_among_them():
+    loss = [0.5, 0.9, 0.4, np.inf, 1.1, 1.0]
+    ap = [0.2, 0.6, 0.1, 0.9, 0.6, np.nan]
+    assert screen_picks(loss, None, 2) == [2, 0]  # loss only
+    # by AP (ties: loss): 3 has no finite loss, 1 and 4 tie at 0.6 (1 has the lower loss), NaN ranks last
+    assert screen_picks(loss, ap, 2) == [2, 0, 1, 4]
+    assert screen_picks(loss, ap, 1) == [2, 1]
+    assert screen_picks([0.3, 0.2], [0.5, 0.9], 1) == [1]  # the best by AP is the best by loss: once
+    assert screen_picks(loss, ap, 10) == [2, 0, 1, 5, 4]  # every finite-loss candidate, once
 
 
 def test_word_first_keeps_rows_at_the_base_wide_ap_and_within_the_train_tolerance_best_wide_first():

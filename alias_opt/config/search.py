@@ -83,11 +83,18 @@ class SearchConfig:
     # held out 0.430; "huge hollow navy circle" 0.527, 0.527, 0.458; oracle 0.485; results/s47/wide_6666.txt)
     sharpen_max_len: int = 4
     # before those rounds: each chance token of the winner (its best synonym swap loses more than
-    # synonym_tolerance; needs synonyms) replaced by pool tokens: the sharpen_replace best by screening loss get
-    # their train AP, the sharpen_keep best of those their wide AP, and the best wide AP at or above the winner's
-    # (train within prune_tolerance) whose new token passes the synonym test replaces it. Design 6969 "framed azure
+    # synonym_tolerance; needs synonyms) replaced by pool tokens: the sharpen_replace best by screening loss (and by
+    # screening AP: sharpen_replace_ap) get their train AP, the sharpen_keep best of those their wide AP, and the
+    # best wide AP at or above the winner's (train within prune_tolerance) whose new token passes the synonym test
+    # replaces it. Design 6969 "framed azure
     # tile": "navy honda empty" -> "navy square empty", held out 0.466 -> 0.526 (exact phrase 0.523). 0: off
     sharpen_replace: int = 16
+    # the replace round's screen also takes the sharpen_replace best by COCO AP on the screening images (ties: loss),
+    # where loss and AP disagree: on design 7070 "framed plus" (hollow crosses) the 16 best replacements of "loaded"
+    # in "cross loaded" by loss all lose train AP to it (0.238-0.268 against 0.294), while "cross hollow" ranks 90th
+    # by loss (1.09 against 0.87) and 9th by AP: train AP 0.310, held out 0.376 against 0.316. Costs a forward per
+    # replacement and screening image, and sharpen_replace more train APs (results/s51/replace_probe.py)
+    sharpen_replace_ap: bool = True
     # a name whose own train AP is below this is one the model does not know (renamed, jargon): no pairs of its
     # insertions are scored (nothing to split; on renamed they cost 35-90 s a category and never won), and
     # extend_depth applies to its search only (a known name is narrowed one word at a time)

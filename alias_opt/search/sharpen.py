@@ -31,7 +31,9 @@ holds an untrained row of the toy's table that the train split rewards and that 
 exact phrase's 0.523; inserting "square" beside "honda" does not help ("navy honda empty square" 0.314), replacing
 it does ("navy square empty" 0.353, held out 0.526). The synonym test tells the chance tokens (``chance_positions``:
 the best of a token's ``synonyms`` table neighbours in its place loses more than ``synonym_tolerance``); every pool
-token in each one's place (``replacements``) is screened by loss, the ``sharpen_replace`` best get their train AP,
+token in each one's place (``replacements``) is screened by loss and, with ``sharpen_replace_ap``, by COCO AP on the
+screening images (``screen_picks``: the two disagree; on 7070 "cross loaded" the 16 best by loss all lose train AP,
+"cross hollow" ranks 90th by loss and 9th by AP), the ``sharpen_replace`` best of each order get their train AP,
 the ``sharpen_keep`` best of those their wide AP, and among those that keep the winner's wide AP and its train AP
 within ``prune_tolerance``, best wide AP first, the first whose new token passes the synonym test in its place
 replaces the winner (a chance token for another is no gain: on 6969 "amber valentine" "orange brokerage" ->
@@ -187,6 +189,27 @@ def replacements(seq: Seq, positions: Sequence[int], tokens: Sequence[int]) -> l
     return [(*seq[:i], int(t), *seq[i + 1 :]) for i in positions for t in tokens if t not in seq]
 
 
+def screen_picks(losses: Sequence[float], aps: Sequence[float] | None, n: int) -> list[int]:
+    """The replace round's screen: the ``n`` best candidates by screening loss, then the ``n`` best by AP on the
+    screening images (ties: loss) not among those; candidates with a non-finite loss are left out.
+
+    Args:
+        losses: (C,) each candidate's screening loss; aps: (C,) its screening AP (NaN ranks last), or None (loss
+            only).
+        n: how many each order gives.
+    Returns:
+        up to 2n indices into the candidates, the loss order's first.
+    """
+    loss = np.asarray(losses, dtype=float)
+    ok = np.isfinite(loss)
+    by_loss = [int(i) for i in np.argsort(loss, kind="stable") if ok[i]][:n]
+    if aps is None:
+        return by_loss
+    ap = np.nan_to_num(np.asarray(aps, dtype=float), nan=-np.inf)
+    by_ap = [int(i) for i in np.lexsort((loss, -ap)) if ok[i]][:n]
+    return by_loss + [i for i in by_ap if i not in by_loss]
+
+
 def word_first(rows: Sequence[tuple[Seq, float, float]], base_wide: float, base_train: float, tolerance: float):
     """The rows that keep ``base_wide`` and ``base_train`` within ``tolerance``, best wide AP first (ties: the
     rows' order): the replace round's candidates, to be synonym-tested in that order.
@@ -273,12 +296,13 @@ def _replace_round(ctx: SearchContext, out: Sharpening, base_preds, xfeats, extr
     if not chance:
         return base_preds
     cands = ctx.filt.accept(replacements(seq, chance, ctx.pool()))
-    n_keep = min(cfg.sharpen_keep, cfg.sharpen_replace)
-    cost = len(cands) * len(obj.screen_idx) + cfg.sharpen_replace * obj.n_images
+    n_keep, orders = min(cfg.sharpen_keep, cfg.sharpen_replace), 1 + cfg.sharpen_replace_ap
+    cost = orders * (len(cands) * len(obj.screen_idx) + cfg.sharpen_replace * obj.n_images)
     if not cands or obj.remaining() < cost + n_keep * (obj.n_images + len(extra) + k * obj.n_images):
         return base_preds
     screen = obj.screen_losses(cands)  # (C,)
-    top = [cands[i] for i in np.argsort(screen, kind="stable")[: cfg.sharpen_replace] if np.isfinite(screen[i])]
+    aps = _screen_aps(ctx, cands) if cfg.sharpen_replace_ap else None  # (C,)
+    top = [cands[i] for i in screen_picks(screen, aps, cfg.sharpen_replace)]
     keep = [top[i] for i in np.argsort(-np.asarray(ctx.train_aps(top)), kind="stable")[:n_keep]]
     rnd.tokens, rnd.tried = len(cands), len(keep)
     preds = _preds(ctx, xfeats, extra, keep)
@@ -292,6 +316,16 @@ def _replace_round(ctx: SearchContext, out: Sharpening, base_preds, xfeats, extr
             obj.record("sharpen", 0, math.inf, wide_ap=wide, base_wide_ap=base_wide, replaced=len(chance))
             return preds[keep.index(c)]
     return base_preds
+
+
+def _screen_aps(ctx: SearchContext, seqs: Sequence[Seq]) -> list[float]:
+    """(S,) each of ``seqs``' COCO AP on the objective's screening images (charged)."""
+    obj, th = ctx.obj, DEFAULT_THRESHOLDS
+    idx = [int(i) for i in obj.screen_idx]
+    images = [obj.images[i] for i in idx]
+    preds = predict(ctx.backend, obj.feats.select(idx), images, [list(s) for s in seqs], th)
+    obj.charge(len(seqs) * len(idx))
+    return [score_predictions(p, images, th).ap for p in preds]
 
 
 def _wide_train(preds, train, extra) -> tuple[float, float]:
