@@ -104,6 +104,11 @@ def test_config_refuses_bad_sharpen_settings():
         load_config(overrides={"sharpen_replace": -1})
     with pytest.raises(ValueError, match="sharpen_max_len must be in 0..30"):
         load_config(overrides={"sharpen_max_len": 31})
+    for bad in (-0.01, 1.0):
+        with pytest.raises(ValueError, match="sharpen_replace_tolerance must be in"):
+            load_config(overrides={"sharpen_replace_tolerance": bad})
+    with pytest.raises(ValueError, match="sharpen_replace_ap"):
+        load_config(overrides={"sharpen_replace_ap": 1})  # a bool field takes no number
 
 
 @pytest.fixture(scope="module")

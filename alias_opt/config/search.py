@@ -85,9 +85,9 @@ class SearchConfig:
     # before those rounds: each chance token of the winner (its best synonym swap loses more than
     # synonym_tolerance; needs synonyms) replaced by pool tokens: the sharpen_replace best by screening loss (and by
     # screening AP: sharpen_replace_ap) get their train AP, the sharpen_keep best of those their wide AP, and the
-    # best wide AP at or above the winner's (train within prune_tolerance) whose new token passes the synonym test
-    # replaces it. Design 6969 "framed azure
-    # tile": "navy honda empty" -> "navy square empty", held out 0.466 -> 0.526 (exact phrase 0.523). 0: off
+    # best wide AP at or above the winner's (train within sharpen_replace_tolerance) whose new token passes the
+    # synonym test replaces it. Design 6969 "framed azure tile": "navy honda empty" -> "navy square empty", held out
+    # 0.466 -> 0.526 (exact phrase 0.523). 0: off
     sharpen_replace: int = 16
     # the replace round's screen also takes the sharpen_replace best by COCO AP on the screening images (ties: loss),
     # where loss and AP disagree: on design 7070 "framed plus" (hollow crosses) the 16 best replacements of "loaded"
@@ -95,6 +95,12 @@ class SearchConfig:
     # by loss (1.09 against 0.87) and 9th by AP: train AP 0.310, held out 0.376 against 0.316. Costs a forward per
     # replacement and screening image, and sharpen_replace more train APs (results/s51/replace_probe.py)
     sharpen_replace_ap: bool = True
+    # the train AP a replacement may lose against the winner's. 0: a word in a chance token's place holds what the
+    # chance token earned on train. The recorded picks that helped gained 0.006-0.017 train AP (6969 "navy square
+    # empty", 7070 "cross empty", "little square violet", "stars lemon", 7171 "triangle green filled"); design 7171
+    # "purple bine delta" -> "purple bine mith" (small hollow purple stars, with sharpen_replace_ap) lost 0.003 at
+    # prune_tolerance and held out 0.55 x the exact phrase (0.83 x where the loss screen alone picked "... sit", +0.004)
+    sharpen_replace_tolerance: float = 0.0
     # a name whose own train AP is below this is one the model does not know (renamed, jargon): no pairs of its
     # insertions are scored (nothing to split; on renamed they cost 35-90 s a category and never won), and
     # extend_depth applies to its search only (a known name is narrowed one word at a time)
@@ -383,6 +389,10 @@ class SearchConfig:
             raise ValueError(
                 f"sharpen_negatives and sharpen_keep must be >= 1 and sharpen_margin in [0, 1) (sharpen: false turns "
                 f"it off); got {self.sharpen_negatives}, {self.sharpen_keep}, {self.sharpen_margin}"
+            )
+        if not 0 <= self.sharpen_replace_tolerance < 1:
+            raise ValueError(
+                f"sharpen_replace_tolerance must be in [0, 1) train AP; got {self.sharpen_replace_tolerance}"
             )
         if self.sharpen_replace < 0:
             raise ValueError(f"sharpen_replace must be >= 0 replacements (0: off); got {self.sharpen_replace}")

@@ -35,7 +35,7 @@ token in each one's place (``replacements``) is screened by loss and, with ``sha
 screening images (``screen_picks``: the two disagree; on 7070 "cross loaded" the 16 best by loss all lose train AP,
 "cross hollow" ranks 90th by loss and 9th by AP), the ``sharpen_replace`` best of each order get their train AP,
 the ``sharpen_keep`` best of those their wide AP, and among those that keep the winner's wide AP and its train AP
-within ``prune_tolerance``, best wide AP first, the first whose new token passes the synonym test in its place
+within ``sharpen_replace_tolerance``, best wide AP first, the first whose new token passes the synonym test in its place
 replaces the winner (a chance token for another is no gain: on 6969 "amber valentine" "orange brokerage" ->
 "orange 🎧" gained wide AP and lost held-out AP).
 
@@ -307,7 +307,7 @@ def _replace_round(ctx: SearchContext, out: Sharpening, base_preds, xfeats, extr
     rnd.tokens, rnd.tried = len(cands), len(keep)
     preds = _preds(ctx, xfeats, extra, keep)
     rows = [(c, *_wide_train(p, train, extra)) for c, p in zip(keep, preds)]
-    for c, wide, tr_ap in word_first(rows, base_wide, base_train, cfg.prune_tolerance):
+    for c, wide, tr_ap in word_first(rows, base_wide, base_train, cfg.sharpen_replace_tolerance):
         pos = next(i for i in chance if c[i] != seq[i])
         t = synonym_test(ctx, c, ctx.train_aps)
         if pos not in chance_positions(t.train_ap, t.best_swaps, cfg.synonym_tolerance):  # a word in its place
