@@ -262,9 +262,7 @@ def sharpen(ctx: SearchContext, seq: Seq) -> Sharpening | None:
         cost = len(firsts) * len(screen_images)
         if not firsts or obj.remaining() < cost + cfg.sharpen_keep * (len(base) + 1) * (len(train) + len(extra)):
             break
-        screened = predict(ctx.backend, screen_feats, screen_images, [list(s) for s in firsts.values()], th)
-        obj.charge(cost)
-        aps = [score_predictions(p, screen_images, th).ap for p in screened]
+        aps = _aps(ctx, screen_feats, screen_images, list(firsts.values()))  # charged: ``cost``
         keep = best_tokens(list(firsts), aps, cfg.sharpen_keep)
         cands = [c for c in filt.accept(extensions([base], keep)) if c != base]
         rnd.tokens, rnd.tried = len(firsts), len(cands)
@@ -301,7 +299,8 @@ def _replace_round(ctx: SearchContext, out: Sharpening, base_preds, xfeats, extr
     if not cands or obj.remaining() < cost + n_keep * (obj.n_images + len(extra) + k * obj.n_images):
         return base_preds
     screen = obj.screen_losses(cands)  # (C,)
-    aps = _screen_aps(ctx, cands) if cfg.sharpen_replace_ap else None  # (C,)
+    idx = [int(i) for i in obj.screen_idx]
+    aps = _aps(ctx, obj.feats.select(idx), [train[i] for i in idx], cands) if cfg.sharpen_replace_ap else None
     top = [cands[i] for i in screen_picks(screen, aps, cfg.sharpen_replace)]
     keep = [top[i] for i in np.argsort(-np.asarray(ctx.train_aps(top)), kind="stable")[:n_keep]]
     rnd.tokens, rnd.tried = len(cands), len(keep)
@@ -318,13 +317,11 @@ def _replace_round(ctx: SearchContext, out: Sharpening, base_preds, xfeats, extr
     return base_preds
 
 
-def _screen_aps(ctx: SearchContext, seqs: Sequence[Seq]) -> list[float]:
-    """(S,) each of ``seqs``' COCO AP on the objective's screening images (charged)."""
-    obj, th = ctx.obj, DEFAULT_THRESHOLDS
-    idx = [int(i) for i in obj.screen_idx]
-    images = [obj.images[i] for i in idx]
-    preds = predict(ctx.backend, obj.feats.select(idx), images, [list(s) for s in seqs], th)
-    obj.charge(len(seqs) * len(idx))
+def _aps(ctx: SearchContext, feats: ImageFeatures, images, seqs: Sequence[Seq]) -> list[float]:
+    """(S,) each of ``seqs``' COCO AP on ``images`` (their ``feats``); a forward per sequence and image, charged."""
+    th = DEFAULT_THRESHOLDS
+    preds = predict(ctx.backend, feats, images, [list(s) for s in seqs], th)
+    ctx.obj.charge(len(seqs) * len(images))
     return [score_predictions(p, images, th).ap for p in preds]
 
 
